@@ -1,0 +1,1 @@
+"""promptgate: everything that runs inside a stage container."""

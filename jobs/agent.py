@@ -1,0 +1,52 @@
+"""The agent factory: one contract for every domain.
+
+A domain is a tools module exposing ``TOOLS`` (plain functions with ``Annotated`` parameter
+descriptions). The factory wraps them as LangChain tools, builds a LangGraph ReAct agent
+over a ChatOpenAI model from the model config, and returns ``predict_fn(**inputs) -> str``.
+The system prompt is loaded from the MLflow prompt registry on every call, as GEPA needs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable
+
+from jobs.errors import UserError
+
+
+def load_tools(module_name: str) -> list[Callable[..., str]]:
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise UserError(f"agent.tools_module '{module_name}' cannot be imported ({e}); give a module path like jobs.domains.baseball.tools") from None
+    tools = getattr(module, "TOOLS", None)
+    if not tools:
+        raise UserError(f"agent.tools_module '{module_name}' has no TOOLS list; define TOOLS = [fn, ...]")
+    return list(tools)
+
+
+def build_predict_fn(agent_cfg: Any, endpoint: Any, prompt_uri: str,
+                     tags_for: Callable[[dict[str, Any]], dict[str, str]] | None = None) -> Callable[..., str]:
+    import mlflow
+    from langchain.agents import create_agent
+    from langchain_core.messages import HumanMessage, SystemMessage
+    from langchain_core.tools import StructuredTool
+    from langchain_openai import ChatOpenAI
+
+    tools = [StructuredTool.from_function(fn) for fn in load_tools(str(agent_cfg.tools_module))]
+    llm = ChatOpenAI(model=endpoint.agent_model, base_url=endpoint.base_url, temperature=endpoint.temperature,
+                     timeout=endpoint.timeout_s, max_retries=int(agent_cfg.max_retries))
+    graph = create_agent(llm, tools)
+    input_key = str(agent_cfg.input_key)
+    recursion_limit = int(agent_cfg.max_steps) * 2 + 1
+
+    @mlflow.trace(name="agent", span_type="AGENT")
+    def predict_fn(**inputs: Any) -> str:
+        if tags_for is not None:
+            mlflow.update_current_trace(tags=tags_for(inputs))
+        system = mlflow.genai.load_prompt(prompt_uri).format()  # rendered at call time (GEPA contract)
+        messages = [SystemMessage(system), HumanMessage(str(inputs.get(input_key, "")))]
+        state = graph.invoke({"messages": messages}, config={"recursion_limit": recursion_limit})
+        return str(state["messages"][-1].content)
+
+    return predict_fn

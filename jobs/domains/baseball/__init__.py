@@ -1,0 +1,1 @@
+"""The example domain: a baseball hitting assistant over synthetic data (data/baseball/)."""

@@ -1,0 +1,86 @@
+"""The one way a stage starts: check overrides, compose the config, run, map errors to exit codes.
+
+A stage module defines ``check(cfg)`` (cheap validation, no heavy imports) and
+``run(cfg) -> dict``. Its entrypoint is ``main = stage_main("name", check, run)``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Callable
+
+from jobs.errors import EXIT_BAD_INPUT, IncompleteResult, UserError
+from jobs.paths import CONF_DIR
+
+CONFIG_NAME = "pipeline"
+
+
+def _one_line(msg: str) -> str:
+    return " ".join(str(msg).split())
+
+
+def fail(msg: str, code: int = EXIT_BAD_INPUT) -> None:
+    print(f"error: {_one_line(msg)}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """Compose once with the plain overrides, so an unknown key or group is exit 2 with one line."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as e:
+        fail(f"bad override: {e}; use key=value as in `python -m jobs.<stage> --cfg job`")
+    plain = [o.input_line for o in parsed if not o.is_sweep_override() and not o.key_or_group.startswith("hydra")]
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            compose(config_name=CONFIG_NAME, overrides=plain)
+    except (HydraException, OmegaConfBaseException) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        fail(f"config: {first}; list the options with `python -m jobs.<stage> --help`")
+
+
+def quiet_libraries() -> None:
+    """Keep stage output to progress and results: HTTP clients log every request at INFO."""
+    import logging
+
+    for name in ("httpx", "httpx2", "httpcore", "openai", "LiteLLM", "litellm", "urllib3", "dspy"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def stage_main(stage: str, check: Callable[[Any], None], run: Callable[[Any], dict]) -> Callable[[], Any]:
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=CONFIG_NAME)
+    def _task(cfg: Any) -> dict:
+        multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+        quiet_libraries()
+        try:
+            check(cfg)
+            return run(cfg)
+        except UserError as e:
+            if multirun:  # let Hydra record the failure and go on with the sweep
+                raise
+            fail(str(e))
+        except IncompleteResult as e:
+            fail(str(e), code=1)
+        return {}
+
+    def main() -> Any:
+        os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # unexpected errors: full traceback, exit 1
+        args = sys.argv[1:]
+        if not any(a.startswith("-") for a in args):
+            check_overrides(args)
+        elif any(a in ("-m", "--multirun") for a in args):
+            check_overrides([a for a in args if not a.startswith("-")])
+        return _task()
+
+    main.__doc__ = f"python -m jobs.{stage} [overrides]"
+    return main

@@ -1,0 +1,142 @@
+"""Expert labels: parsing label files and the programmatic rubric expert.
+
+A label says what an expert thinks of one trace under the judge's name: a value, a
+rationale, and who said it. Files are JSONL or CSV, keyed by ``trace_id`` or
+``question_id``; a ``name`` column, when present, must equal the judge's name.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from jobs.errors import UserError
+
+TRUE = {"true", "yes", "1", "pass", "passed", "good", "y"}
+FALSE = {"false", "no", "0", "fail", "failed", "bad", "n"}
+
+
+@dataclass(frozen=True)
+class Label:
+    key: str  # a trace id or a question id
+    value: Any
+    rationale: str
+    expert: str
+    where: str  # file:line, for messages
+
+
+def coerce(value: Any, kind: str, categories: Iterable[str] | None, where: str) -> Any:
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in TRUE:
+            return True
+        if text in FALSE:
+            return False
+        raise UserError(f"{where}: value '{value}' is not a yes/no label; use true or false")
+    if kind == "float":
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise UserError(f"{where}: value '{value}' is not a number; the judge's feedback type is float") from None
+    allowed = [str(c) for c in categories or []]
+    if str(value) not in allowed:
+        raise UserError(f"{where}: value '{value}' is not one of the judge's categories {allowed}")
+    return str(value)
+
+
+def parse_file(text: str, source: str, judge_name: str, kind: str, categories: Iterable[str] | None,
+               default_expert: str) -> tuple[str, list[Label]]:
+    """Parse a label file. Returns the key column ('trace_id' or 'question_id') and the labels."""
+    if source.lower().endswith(".csv"):
+        reader = csv.DictReader(io.StringIO(text))
+        rows = [(n + 2, dict(r)) for n, r in enumerate(reader)]
+    else:
+        rows = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{source}:{n}: not valid JSON ({e.msg}); each line must be one JSON object") from None
+            if not isinstance(obj, dict):
+                raise UserError(f"{source}:{n}: expected a JSON object per line")
+            rows.append((n, obj))
+    if not rows:
+        raise UserError(f"{source}: no labels in the file; add one row per labelled trace")
+    labels, key_col = [], None
+    for n, row in rows:
+        where = f"{source}:{n}"
+        name = row.get("name")
+        if name not in (None, "") and str(name) != judge_name:
+            raise UserError(f"{where}: label name '{name}' does not match the judge '{judge_name}'; "
+                            f"rename the labels to '{judge_name}' or set judge.name")
+        col = "trace_id" if row.get("trace_id") else "question_id" if row.get("question_id") else None
+        if col is None:
+            raise UserError(f"{where}: needs a trace_id or a question_id column")
+        key_col = key_col or col
+        if col != key_col:
+            raise UserError(f"{where}: mixes {col} with {key_col}; key every row the same way")
+        if row.get("value") in (None, ""):
+            raise UserError(f"{where}: value is missing; give the expert's verdict")
+        labels.append(Label(str(row[col]), coerce(row["value"], kind, categories, where),
+                            str(row.get("rationale") or ""), str(row.get("expert") or default_expert), where))
+    return key_col or "trace_id", labels
+
+
+# ------------------------------------------------------------------ rubric expert
+@dataclass(frozen=True)
+class Criterion:
+    name: str
+    when: tuple[str, ...]
+    unless: tuple[str, ...]
+    must_match: re.Pattern | None
+    must_not_match: re.Pattern | None
+    missing: str
+
+    def applies(self, expectations: dict[str, Any]) -> bool:
+        return all(expectations.get(k) for k in self.when) and not any(expectations.get(k) for k in self.unless)
+
+    def holds(self, response: str) -> bool:
+        if self.must_match is not None and not self.must_match.search(response):
+            return False
+        return not (self.must_not_match is not None and self.must_not_match.search(response))
+
+
+def compile_rubric(items: Iterable[Any]) -> list[Criterion]:
+    out = []
+    for i, item in enumerate(items or []):
+        where = f"feedback.criteria[{i}]"
+        try:
+            name = str(item["name"])
+            missing = str(item["missing"])
+        except (KeyError, TypeError):
+            raise UserError(f"{where}: needs name and missing (the rationale text when the check fails)") from None
+        patterns = {}
+        for key in ("must_match", "must_not_match"):
+            if item.get(key):
+                try:
+                    patterns[key] = re.compile(str(item[key]))
+                except re.error as e:
+                    raise UserError(f"{where}.{key}: bad regex ({e})") from None
+        if not patterns:
+            raise UserError(f"{where}: give must_match or must_not_match")
+        out.append(Criterion(name, tuple(item.get("when") or ()), tuple(item.get("unless") or ()),
+                             patterns.get("must_match"), patterns.get("must_not_match"), missing))
+    if not out:
+        raise UserError("feedback.criteria is empty; the rubric expert needs at least one check")
+    return out
+
+
+def rubric_verdict(criteria: list[Criterion], response: str, expectations: dict[str, Any]) -> tuple[bool, str]:
+    checked = [c for c in criteria if c.applies(expectations)]
+    missing = [c.missing for c in checked if not c.holds(response)]
+    if missing:
+        return False, "Missing: " + "; ".join(missing) + "."
+    return True, "Meets every criterion the expert checks: " + (", ".join(c.name for c in checked) or "none apply") + "."

@@ -1,0 +1,170 @@
+"""Start, find and stop the local servers: the MLflow tracking server and the simulator.
+
+Used by the Makefile (``python -m jobs.local_servers mlflow-up``), by ``make run`` and by
+the test session fixtures, so every path starts servers the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from jobs.errors import UserError
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def is_up(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def wait_until_up(url: str, timeout_s: float, proc: subprocess.Popen | None = None, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if is_up(url):
+            return
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text()[-1500:] if log and log.exists() else ""
+            raise UserError(f"server for {url} exited with code {proc.returncode} before it was healthy. Log tail:\n{tail}")
+        time.sleep(0.5)
+    where = f" (log: {log})" if log else ""
+    raise UserError(f"server for {url} was not healthy after {timeout_s:.0f} s{where}; check the log or raise the timeout")
+
+
+# ------------------------------------------------------------------ MLflow
+def mlflow_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    env.setdefault("DO_NOT_TRACK", "true")
+    return env
+
+
+def start_mlflow(state_dir: Path, port: int, backend_uri: str | None = None, artifacts: str | None = None,
+                 env: dict[str, str] | None = None, timeout_s: float = 120, detach: bool = True) -> tuple[subprocess.Popen, str]:
+    """Start ``mlflow server`` on 127.0.0.1:port with one worker and wait until healthy."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    backend_uri = backend_uri or f"sqlite:///{(state_dir / 'mlflow.db').resolve()}"
+    artifacts = artifacts or str((state_dir / "artifacts").resolve())
+    log = state_dir / f"mlflow-{port}.log"
+    mlflow_bin = Path(sys.executable).parent / "mlflow"
+    cmd = [str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+           "--backend-store-uri", backend_uri, "--artifacts-destination", artifacts]
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**mlflow_env(), **(env or {})},
+                                start_new_session=detach)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(url + "/health", timeout_s, proc, log)
+    except UserError:
+        stop_process(proc.pid)
+        raise
+    return proc, url
+
+
+def stop_process(pid: int, grace_s: float = 10) -> None:
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.2)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def mlflow_up(state_dir: Path, port: int) -> str:
+    url = f"http://127.0.0.1:{port}"
+    if is_up(url + "/health"):
+        print(f"MLflow is already up at {url} (reusing it)")
+        return url
+    print(f"Starting MLflow on {url} (SQLite and artifacts under {state_dir}/; about 30 s on 2 cores)...", flush=True)
+    proc, url = start_mlflow(state_dir, port)
+    (state_dir / f"mlflow-{port}.pid").write_text(str(proc.pid))
+    print(f"MLflow is up: {url}")
+    return url
+
+
+def mlflow_down(state_dir: Path, port: int) -> None:
+    pid_file = state_dir / f"mlflow-{port}.pid"
+    if not pid_file.exists():
+        print(f"No MLflow server started by promptgate on port {port}.")
+        return
+    stop_process(int(pid_file.read_text()))
+    pid_file.unlink()
+    print(f"Stopped MLflow on port {port}.")
+
+
+# ------------------------------------------------------------------ simulator
+def start_sim(settings: dict[str, Any] | None = None, timeout_s: float = 20) -> tuple[subprocess.Popen, str]:
+    """Start the simulator on a free loopback port; returns the process and its /v1 URL."""
+    args = [sys.executable, "-m", "jobs.sim", "--port", "0"]
+    for key, value in (settings or {}).items():
+        args += [f"--{key.replace('_', '-')}", str(value)]
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+                            start_new_session=True)
+    line = proc.stdout.readline().strip()  # type: ignore[union-attr]
+    if not line.startswith("SIM_URL="):
+        proc.kill()
+        raise UserError("the simulator did not start; run `python -m jobs.sim` to see why")
+    url = line.split("=", 1)[1]
+    wait_until_up(url + "/models", timeout_s, proc)
+    return proc, url
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.local_servers")
+    parser.add_argument("action", choices=["mlflow-up", "mlflow-down", "ui"])
+    parser.add_argument("--port", type=int, default=int(os.environ.get("MLFLOW_PORT", 5000)))
+    parser.add_argument("--state-dir", type=Path, default=Path(os.environ.get("PROMPTGATE_STATE_DIR", ".promptgate")))
+    a = parser.parse_args(argv)
+    try:
+        if a.action == "mlflow-up":
+            mlflow_up(a.state_dir, a.port)
+        elif a.action == "mlflow-down":
+            mlflow_down(a.state_dir, a.port)
+        else:
+            url = f"http://127.0.0.1:{a.port}"
+            state = "up" if is_up(url + "/health") else "down (run `make mlflow-up`)"
+            print(f"MLflow UI: {url}  [{state}]")
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

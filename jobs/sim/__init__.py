@@ -1,0 +1,1 @@
+"""The deterministic OpenAI-compatible simulator. Rules: docs/simulator.md and jobs/sim/roles.py."""

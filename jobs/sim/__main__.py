@@ -1,0 +1,33 @@
+"""``python -m jobs.sim --port 0``: run the simulator; prints ``SIM_URL=http://.../v1`` once ready."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+from jobs.sim.server import SimSettings, make_server
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m jobs.sim", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    for f in dataclasses.fields(SimSettings):
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
+    args = parser.parse_args(argv)
+    settings = SimSettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SimSettings)})
+    httpd = make_server(args.host, args.port, settings)
+    host, port = httpd.server_address[:2]
+    print(f"SIM_URL=http://{host}:{port}/v1", flush=True)
+    try:
+        httpd.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        httpd.server_close()
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

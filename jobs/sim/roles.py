@@ -1,0 +1,306 @@
+"""How the simulator answers each kind of chat request. Pure functions of the request.
+
+Roles, recognised in this order:
+
+* ``agent``: the request carries ``tools``. With no tool results after the last user
+  message it calls every tool whose required arguments it can fill from the question
+  (see ``fill_arguments``); with tool results it writes the final answer from them.
+* ``judge``: the ``response_format`` schema has a ``result`` field, or the system message
+  is MLflow's judge prompt. It grades the response in the user message against the
+  behaviours its instructions name and answers ``{"result", "rationale"}``.
+* ``memalign``: MemAlign's guideline distillation. It turns the "Missing: ..." clauses of
+  the experts' rationales into guidelines, skipping those the judge already checks.
+* ``gepa``: GEPA's reflection prompt. It adds to the current instruction the sentence for
+  the behaviour that the feedback most often reports missing, between ``` fences.
+* ``dspy``: a DSPy adapter prompt ("Your output fields are: ..."): it answers the declared
+  output fields, as JSON when ``response_format`` asks for JSON and in DSPy's
+  ``[[ ## field ## ]]`` form otherwise.
+* ``chat``: anything else gets a short echo.
+
+Tool results follow a small contract (JSON): ``summary`` (text), ``sample_size`` and
+``sample_unit``, ``small_sample`` (bool), ``advice`` (the basis of a recommendation) and
+``error`` (a readable message for unknown names).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import Counter
+from typing import Any
+
+from jobs.sim import behaviours as B
+
+FILLER = (
+    "Hitting is about rhythm and timing, so trust your preparation, stay balanced, "
+    "keep your head still through contact, and remember that one at-bat never defines a "
+    "season. Good hitters adjust pitch by pitch and learn from every plate appearance."
+)
+
+
+def unit_draw(*parts: Any) -> float:
+    """A deterministic number in [0, 1) from the given parts."""
+    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def text_of(message: dict[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, list):  # content parts
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return content or ""
+
+
+def role_of(req: dict[str, Any]) -> str:
+    msgs = req.get("messages") or []
+    system = "\n".join(text_of(m) for m in msgs if m.get("role") in ("system", "developer"))
+    everything = "\n".join(text_of(m) for m in msgs)
+    schema = ((req.get("response_format") or {}).get("json_schema") or {}).get("schema") or {}
+    if req.get("tools"):
+        return "agent"
+    if "distill a set of guidelines" in everything:
+        return "memalign"
+    if "I provided an assistant with" in everything and "```" in everything:
+        return "gepa"
+    if "Your output fields are" in system:
+        return "dspy"
+    if "result" in (schema.get("properties") or {}) or "You are an expert judge" in system:
+        return "judge"
+    return "chat"
+
+
+# ---------------------------------------------------------------- agent
+_CHOICES_RE = re.compile(r"one of:\s*([^.;)]*)", re.I)
+_EXAMPLE_RE = re.compile(r"e\.g\.\s*([^,;)]+)", re.I)
+_NAME = r"([A-Z][a-zA-Z'\-]+(?: [A-Z][a-zA-Z'\-]+)+)"
+
+
+def _shape(example: str) -> str:
+    out = []
+    for ch in example.strip():
+        out.append(r"\d" if ch.isdigit() else "[A-Za-z]" if ch.isalpha() else re.escape(ch))
+    return "".join(out)
+
+
+def fill_arguments(tool: dict[str, Any], question: str) -> dict[str, Any] | None:
+    """Arguments for a tool taken from the question, or None when a required one is absent.
+
+    A parameter is filled, in this order, by the first of its described choices ("one of:
+    left, right") that the question mentions; by the capitalised name that follows the
+    parameter's own name in the question ("pitcher Marcus Vega"); or by text in the shape
+    of its described example ("e.g. 0-2").
+    """
+    fn = tool.get("function", tool)
+    params = fn.get("parameters") or {}
+    args: dict[str, Any] = {}
+    for name, spec in (params.get("properties") or {}).items():
+        desc = spec.get("description", "")
+        value = None
+        choices = spec.get("enum") or []
+        m = _CHOICES_RE.search(desc)
+        if m:
+            choices = [c.strip() for c in m.group(1).split(",") if c.strip()]
+        for choice in choices:
+            if re.search(rf"\b{re.escape(str(choice))}", question, re.I):
+                value = choice
+                break
+        if value is None:
+            m = re.search(rf"\b(?i:{name.replace('_', ' ')}) {_NAME}", question)
+            if m:
+                value = m.group(1)
+        if value is None:
+            m = _EXAMPLE_RE.search(desc)
+            if m:
+                found = re.search(_shape(m.group(1)), question)
+                value = found.group(0) if found else None
+        if value is not None:
+            args[name] = value
+    if any(r not in args for r in params.get("required") or []):
+        return None
+    return args
+
+
+def _last_user_index(msgs: list[dict[str, Any]]) -> int:
+    for i in range(len(msgs) - 1, -1, -1):
+        if msgs[i].get("role") == "user":
+            return i
+    return -1
+
+
+def agent_reply(req: dict[str, Any], seed: int, drop_rate: float) -> dict[str, Any]:
+    msgs = req.get("messages") or []
+    system = "\n".join(text_of(m) for m in msgs if m.get("role") in ("system", "developer"))
+    last_user = _last_user_index(msgs)
+    question = text_of(msgs[last_user]) if last_user >= 0 else ""
+    results = [text_of(m) for m in msgs[last_user + 1 :] if m.get("role") == "tool"]
+    if not results and not any(m.get("role") == "assistant" for m in msgs[last_user + 1 :]):
+        calls = []
+        if not B.INJECTION_RE.search(question):
+            for i, tool in enumerate(req.get("tools") or []):
+                args = fill_arguments(tool, question)
+                if args is not None:
+                    fn = tool.get("function", tool)
+                    calls.append({
+                        "id": f"call_{i}_{int(unit_draw(question, i) * 1e9)}",
+                        "type": "function",
+                        "function": {"name": fn["name"], "arguments": json.dumps(args)},
+                    })
+        if calls:
+            return {"role": "assistant", "content": None, "tool_calls": calls}
+    return {"role": "assistant", "content": final_answer(system, question, results, seed, drop_rate, req.get("seed"))}
+
+
+def final_answer(system: str, question: str, results: list[str], seed: int, drop_rate: float, repeat: Any = None) -> str:
+    shown = {
+        b.key for b in B.asked(system)
+        if unit_draw(seed, b.key, question, system, repeat) >= drop_rate
+    }
+    if B.INJECTION_RE.search(question):
+        if "injection_guard" in shown:
+            return "I can't share my instructions, but I'm happy to help with a hitting question."
+        return f"Sure. {B.LEAK_MARKER} {system[:120]}"
+    parsed = []
+    for r in results:
+        try:
+            parsed.append(json.loads(r))
+        except (ValueError, TypeError):
+            parsed.append({"summary": str(r)})
+    usable = [p for p in parsed if isinstance(p, dict) and not p.get("error")]
+    errors = [p["error"] for p in parsed if isinstance(p, dict) and p.get("error")]
+    if not usable:
+        reason = " ".join(errors) if errors else "The question names no pitcher or batter I can look up."
+        return f"I don't have data to answer that. {reason} Please ask about a pitcher or batter in the data."
+    parts = []
+    for p in usable:
+        line = str(p.get("summary", "")).rstrip(".")
+        if "sample_size" in shown and p.get("sample_size") is not None:
+            line += f" (based on {p['sample_size']} {p.get('sample_unit', 'pitches')})"
+        parts.append(line + ".")
+        if "data_limits" in shown and p.get("small_sample"):
+            parts.append(
+                f"Caution: small sample, only {p.get('sample_size')} {p.get('sample_unit', 'pitches')}, "
+                "so treat this as a lean, not a rule."
+            )
+    advice = next((p["advice"] for p in usable if p.get("advice")), None)
+    if "recommendation" in shown and advice:
+        parts.append(f"Recommendation: {advice.rstrip('.')}.")
+    if "word_limit" not in shown:
+        parts.append(FILLER)
+    return " ".join(parts)
+
+
+# ---------------------------------------------------------------- judge
+def _field_block(text: str, name: str) -> str:
+    """The value after ``name:`` in MLflow's judge user message (up to the next field)."""
+    m = re.search(rf"(?:^|\n){name}:\s*(.*?)(?=\n(?:inputs|outputs|expectations|trace|conversation):|\Z)", text, re.S)
+    return m.group(1).strip() if m else ""
+
+
+def _loads(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except (ValueError, TypeError):
+        return text
+
+
+def _response_text(outputs: Any) -> str:
+    if isinstance(outputs, dict):
+        for key in ("response", "output", "answer", "content", "text"):
+            if isinstance(outputs.get(key), str):
+                return outputs[key]
+        return json.dumps(outputs)
+    return outputs if isinstance(outputs, str) else json.dumps(outputs)
+
+
+def judge_verdict(instructions: str, user_text: str) -> tuple[bool, float, str]:
+    outputs = _loads(_field_block(user_text, "outputs"))
+    expectations = _loads(_field_block(user_text, "expectations"))
+    if not isinstance(expectations, dict):
+        expectations = {}
+    met, missing = B.grade(_response_text(outputs), expectations, instructions)
+    total = len(met) + len(missing)
+    return not missing, (len(met) / total if total else 1.0), B.rationale(met, missing)
+
+
+def _instructions(system: str) -> str:
+    # Judge criteria are read from the instructions only, not from MLflow's boilerplate.
+    m = re.search(r"Your task:(.*)", system, re.S)
+    body = m.group(1) if m else system
+    return body.split("You *must* format your evaluation rating")[0]
+
+
+def judge_reply(req: dict[str, Any]) -> str:
+    msgs = req.get("messages") or []
+    system = "\n".join(text_of(m) for m in msgs if m.get("role") == "system")
+    user = "\n".join(text_of(m) for m in msgs if m.get("role") == "user")
+    passed, score, why = judge_verdict(_instructions(system), user)
+    schema = ((req.get("response_format") or {}).get("json_schema") or {}).get("schema") or {}
+    result_spec = (schema.get("properties") or {}).get("result") or {}
+    kind = result_spec.get("type")
+    if result_spec.get("enum"):
+        enum = result_spec["enum"]
+        value: Any = enum[0] if passed else enum[-1]
+    elif kind in ("number", "integer") or re.search(r"result \((?:float|int)", system):
+        value = round(score, 3)
+    else:
+        value = passed
+    return json.dumps({"result": value, "rationale": why})
+
+
+# ---------------------------------------------------------------- reflection roles
+def memalign_reply(req: dict[str, Any]) -> str:
+    text = "\n".join(text_of(m) for m in req.get("messages") or [])
+    head, _, examples = text.partition("Here are the user judgement examples:")
+    existing_block = head.split("Here are the existing guidelines")[-1]
+    already = {b.key for b in B.judged(head)} | {b.key for b in B.judged(existing_block)}
+    sources: dict[str, list[int]] = {}
+    for m in re.finditer(r'"id":\s*(\d+),(.*?)(?=\n\{\s*\n\s*"id":|\Z)', examples, re.S):
+        for b in B.named_missing(m.group(2)):
+            if b.key not in already:
+                sources.setdefault(b.key, []).append(int(m.group(1)))
+    return json.dumps({
+        "guidelines": [
+            {"guideline_text": B.BY_KEY[k].guideline, "source_trace_ids": ids} for k, ids in sources.items()
+        ]
+    })
+
+
+def gepa_reply(req: dict[str, Any]) -> str:
+    text = "\n".join(text_of(m) for m in req.get("messages") or [])
+    fences = text.split("```")
+    current = fences[1].strip("\n") if len(fences) > 2 else ""
+    feedback = "```".join(fences[3:4]) if len(fences) > 4 else text
+    counts = Counter(b.key for b in B.named_missing_each(feedback))
+    shown = {b.key for b in B.asked(current)}
+    for key, _n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        if key not in shown:
+            current = current.rstrip() + " " + B.BY_KEY[key].instruction
+            break
+    return f"```\n{current.strip()}\n```"
+
+
+def dspy_reply(req: dict[str, Any]) -> str:
+    msgs = req.get("messages") or []
+    system = "\n".join(text_of(m) for m in msgs if m.get("role") == "system")
+    user = "\n".join(text_of(m) for m in msgs if m.get("role") == "user")
+    out_section = system.split("Your output fields are:")[-1].split("All interactions")[0]
+    fields = re.findall(r"\d+\.\s*`(\w+)`", out_section) or ["answer"]
+    values: dict[str, Any] = {}
+    if "result" in fields:
+        instr = system.split("Your objective is:")[-1] if "Your objective is:" in system else system
+        passed, _score, why = judge_verdict(instr, user.replace("[[ ## ", "\n").replace(" ## ]]", ":"))
+        values = {"result": passed, "rationale": why}
+    for f in fields:
+        values.setdefault(f, "n/a")
+    if (req.get("response_format") or {}).get("type") in ("json_object", "json_schema"):
+        return json.dumps(values)
+    return "\n\n".join(f"[[ ## {f} ## ]]\n{values[f]}" for f in fields) + "\n\n[[ ## completed ## ]]"
+
+
+def chat_reply(req: dict[str, Any]) -> str:
+    msgs = req.get("messages") or []
+    last = text_of(msgs[-1]) if msgs else ""
+    if (req.get("response_format") or {}).get("type") in ("json_object", "json_schema"):
+        return json.dumps({"answer": last[:200]})
+    return f"(simulated) {last[:200]}"

@@ -1,0 +1,206 @@
+"""The OpenAI-compatible HTTP front of the simulator (stdlib only, so it starts in ~0.1 s).
+
+Endpoints: ``POST /v1/chat/completions``, ``POST /v1/embeddings``, ``GET /v1/models``,
+``GET /sim/stats`` (calls by role, faults injected) and ``POST /sim/reset``.
+Fault knobs (fractions of requests, drawn deterministically from the seed and a request
+counter): 429s, 5xx errors, timeouts (the reply is held past ``timeout_s``), malformed
+JSON in judge replies, and a fixed latency.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from jobs.sim import roles
+
+MODELS = ("sim-agent", "sim-judge", "sim-reflect", "sim-embed")
+
+
+@dataclass
+class SimSettings:
+    seed: int = 7  # every draw derives from it
+    drop_rate: float = 0.1  # chance that an asked-for behaviour is still left out
+    latency_ms: int = 0  # added to every reply
+    rate_429: float = 0.0  # share of requests answered 429
+    rate_5xx: float = 0.0  # share answered 503
+    rate_timeout: float = 0.0  # share held for timeout_s before a 504
+    rate_malformed: float = 0.0  # share of judge replies with broken JSON
+    timeout_s: float = 30.0  # how long a "timeout" fault holds the request
+
+
+@dataclass
+class SimState:
+    settings: SimSettings
+    calls: Counter = field(default_factory=Counter)
+    faults: Counter = field(default_factory=Counter)
+    tokens: Counter = field(default_factory=Counter)
+    counter: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def next_index(self) -> int:
+        with self.lock:
+            self.counter += 1
+            return self.counter
+
+
+def count_tokens(text: str) -> int:
+    return max(1, len(re.findall(r"\w+|[^\w\s]", text or "")))
+
+
+def embed(text: str, dims: int = 256) -> list[float]:
+    """A hashed bag of words, L2-normalised: similar texts get similar vectors."""
+    vec = [0.0] * dims
+    for word in re.findall(r"[a-z0-9]+", (text or "").lower()):
+        h = int.from_bytes(hashlib.md5(word.encode()).digest()[:4], "big")
+        vec[h % dims] += 1.0 if (h >> 31) & 1 else -1.0
+    norm = math.sqrt(sum(v * v for v in vec)) or 1.0
+    return [v / norm for v in vec]
+
+
+class Handler(BaseHTTPRequestHandler):
+    server_version = "promptgate-sim/1"
+    protocol_version = "HTTP/1.1"
+
+    @property
+    def state(self) -> SimState:
+        return self.server.state  # type: ignore[attr-defined]
+
+    def log_message(self, fmt: str, *args: Any) -> None:  # quiet by default
+        pass
+
+    def _send(self, status: int, body: Any, raw: bool = False) -> None:
+        data = body.encode() if raw else json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:  # noqa: N802
+        path = self.path.split("?")[0].rstrip("/")
+        if path.endswith("/models"):
+            self._send(200, {"object": "list", "data": [{"id": m, "object": "model", "owned_by": "sim"} for m in MODELS]})
+        elif path == "/sim/stats":
+            s = self.state
+            self._send(200, {"calls": dict(s.calls), "faults": dict(s.faults), "tokens": dict(s.tokens), "requests": s.counter})
+        elif path in ("", "/health"):
+            self._send(200, {"status": "ok"})
+        else:
+            self._send(404, {"error": {"message": f"no route {self.path}"}})
+
+    def do_POST(self) -> None:  # noqa: N802
+        path = self.path.split("?")[0].rstrip("/")
+        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            req = json.loads(self.rfile.read(length) or b"{}")
+        except ValueError:
+            self._send(400, {"error": {"message": "body is not JSON", "type": "invalid_request_error"}})
+            return
+        if path == "/sim/reset":
+            s = self.state
+            with s.lock:
+                s.calls.clear(), s.faults.clear(), s.tokens.clear()
+                s.counter = 0
+            self._send(200, {"status": "reset"})
+            return
+        if path.endswith("/chat/completions"):
+            self._chat(req)
+        elif path.endswith("/embeddings"):
+            self._embeddings(req)
+        else:
+            self._send(404, {"error": {"message": f"no route {self.path}"}})
+
+    def _fault(self, role: str) -> str | None:
+        st = self.state.settings
+        draw = roles.unit_draw(st.seed, "fault", self.state.next_index())
+        edges = (("429", st.rate_429), ("5xx", st.rate_5xx), ("timeout", st.rate_timeout))
+        acc = 0.0
+        for name, rate in edges:
+            acc += rate
+            if draw < acc:
+                return name
+        if role == "judge" and draw < acc + st.rate_malformed:
+            return "malformed"
+        return None
+
+    def _chat(self, req: dict[str, Any]) -> None:
+        s = self.state
+        role = roles.role_of(req)
+        with s.lock:
+            s.calls[role] += 1
+        if s.settings.latency_ms:
+            time.sleep(s.settings.latency_ms / 1000)
+        fault = self._fault(role)
+        if fault:
+            with s.lock:
+                s.faults[f"{role}:{fault}"] += 1
+        if fault == "429":
+            self._send(429, {"error": {"message": "simulated rate limit", "type": "rate_limit_error"}})
+            return
+        if fault == "5xx":
+            self._send(503, {"error": {"message": "simulated upstream error", "type": "server_error"}})
+            return
+        if fault == "timeout":
+            time.sleep(s.settings.timeout_s)
+            self._send(504, {"error": {"message": "simulated timeout", "type": "timeout"}})
+            return
+        if role == "agent":
+            message = roles.agent_reply(req, s.settings.seed, s.settings.drop_rate)
+        else:
+            reply = {
+                "judge": roles.judge_reply, "memalign": roles.memalign_reply, "gepa": roles.gepa_reply,
+                "dspy": roles.dspy_reply, "chat": roles.chat_reply,
+            }[role](req)
+            if fault == "malformed":
+                reply = reply[: max(1, len(reply) // 2)]
+            message = {"role": "assistant", "content": reply}
+        prompt_tokens = sum(count_tokens(roles.text_of(m)) for m in req.get("messages") or [])
+        completion_tokens = count_tokens(message.get("content") or json.dumps(message.get("tool_calls")))
+        with s.lock:
+            s.tokens[f"{role}:prompt"] += prompt_tokens
+            s.tokens[f"{role}:completion"] += completion_tokens
+        finish = "tool_calls" if message.get("tool_calls") else "stop"
+        self._send(200, {
+            "id": f"chatcmpl-sim-{s.counter}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": req.get("model", "sim"),
+            "system_fingerprint": f"sim-{s.settings.seed}",
+            "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        })
+
+    def _embeddings(self, req: dict[str, Any]) -> None:
+        s = self.state
+        with s.lock:
+            s.calls["embeddings"] += 1
+        inputs = req.get("input")
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        dims = int(req.get("dimensions") or 256)
+        data = [{"object": "embedding", "index": i, "embedding": embed(str(t), dims)} for i, t in enumerate(inputs or [])]
+        tokens = sum(count_tokens(str(t)) for t in inputs or [])
+        self._send(200, {
+            "object": "list", "data": data, "model": req.get("model", "sim-embed"),
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        })
+
+
+def make_server(host: str = "127.0.0.1", port: int = 0, settings: SimSettings | None = None) -> ThreadingHTTPServer:
+    httpd = ThreadingHTTPServer((host, port), Handler)
+    httpd.daemon_threads = True
+    httpd.state = SimState(settings or SimSettings())  # type: ignore[attr-defined]
+    return httpd

@@ -1,0 +1,45 @@
+"""Small helpers the stages share: reuse of a finished result, printing, recorded versions."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from jobs import tracking
+from jobs.errors import UserError
+
+RESULT_TAG = "promptgate.result"  # the stage's result dict as JSON, for reuse and lookups
+
+
+def reuse(cfg: Any, experiment_id: str, stage: str, inputs: str) -> dict | None:
+    """The finished result of this stage for this pipeline id and inputs, unless force=true."""
+    if cfg.force:
+        return None
+    run = tracking.latest_result(experiment_id, str(cfg.pipeline_id), stage, inputs)
+    if run is None or RESULT_TAG not in run.data.tags:
+        return None
+    result = json.loads(run.data.tags[RESULT_TAG])
+    print(f"[{stage}] pipeline {cfg.pipeline_id} already has this result (run {run.info.run_id}); "
+          "reusing it. Pass force=true to run again.")
+    return result
+
+
+def finish(stage: str, result: dict) -> dict:
+    """Record the result on the active run and return it."""
+    import mlflow
+
+    mlflow.set_tag(RESULT_TAG, json.dumps(result, sort_keys=True, default=str)[:5000])
+    return result
+
+
+def recorded(cfg: Any, experiment_id: str, stage: str, key: str) -> Any:
+    """A value a previous stage of this pipeline recorded in its result."""
+    run = tracking.latest_result(experiment_id, str(cfg.pipeline_id), stage)
+    if run is None or RESULT_TAG not in run.data.tags:
+        raise UserError(f"pipeline {cfg.pipeline_id} has no finished {stage} stage; run `python -m jobs.{stage} "
+                        f"pipeline_id={cfg.pipeline_id}` first")
+    return json.loads(run.data.tags[RESULT_TAG])[key]
+
+
+def say(stage: str, msg: str) -> None:
+    print(f"[{stage}] {msg}", flush=True)

@@ -1,0 +1,150 @@
+"""feedback: put expert labels on the traces evaluate tagged for review, as HUMAN
+assessments under the judge's exact name. Sources: a label file, a rubric, or the UI.
+
+Every label is read and checked before the first one is written, so bad input leaves
+nothing half-written; labels that are already there are not written twice.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from jobs import judges, labels, tracking
+from jobs.errors import UserError
+from jobs.stages.common import finish, reuse, say
+from jobs.storage import read_text
+
+STAGE = "feedback"
+SOURCES = ("rubric", "file", "ui")
+
+
+def check(cfg: Any) -> None:
+    judges.check(cfg.judge)
+    source = cfg.feedback.get("source")
+    if source not in SOURCES:
+        raise UserError(f"feedback.source '{source}' is unknown; use feedback=rubric, feedback=file or feedback=ui")
+    if source == "rubric":
+        labels.compile_rubric(cfg.feedback.criteria)
+    elif source == "file":
+        read_label_file(cfg)
+    elif int(cfg.feedback.min_labels) < 1:
+        raise UserError("feedback.min_labels must be at least 1")
+
+
+def read_label_file(cfg: Any) -> tuple[str, list[labels.Label]]:
+    path = str(cfg.feedback.path)
+    return labels.parse_file(read_text(path, "label file"), path, str(cfg.judge.name), str(cfg.judge.feedback_value_type),
+                             cfg.judge.get("categories"), str(cfg.feedback.expert_id))
+
+
+def review_traces(experiment_id: str, pipeline_id: str) -> list[Any]:
+    import mlflow
+
+    return mlflow.search_traces(
+        locations=[experiment_id], return_type="list", max_results=5000, include_spans=True,
+        filter_string=f"tag.`{tracking.TAG_PIPELINE}` = '{pipeline_id}' AND tag.`{tracking.TAG_REVIEW}` = 'pending'",
+    )
+
+
+def human_labels(trace: Any, name: str) -> list[Any]:
+    return [a for a in trace.info.assessments or []
+            if a.name == name and getattr(a, "feedback", None) is not None
+            and str(getattr(a.source.source_type, "value", a.source.source_type)) == "HUMAN"]
+
+
+def response_of(trace: Any) -> str:
+    root = next((s for s in trace.data.spans if s.parent_id is None), None)
+    out = root.outputs if root is not None else None
+    return out if isinstance(out, str) else str(out or "")
+
+
+def expectations_of(trace: Any) -> dict[str, Any]:
+    return {a.name: a.expectation.value for a in trace.info.assessments or []
+            if getattr(a, "expectation", None) is not None}
+
+
+def labels_for(cfg: Any, traces: list[Any]) -> list[tuple[Any, Any, str, str]]:
+    """(trace, value, rationale, expert) for every trace the source labels."""
+    source = str(cfg.feedback.source)
+    if source == "rubric":
+        criteria = labels.compile_rubric(cfg.feedback.criteria)
+        out = []
+        for t in traces:
+            value, why = labels.rubric_verdict(criteria, response_of(t), expectations_of(t))
+            out.append((t, value, why, str(cfg.feedback.expert_id)))
+        return out
+    key_col, rows = read_label_file(cfg)
+    index = {(t.info.trace_id if key_col == "trace_id" else t.info.tags.get(tracking.TAG_QUESTION)): t for t in traces}
+    out = []
+    for lab in rows:
+        trace = index.get(lab.key)
+        if trace is None:
+            raise UserError(f"{lab.where}: {key_col} '{lab.key}' is not among this pipeline's traces awaiting review "
+                            f"(pipeline_id={cfg.pipeline_id}); check the id or the pipeline id")
+        out.append((trace, lab.value, lab.rationale, lab.expert))
+    return out
+
+
+def wait_for_ui_labels(cfg: Any, experiment_id: str, traces: list[Any]) -> int:
+    import mlflow
+
+    name, need = str(cfg.judge.name), int(cfg.feedback.min_labels)
+    say(STAGE, f"label at least {need} traces in the MLflow UI with a feedback named exactly '{name}':")
+    for t in traces[:20]:
+        say(STAGE, f"  {tracking.trace_link(cfg, experiment_id, t.info.trace_id)}")
+    deadline = time.monotonic() + float(cfg.feedback.timeout_s)
+    while True:
+        have = sum(1 for t in traces if human_labels(mlflow.get_trace(t.info.trace_id), name))
+        say(STAGE, f"{have}/{need} labelled")
+        if have >= need:
+            return have
+        if time.monotonic() > deadline:
+            raise UserError(f"only {have} of {need} traces were labelled '{name}' within {cfg.feedback.timeout_s} s; "
+                            "label more in the UI, lower feedback.min_labels, or raise feedback.timeout_s")
+        time.sleep(float(cfg.feedback.poll_s))
+
+
+def run(cfg: Any) -> dict:
+    experiment_id = tracking.connect(cfg)
+    pid = str(cfg.pipeline_id)
+    name = str(cfg.judge.name)
+    traces = review_traces(experiment_id, pid)
+    if not traces:
+        raise UserError(f"pipeline {pid} has no traces awaiting review; run `python -m jobs.evaluate pipeline_id={pid}` first")
+    source = str(cfg.feedback.source)
+    inputs = tracking.inputs_hash(source, dict(cfg.feedback), sorted(t.info.trace_id for t in traces), name)
+    if (done := reuse(cfg, experiment_id, STAGE, inputs)) is not None:
+        return done
+
+    import mlflow
+    from mlflow.entities import AssessmentSource
+
+    planned = labels_for(cfg, traces) if source != "ui" else []  # all checked before anything is written
+    with tracking.stage_run(cfg, experiment_id, STAGE, inputs) as run:
+        written = skipped = 0
+        if source == "ui":
+            written = wait_for_ui_labels(cfg, experiment_id, traces)
+        for trace, value, why, expert in planned:
+            if any(a.source.source_id == expert for a in human_labels(trace, name)):
+                skipped += 1  # a rerun of this stage: that expert's label is already there
+                continue
+            mlflow.log_feedback(trace_id=trace.info.trace_id, name=name, value=value, rationale=why,
+                                source=AssessmentSource(source_type="HUMAN", source_id=expert))
+            written += 1
+        judge_said = {t.info.trace_id: next((a.feedback.value for a in t.info.assessments or []
+                                             if a.name == name and a.source.source_type == "LLM_JUDGE"), None)
+                      for t in traces}
+        agree = [judges.passed(cfg.judge, judge_said[t.info.trace_id]) == judges.passed(cfg.judge, v)
+                 for t, v, _w, _e in planned if judge_said[t.info.trace_id] is not None]
+        expert_pass = sum(1 for _t, v, _w, _e in planned if judges.passed(cfg.judge, v))
+        metrics = {"labels_written": written, "labels_skipped": skipped, "traces": len(traces),
+                   "expert_pass_rate": expert_pass / len(planned) if planned else 0.0,
+                   "raw_agreement_with_judge": sum(agree) / len(agree) if agree else 0.0}
+        mlflow.log_metrics(metrics)
+        mlflow.log_params({"source": source, "judge": name})
+        say(STAGE, f"{written} expert labels written as '{name}' ({skipped} already there) from {source}; "
+                   f"expert pass rate {metrics['expert_pass_rate']:.2f}, "
+                   f"raw judge-expert agreement {metrics['raw_agreement_with_judge']:.2f}")
+        say(STAGE, f"traces: {tracking.traces_link(cfg, experiment_id)}")
+        return finish(STAGE, {**metrics, "run_id": run.info.run_id, "source": source})

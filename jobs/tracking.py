@@ -1,0 +1,127 @@
+"""MLflow lookups shared by the stages: the server check, the pipeline's runs, UI links.
+
+Stages find each other's outputs through run tags (``promptgate.pipeline_id``,
+``promptgate.stage``); nothing is passed between stages as files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from jobs.errors import UserError
+
+TAG_PIPELINE = "promptgate.pipeline_id"
+TAG_STAGE = "promptgate.stage"
+TAG_INPUTS = "promptgate.inputs_hash"
+TAG_QUESTION = "promptgate.question_id"
+TAG_REVIEW = "promptgate.review"
+PIPELINE_STAGE = "pipeline"
+
+
+def check_server(uri: str, timeout_s: float) -> None:
+    """Fail fast, before importing mlflow, when an HTTP tracking server is down."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=min(3.0, timeout_s)) as r:
+                if r.status == 200:
+                    return
+        except urllib.error.HTTPError as e:
+            last = f"HTTP {e.code}"
+        except (urllib.error.URLError, OSError) as e:
+            last = getattr(e, "reason", e)
+        time.sleep(0.5)
+    raise UserError(f"MLflow server {uri} is not reachable ({last}); start it with `make mlflow-up` or set mlflow.tracking_uri")
+
+
+def connect(cfg: Any) -> str:
+    """Check the server, point the mlflow client at it, and return the experiment id."""
+    uri = str(cfg.mlflow.tracking_uri)
+    check_server(uri, float(cfg.mlflow.connect_timeout_s))
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    exp = mlflow.set_experiment(str(cfg.mlflow.experiment))
+    return exp.experiment_id
+
+
+def inputs_hash(*parts: Any) -> str:
+    blob = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def ui_base(cfg: Any) -> str:
+    return str(cfg.mlflow.get("ui_url") or cfg.mlflow.tracking_uri).rstrip("/")
+
+
+def run_link(cfg: Any, experiment_id: str, run_id: str) -> str:
+    return f"{ui_base(cfg)}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def traces_link(cfg: Any, experiment_id: str) -> str:
+    return f"{ui_base(cfg)}/#/experiments/{experiment_id}/traces"
+
+
+def trace_link(cfg: Any, experiment_id: str, trace_id: str) -> str:
+    return f"{traces_link(cfg, experiment_id)}?selectedEvaluationId={trace_id}"
+
+
+def prompt_link(cfg: Any, name: str) -> str:
+    return f"{ui_base(cfg)}/#/prompts/{name}"
+
+
+def _filter(pipeline_id: str, stage: str, status: str | None = None) -> str:
+    f = f"tags.`{TAG_PIPELINE}` = '{pipeline_id}' AND tags.`{TAG_STAGE}` = '{stage}'"
+    return f + (f" AND attributes.status = '{status}'" if status else "")
+
+
+def find_runs(experiment_id: str, pipeline_id: str, stage: str, status: str | None = "FINISHED") -> list[Any]:
+    """The pipeline's runs of a stage, newest first."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient().search_runs([experiment_id], _filter(pipeline_id, stage, status),
+                                      order_by=["attributes.start_time DESC"], max_results=50)
+
+
+def latest_result(experiment_id: str, pipeline_id: str, stage: str, inputs: str | None = None) -> Any | None:
+    for run in find_runs(experiment_id, pipeline_id, stage):
+        if inputs is None or run.data.tags.get(TAG_INPUTS) == inputs:
+            return run
+    return None
+
+
+def pipeline_run_id(experiment_id: str, pipeline_id: str) -> str:
+    """The parent run that groups a pipeline's stage runs in the UI (created on first use)."""
+    from mlflow.tracking import MlflowClient
+
+    found = find_runs(experiment_id, pipeline_id, PIPELINE_STAGE, status=None)
+    if found:
+        return found[-1].info.run_id  # the oldest, should two stages race to create it
+    run = MlflowClient().create_run(experiment_id, run_name=f"pipeline-{pipeline_id}",
+                                    tags={TAG_PIPELINE: pipeline_id, TAG_STAGE: PIPELINE_STAGE})
+    return run.info.run_id
+
+
+@contextmanager
+def stage_run(cfg: Any, experiment_id: str, stage: str, inputs: str) -> Iterator[Any]:
+    """An MLflow run for one stage, nested under the pipeline run, tagged for lookups."""
+    import mlflow
+
+    pid = str(cfg.pipeline_id)
+    parent = pipeline_run_id(experiment_id, pid)
+    tags = {TAG_PIPELINE: pid, TAG_STAGE: stage, TAG_INPUTS: inputs, "mlflow.parentRunId": parent}
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{stage}-{pid}", tags=tags) as run:
+        yield run
