@@ -14,3 +14,9 @@ class UserError(Exception):
 
 class IncompleteResult(Exception):
     """Work came back incomplete after every retry (for example rows lost by the server)."""
+
+
+def network_reason(e: BaseException) -> str:
+    """'Connection refused' rather than '<urlopen error [Errno 111] Connection refused>'."""
+    reason = getattr(e, "reason", e)
+    return getattr(reason, "strerror", None) or str(reason)

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from jobs.errors import UserError
+from jobs.errors import UserError, network_reason
 
 SIM_KEY = "sim-key-not-a-secret"  # the simulator takes any key
 
@@ -53,8 +53,7 @@ def check_reachable(base_url: str, api_key: str, timeout_s: float = 5) -> None:
             raise UserError(f"LLM endpoint {base_url} refused the API key (HTTP {e.code}); check the key's environment variable") from None
         return  # some gateways have no /models; the first real call will tell
     except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise UserError(f"LLM endpoint {base_url} is not reachable ({reason}); start it or fix model.base_url") from None
+        raise UserError(f"LLM endpoint {base_url} is not reachable ({network_reason(e)}); start it or fix model.base_url") from None
 
 
 @contextmanager

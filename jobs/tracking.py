@@ -15,7 +15,7 @@ import urllib.request
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from jobs.errors import UserError
+from jobs.errors import UserError, network_reason
 
 TAG_PIPELINE = "promptgate.pipeline_id"
 TAG_STAGE = "promptgate.stage"
@@ -39,7 +39,7 @@ def check_server(uri: str, timeout_s: float) -> None:
         except urllib.error.HTTPError as e:
             last = f"HTTP {e.code}"
         except (urllib.error.URLError, OSError) as e:
-            last = getattr(e, "reason", e)
+            last = network_reason(e)
         time.sleep(0.5)
     raise UserError(f"MLflow server {uri} is not reachable ({last}); start it with `make mlflow-up` or set mlflow.tracking_uri")
 

@@ -1,0 +1,61 @@
+# promptgate: `make help` lists every target.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+MLFLOW_PORT ?= 5000
+STATE_DIR ?= .promptgate
+ARGS ?=
+IMG ?= promptgate-jobs:dev
+export PROMPTGATE_STATE_DIR := $(STATE_DIR)
+export MLFLOW_TRACKING_URI ?= http://127.0.0.1:$(MLFLOW_PORT)
+
+##@ General
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make \033[36m<target>\033[0m\n"} /^[a-zA-Z_-]+:.*?##/ { printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+
+##@ Setup
+.PHONY: install
+install: $(VENV)/.installed ## Create .venv from the lock file with uv (installs uv if missing)
+
+$(VENV)/.installed: pyproject.toml uv.lock
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	@UV=$$(command -v uv || echo "python3 -m uv"); $$UV sync --frozen --extra test --python python3
+	@touch $@
+
+##@ Local MLflow
+.PHONY: mlflow-up mlflow-down ui
+mlflow-up: install ## Start (or reuse) the local MLflow server on 127.0.0.1:$(MLFLOW_PORT)
+	@$(PY) -m jobs.local_servers mlflow-up --port $(MLFLOW_PORT) --state-dir $(STATE_DIR)
+
+mlflow-down: ## Stop the local MLflow server that mlflow-up started
+	@$(PY) -m jobs.local_servers mlflow-down --port $(MLFLOW_PORT) --state-dir $(STATE_DIR)
+
+ui: ## Print the MLflow UI URL
+	@$(PY) -m jobs.local_servers ui --port $(MLFLOW_PORT)
+
+##@ Pipeline
+.PHONY: run stage sim
+run: install mlflow-up ## Run the whole pipeline locally (simulator unless OPENAI_API_KEY is set); ARGS="key=value ..."
+	@$(PY) -m jobs.pipeline $(ARGS)
+
+stage: install ## Run one stage: make stage STAGE=evaluate ARGS="pipeline_id=..."
+	@$(PY) -m jobs.$(STAGE) $(ARGS)
+
+sim: install ## Run the OpenAI-compatible simulator in the foreground (ARGS="--port 8088")
+	@$(PY) -m jobs.sim $(ARGS)
+
+##@ Test
+.PHONY: test test-fast
+test: install ## Run every test (unit, integration on real local servers, end to end)
+	@$(PY) -m pytest $(ARGS)
+
+test-fast: install ## Run the unit tests only
+	@$(PY) -m pytest -m "not integration and not slow" $(ARGS)
+
+##@ Cleanup
+.PHONY: clean
+clean: mlflow-down ## Stop the local server and delete local state ($(STATE_DIR))
+	rm -rf $(STATE_DIR)

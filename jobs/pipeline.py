@@ -1,0 +1,122 @@
+"""``python -m jobs.pipeline [overrides]``: run every stage that exists, in order, under one
+pipeline id, then print a summary with the MLflow UI links. This is what ``make run`` does.
+
+With ``model=sim`` (the default when OPENAI_API_KEY is unset) one simulator serves all stages.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+import time
+import uuid
+from typing import Any
+
+from jobs.errors import EXIT_BAD_INPUT
+from jobs.launchers import LocalLauncher
+
+STAGES = ("register", "evaluate", "feedback", "align", "optimize", "compare", "gate")
+BANNER = """\
++--------------------------------------------------------------------------+
+| SIMULATED RUN: every LLM call goes to promptgate's deterministic         |
+| simulator (model=sim). The numbers show that the pipeline works; they    |
+| say nothing about the quality of any real model. Set OPENAI_API_KEY and  |
+| model=openai (or model=openai_compatible) for real results.              |
++--------------------------------------------------------------------------+"""
+
+
+def available_stages() -> list[str]:
+    return [s for s in STAGES if importlib.util.find_spec(f"jobs.{s}") is not None]
+
+
+def new_pipeline_id() -> str:
+    return time.strftime("pg-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
+
+
+def compose(overrides: list[str]) -> Any:
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from jobs.entry import CONFIG_NAME, check_overrides
+    from jobs.paths import CONF_DIR
+
+    check_overrides(overrides)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra_compose(config_name=CONFIG_NAME, overrides=overrides)
+
+
+def summary(cfg: Any, pipeline_id: str, ran: list[str]) -> str:
+    from jobs import tracking
+    from jobs.stages.common import RESULT_TAG
+
+    experiment_id = tracking.connect(cfg)
+    lines = [f"\n=== promptgate pipeline {pipeline_id} ==="]
+    for stage in ran:
+        run = tracking.latest_result(experiment_id, pipeline_id, stage)
+        if run is None:
+            continue
+        result = json.loads(run.data.tags.get(RESULT_TAG, "{}"))
+        shown = {k: v for k, v in result.items() if k != "run_id"}
+        lines.append(f"{stage:>9}: " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                                                 for k, v in shown.items()))
+        lines.append(f"{'':>9}  {tracking.run_link(cfg, experiment_id, run.info.run_id)}")
+    lines.append(f"   prompt: {tracking.prompt_link(cfg, str(cfg.prompt.name))}")
+    lines.append(f"   traces: {tracking.traces_link(cfg, experiment_id)}")
+    lines.append(f"       UI: {tracking.ui_base(cfg)}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    overrides = list(sys.argv[1:] if argv is None else argv)
+    if not any(o.startswith("model=") for o in overrides) and not os.environ.get("OPENAI_API_KEY"):
+        overrides.append("model=sim")
+    pipeline_id = next((o.split("=", 1)[1] for o in overrides if o.startswith("pipeline_id=")), None)
+    if pipeline_id is None:
+        pipeline_id = new_pipeline_id()
+        overrides.append(f"pipeline_id={pipeline_id}")
+    cfg = compose(overrides)  # exits 2 with one line on a bad override
+    env: dict[str, str] = {"MLFLOW_TRACKING_URI": str(cfg.mlflow.tracking_uri)}
+    sim = None
+    if cfg.model.provider == "sim":
+        print(BANNER)
+        if not cfg.model.get("base_url"):
+            from jobs.local_servers import start_sim
+
+            sim, url = start_sim(dict(cfg.model.sim))
+            env["PROMPTGATE_SIM_URL"] = url
+    from jobs.tracking import check_server
+
+    try:
+        check_server(str(cfg.mlflow.tracking_uri), float(cfg.mlflow.connect_timeout_s))
+    except Exception as e:  # noqa: BLE001 - a UserError: one line, exit 2
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    launcher = LocalLauncher(env=env)
+    ran: list[str] = []
+    started = time.monotonic()
+    try:
+        for stage in available_stages():
+            print(f"\n--- {stage} ({pipeline_id}) ---", flush=True)
+            t0 = time.monotonic()
+            code = launcher.run(stage, overrides)
+            if code != 0:
+                print(f"\nstage {stage} failed with exit code {code}; pipeline {pipeline_id} stopped. "
+                      f"Rerun with pipeline_id={pipeline_id} to resume: finished stages are reused.", file=sys.stderr)
+                return code
+            ran.append(stage)
+            print(f"--- {stage} done in {time.monotonic() - t0:.0f} s ---", flush=True)
+        os.environ.update(env)
+        print(summary(cfg, pipeline_id, ran))
+        print(f"\nAll {len(ran)} stages finished in {time.monotonic() - started:.0f} s.")
+        return 0
+    finally:
+        if sim is not None:
+            from jobs.local_servers import stop_process
+
+            stop_process(sim.pid)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

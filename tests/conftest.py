@@ -1,0 +1,103 @@
+"""Session-wide real servers on ephemeral loopback ports: moto's S3 server, an MLflow
+server (SQLite backend, artifacts proxied to S3 on moto) and the simulator. They start
+once per test session; tests keep their own work small."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from jobs.local_servers import free_port, start_mlflow, start_sim, stop_process
+from jobs.paths import ROOT
+
+ARTIFACT_BUCKET = "promptgate-artifacts"
+DATA_BUCKET = "promptgate-data"
+S3_KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@dataclass
+class Servers:
+    mlflow_uri: str
+    sim_url: str
+    s3_endpoint: str
+    state_dir: Path
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """Environment for a stage process that talks to these servers."""
+        env = {**os.environ, **S3_KEYS, "MLFLOW_TRACKING_URI": self.mlflow_uri, "PROMPTGATE_SIM_URL": self.sim_url,
+               "AWS_ENDPOINT_URL": self.s3_endpoint, "PROMPTGATE_STATE_DIR": str(self.state_dir),
+               "PYTHONPATH": str(ROOT)}
+        env.pop("OPENAI_API_KEY", None)
+        env.update(extra)
+        return env
+
+    def stage(self, stage: str, *overrides: str, timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
+        """Run ``python -m jobs.<stage>`` as a real process, as make and the Jobs do."""
+        return subprocess.run([sys.executable, "-m", f"jobs.{stage}", *overrides], env=self.env(**env), cwd=ROOT,
+                              capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=endpoint, **{k.lower(): v for k, v in S3_KEYS.items() if k != "AWS_DEFAULT_REGION"},
+                      region_name="us-east-1")
+    for bucket in (ARTIFACT_BUCKET, DATA_BUCKET):
+        s3.create_bucket(Bucket=bucket)
+    yield endpoint
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def sim_url():
+    proc, url = start_sim({"seed": 7})
+    yield url
+    stop_process(proc.pid)
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory, s3_endpoint, sim_url):
+    state = tmp_path_factory.mktemp("state")
+    env = {**S3_KEYS, "MLFLOW_S3_ENDPOINT_URL": s3_endpoint}
+    mlflow_proc, uri = start_mlflow(state, free_port(), artifacts=f"s3://{ARTIFACT_BUCKET}/mlflow", env=env)
+    yield Servers(uri, sim_url, s3_endpoint, state)
+    stop_process(mlflow_proc.pid)
+
+
+@pytest.fixture(scope="session")
+def mlflow_client(servers):
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(servers.mlflow_uri)
+    os.environ["MLFLOW_TRACKING_URI"] = servers.mlflow_uri
+    return MlflowClient(servers.mlflow_uri)
+
+
+def new_pipeline_id(prefix: str = "t") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def foundation(servers):
+    """register -> evaluate -> feedback once for the session, as `make run` runs them."""
+    pid = new_pipeline_id("found")
+    results = {}
+    for stage in ("register", "evaluate", "feedback"):
+        proc = servers.stage(stage, f"pipeline_id={pid}")
+        assert proc.returncode == 0, f"{stage} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        results[stage] = proc
+    return pid, results

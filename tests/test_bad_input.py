@@ -1,0 +1,89 @@
+"""Bad input: exit code 2, one line that names the file, line or key, and nothing half-written."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from jobs.local_servers import free_port
+
+pytestmark = pytest.mark.integration
+PROMPT = "baseball-hitting-assistant"
+
+
+def versions(client):
+    try:
+        return len(list(client.search_prompt_versions(PROMPT)))
+    except Exception:  # noqa: BLE001 - no prompt yet
+        return 0
+
+
+def runs(client, pid):
+    exp = client.get_experiment_by_name("promptgate-baseball")
+    if exp is None:
+        return 0
+    return len(client.search_runs([exp.experiment_id], f"tags.`promptgate.pipeline_id` = '{pid}'"))
+
+
+def error_lines(proc):
+    return [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+
+
+def write(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+GOOD = json.dumps({"id": "a", "inputs": {"question": "q"},
+                   "expectations": {"answerable": True, "small_sample": False, "injection": False}})
+
+
+@pytest.mark.parametrize("case,stage,overrides,expect", [
+    ("empty dataset", "evaluate", lambda t: [f"dataset.train={write(t, 'e.jsonl', '')}"], "e.jsonl: the dataset is empty"),
+    ("malformed line", "evaluate", lambda t: [f"dataset.train={write(t, 'm.jsonl', GOOD + chr(10) + '{oops')}"],
+     "m.jsonl:2: not valid JSON"),
+    ("missing inputs", "evaluate", lambda t: [f"dataset.train={write(t, 'i.jsonl', json.dumps({'id': 'x'}))}"],
+     "i.jsonl:1: missing 'inputs' object"),
+    ("missing expectation", "evaluate",
+     lambda t: [f"dataset.train={write(t, 'x.jsonl', json.dumps({'inputs': {'question': 'q'}, 'expectations': {}}))}"],
+     "x.jsonl:1: expectations.answerable is missing"),
+    ("unknown config option", "register", lambda t: ["no_such_key=1"], "config: Could not override 'no_such_key'"),
+    ("unknown config group option", "evaluate", lambda t: ["judge=nope"], "config: In 'pipeline': Could not find 'judge/nope'"),
+    ("empty seed prompt", "register", lambda t: [f"prompt.seed_file={write(t, 's.txt', '  ')}"], "the seed prompt is empty"),
+    ("label name mismatch", "feedback",
+     lambda t: ["feedback=file", f"feedback.path={write(t, 'l.jsonl', json.dumps({'trace_id': 't', 'value': True, 'name': 'other'}))}"],
+     "l.jsonl:1: label name 'other' does not match the judge 'hitting_quality'"),
+    ("missing dataset file", "evaluate", lambda t: ["dataset.train=nowhere/train.jsonl"], "dataset nowhere/train.jsonl: no such file"),
+])
+def test_bad_input_exits_2_with_one_line(servers, mlflow_client, tmp_path, case, stage, overrides, expect):
+    pid = f"bad-{stage}-{abs(hash(case)) % 10**6}"
+    before = versions(mlflow_client)
+    proc = servers.stage(stage, f"pipeline_id={pid}", *overrides(tmp_path), timeout=120)
+    assert proc.returncode == 2, f"{case}: {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+    lines = error_lines(proc)
+    assert len(lines) == 1 and expect in lines[0], proc.stderr
+    assert versions(mlflow_client) == before
+    assert runs(mlflow_client, pid) == 0
+
+
+def test_mlflow_server_down_is_clear_within_15_s(servers, mlflow_client):
+    dead = f"http://127.0.0.1:{free_port()}"
+    t0 = time.monotonic()
+    proc = servers.stage("register", "pipeline_id=bad-down", f"mlflow.tracking_uri={dead}", "mlflow.connect_timeout_s=5")
+    assert time.monotonic() - t0 < 15
+    assert proc.returncode == 2
+    assert error_lines(proc) == [f"error: MLflow server {dead} is not reachable (Connection refused); start it with "
+                                 "`make mlflow-up` or set mlflow.tracking_uri"]
+
+
+def test_llm_endpoint_down(servers, mlflow_client, foundation):
+    pid, _ = foundation
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    before = runs(mlflow_client, pid)
+    proc = servers.stage("evaluate", f"pipeline_id={pid}", "force=true", PROMPTGATE_SIM_URL=dead)
+    assert proc.returncode == 2, proc.stderr
+    assert error_lines(proc) == [f"error: LLM endpoint {dead} is not reachable (Connection refused); start it or fix model.base_url"]
+    assert runs(mlflow_client, pid) == before
