@@ -18,6 +18,7 @@ class Record:
     id: str
     inputs: dict[str, Any]
     expectations: dict[str, Any] = field(default_factory=dict)
+    where: str = ""  # file:line, for messages
 
     def as_eval_row(self) -> dict[str, Any]:
         return {"inputs": dict(self.inputs), "expectations": dict(self.expectations)}
@@ -58,7 +59,7 @@ def parse(text: str, source: str, input_keys: Iterable[str] = ("question",),
             raise UserError(f"{where}: same inputs as line {seen_inputs[signature]}; remove the duplicate")
         ids.add(rid)
         seen_inputs[signature] = n
-        records.append(Record(rid, inputs, exp))
+        records.append(Record(rid, inputs, exp, where))
     if not records:
         raise UserError(f"{source}: the dataset is empty; add at least one JSON line")
     return records

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from jobs import judges, labels, tracking
+from jobs.traces import expectations_of, feedbacks, response_of
 from jobs.errors import UserError
 from jobs.stages.common import finish, reuse, say
 from jobs.storage import read_text
@@ -47,23 +48,6 @@ def review_traces(experiment_id: str, pipeline_id: str) -> list[Any]:
     )
 
 
-def human_labels(trace: Any, name: str) -> list[Any]:
-    return [a for a in trace.info.assessments or []
-            if a.name == name and getattr(a, "feedback", None) is not None
-            and str(getattr(a.source.source_type, "value", a.source.source_type)) == "HUMAN"]
-
-
-def response_of(trace: Any) -> str:
-    root = next((s for s in trace.data.spans if s.parent_id is None), None)
-    out = root.outputs if root is not None else None
-    return out if isinstance(out, str) else str(out or "")
-
-
-def expectations_of(trace: Any) -> dict[str, Any]:
-    return {a.name: a.expectation.value for a in trace.info.assessments or []
-            if getattr(a, "expectation", None) is not None}
-
-
 def labels_for(cfg: Any, traces: list[Any]) -> list[tuple[Any, Any, str, str]]:
     """(trace, value, rationale, expert) for every trace the source labels."""
     source = str(cfg.feedback.source)
@@ -95,7 +79,7 @@ def wait_for_ui_labels(cfg: Any, experiment_id: str, traces: list[Any]) -> int:
         say(STAGE, f"  {tracking.trace_link(cfg, experiment_id, t.info.trace_id)}")
     deadline = time.monotonic() + float(cfg.feedback.timeout_s)
     while True:
-        have = sum(1 for t in traces if human_labels(mlflow.get_trace(t.info.trace_id), name))
+        have = sum(1 for t in traces if feedbacks(mlflow.get_trace(t.info.trace_id), name, "HUMAN"))
         say(STAGE, f"{have}/{need} labelled")
         if have >= need:
             return have
@@ -126,14 +110,13 @@ def run(cfg: Any) -> dict:
         if source == "ui":
             written = wait_for_ui_labels(cfg, experiment_id, traces)
         for trace, value, why, expert in planned:
-            if any(a.source.source_id == expert for a in human_labels(trace, name)):
+            if any(a.source.source_id == expert for a in feedbacks(trace, name, "HUMAN")):
                 skipped += 1  # a rerun of this stage: that expert's label is already there
                 continue
             mlflow.log_feedback(trace_id=trace.info.trace_id, name=name, value=value, rationale=why,
                                 source=AssessmentSource(source_type="HUMAN", source_id=expert))
             written += 1
-        judge_said = {t.info.trace_id: next((a.feedback.value for a in t.info.assessments or []
-                                             if a.name == name and a.source.source_type == "LLM_JUDGE"), None)
+        judge_said = {t.info.trace_id: next((a.feedback.value for a in feedbacks(t, name, "LLM_JUDGE")), None)
                       for t in traces}
         agree = [judges.passed(cfg.judge, judge_said[t.info.trace_id]) == judges.passed(cfg.judge, v)
                  for t, v, _w, _e in planned if judge_said[t.info.trace_id] is not None]

@@ -1,0 +1,58 @@
+"""A hard cap on metric calls (judged rows). GEPA checks its own budget only between
+iterations and overshoots (12 asked, 18 used), so promptgate counts every call itself."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+
+class MetricBudget:
+    """Counts judged rows; refuses past the cap. Also a GEPA stop callback."""
+
+    def __init__(self, cap: int):
+        self.cap = cap
+        self.used = 0
+        self.refused = 0
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            if self.used >= self.cap:
+                self.refused += 1
+                return False
+            self.used += 1
+            return True
+
+    @property
+    def spent(self) -> bool:
+        return self.used >= self.cap
+
+    def __call__(self, _gepa_state: Any = None) -> bool:  # GEPA's StopperProtocol
+        return self.spent
+
+
+NOT_SCORED = "not scored: the max_metric_calls budget is spent"
+
+
+def budgeted_scorer(judge: Any, budget: MetricBudget) -> Any:
+    """The judge as an MLflow scorer that stops calling the judge once the budget is spent."""
+    from mlflow.entities import Feedback
+    from mlflow.genai.scorers import scorer
+
+    @scorer(name=judge.name)
+    def budgeted(inputs: Any = None, outputs: Any = None, expectations: Any = None) -> Feedback:
+        if not budget.take():
+            return Feedback(name=judge.name, value=False, rationale=NOT_SCORED)
+        return judge(inputs=inputs, outputs=outputs, expectations=expectations)
+
+    return budgeted
+
+
+class GepaSummaryLogger:
+    """GEPA's logger protocol, keeping one line per iteration (its best score so far)
+    instead of GEPA's per-row score dumps; the progress bar shows the rest."""
+
+    def log(self, message: str) -> None:
+        if "Best valset aggregate score so far" in message or "Base program full valset score" in message:
+            print(f"[optimize] GEPA {message.strip()}", flush=True)

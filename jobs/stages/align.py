@@ -1,0 +1,176 @@
+"""align: measure judge-vs-expert agreement on held-out labels, align the judge (MemAlign
+by default, SIMBA as an option), measure again, and register the aligned judge only if
+held-out agreement did not drop. Later stages use the judge version this stage records."""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+from jobs import judges, stats, tracking
+from jobs.errors import UserError
+from jobs.models import activate
+from jobs.stages.common import finish, reuse, say
+from jobs.traces import feedbacks, human_feedback_names, judge_fields
+
+STAGE = "align"
+ALIGNERS = ("memalign", "simba")
+REGISTER_RULES = ("not_worse", "better", "always")
+
+
+def check(cfg: Any) -> None:
+    judges.check(cfg.judge)
+    a = cfg.aligner
+    if a.name not in ALIGNERS:
+        raise UserError(f"aligner.name '{a.name}' is unknown; use aligner=memalign or aligner=simba")
+    if not 0 < float(a.holdout_fraction) < 1:
+        raise UserError(f"aligner.holdout_fraction={a.holdout_fraction} must be between 0 and 1")
+    if a.register_if not in REGISTER_RULES:
+        raise UserError(f"aligner.register_if '{a.register_if}' is unknown; use one of {', '.join(REGISTER_RULES)}")
+
+
+def labelled_traces(experiment_id: str, pipeline_id: str, name: str) -> list[Any]:
+    """The pipeline's traces that carry both the judge's and an expert's assessment under ``name``."""
+    import mlflow
+
+    traces = mlflow.search_traces(locations=[experiment_id], return_type="list", max_results=5000,
+                                  filter_string=f"tag.`{tracking.TAG_PIPELINE}` = '{pipeline_id}'")
+    both = [t for t in traces if feedbacks(t, name, "HUMAN") and feedbacks(t, name, "LLM_JUDGE")]
+    if both:
+        return both
+    other = sorted(set().union(*(human_feedback_names(t) for t in traces)) - {name}) if traces else []
+    if other:
+        raise UserError(f"expert labels of pipeline {pipeline_id} are named {', '.join(repr(o) for o in other)}, not the "
+                        f"judge's name '{name}'; relabel them as '{name}' or set judge.name to match")
+    raise UserError(f"pipeline {pipeline_id} has no expert labels named '{name}'; run `python -m jobs.feedback "
+                    f"pipeline_id={pipeline_id}` first")
+
+
+def expert_value(trace: Any, name: str) -> Any:
+    return feedbacks(trace, name, "HUMAN")[-1].feedback.value
+
+
+def split(traces: list[Any], expert: dict[str, bool], holdout_fraction: float, seed: int) -> tuple[list[Any], list[Any]]:
+    """Seeded split, stratified by the expert's verdict so both parts see passes and fails."""
+    rng = random.Random(seed)
+    align_part, holdout = [], []
+    for verdict in (True, False):
+        group = sorted((t for t in traces if expert[t.info.trace_id] is verdict), key=lambda t: t.info.trace_id)
+        rng.shuffle(group)
+        k = round(len(group) * holdout_fraction)
+        holdout += group[:k]
+        align_part += group[k:]
+    return align_part, holdout
+
+
+def agreement(judge: Any, judge_cfg: Any, traces: list[Any], expert: dict[str, bool]) -> dict[str, Any]:
+    """Score held-out traces with a judge and compare with the experts."""
+    said, truth, errors = [], [], 0
+    for t in traces:
+        fb = judge(**judge_fields(t))
+        verdict = judges.passed(judge_cfg, fb.value)
+        if verdict is None:
+            errors += 1
+            continue
+        said.append(verdict)
+        truth.append(expert[t.info.trace_id])
+    return {"accuracy": stats.accuracy(said, truth), "kappa": stats.cohen_kappa(said, truth),
+            "confusion": stats.confusion(said, truth), "n": len(said), "errors": errors}
+
+
+def build_optimizer(cfg: Any, endpoint: Any) -> Any:
+    a = cfg.aligner
+    if a.name == "memalign":
+        from mlflow.genai.judges.optimizers import MemAlignOptimizer
+
+        return MemAlignOptimizer(reflection_lm=endpoint.uri(endpoint.reflection_model), retrieval_k=int(a.retrieval_k),
+                                 embedding_model=endpoint.uri(endpoint.embedding_model), embedding_dim=int(a.embedding_dim))
+    from mlflow.genai.judges.optimizers import SIMBAAlignmentOptimizer
+
+    return SIMBAAlignmentOptimizer(model=endpoint.uri(endpoint.reflection_model), seed=int(a.seed),
+                                   batch_size=a.get("batch_size"))
+
+
+def should_register(rule: str, before: float, after: float) -> tuple[bool, str]:
+    if rule == "always":
+        return True, "aligner.register_if=always"
+    if rule == "better":
+        ok = after > before
+        return ok, f"held-out kappa {'rose' if ok else 'did not rise'} ({before:.3f} -> {after:.3f})"
+    ok = after >= before
+    return ok, f"held-out kappa {'did not drop' if ok else 'dropped'} ({before:.3f} -> {after:.3f})"
+
+
+def table(before: dict, after: dict) -> str:
+    rows = [("judge", "n", "accuracy", "kappa", "tp", "tn", "fp", "fn")]
+    for label, m in (("base", before), ("aligned", after)):
+        c = m["confusion"]
+        rows.append((label, m["n"], f"{m['accuracy']:.3f}", f"{m['kappa']:.3f}", c["tp"], c["tn"], c["fp"], c["fn"]))
+    return "\n".join(",".join(str(x) for x in r) for r in rows) + "\n"
+
+
+def run(cfg: Any) -> dict:
+    experiment_id = tracking.connect(cfg)
+    pid, name = str(cfg.pipeline_id), str(cfg.judge.name)
+    traces = labelled_traces(experiment_id, pid, name)
+    expert = {t.info.trace_id: bool(judges.passed(cfg.judge, expert_value(t, name))) for t in traces}
+    align_part, holdout = split(traces, expert, float(cfg.aligner.holdout_fraction), int(cfg.aligner.seed))
+    if len(align_part) < int(cfg.aligner.min_labels):
+        raise UserError(f"{cfg.aligner.name} needs at least {cfg.aligner.min_labels} labelled traces to align on, but "
+                        f"pipeline {pid} has {len(align_part)} after holding out {len(holdout)} of {len(traces)}; "
+                        "collect more expert labels or lower aligner.holdout_fraction")
+    if not holdout:
+        raise UserError(f"no held-out labels to measure agreement on ({len(traces)} labels); raise aligner.holdout_fraction")
+    inputs = tracking.inputs_hash(sorted(expert.items()), dict(cfg.judge), dict(cfg.aligner), cfg.model.judge_model)
+    if (done := reuse(cfg, experiment_id, STAGE, inputs)) is not None:
+        return done
+
+    with activate(cfg.model) as endpoint:
+        import mlflow
+
+        base = judges.build(cfg.judge, endpoint)
+        with tracking.stage_run(cfg, experiment_id, STAGE, inputs) as run:
+            say(STAGE, f"{len(traces)} expert labels: aligning on {len(align_part)}, measuring on {len(holdout)} held out")
+            before = agreement(base, cfg.judge, holdout, expert)
+            say(STAGE, f"before: accuracy {before['accuracy']:.3f}, kappa {before['kappa']:.3f} ({cfg.aligner.name} next)")
+            aligned = base.align(traces=align_part, optimizer=build_optimizer(cfg, endpoint))
+            after = agreement(aligned, cfg.judge, holdout, expert)
+            say(STAGE, f"after:  accuracy {after['accuracy']:.3f}, kappa {after['kappa']:.3f}")
+            register, reason = should_register(str(cfg.aligner.register_if), before["kappa"], after["kappa"])
+            version = None
+            if register:
+                version = aligned.register(name=name).scorer_version
+                say(STAGE, f"registered aligned judge '{name}' v{version}: {reason}")
+            else:
+                say(STAGE, f"kept the base judge: {reason}")
+            mlflow.log_params({"aligner": cfg.aligner.name, "labels": len(traces), "holdout": len(holdout)})
+            mlflow.log_metrics({"accuracy_before": before["accuracy"], "kappa_before": before["kappa"],
+                                "accuracy_after": after["accuracy"], "kappa_after": after["kappa"],
+                                "judge_errors": before["errors"] + after["errors"]})
+            mlflow.log_text(table(before, after), "agreement.csv")
+            mlflow.log_dict({"before": before, "after": after, "guidelines": getattr(aligned, "instructions", "")},
+                            "agreement.json")
+            print(table(before, after).replace(",", "\t"), end="")
+            say(STAGE, f"run: {tracking.run_link(cfg, experiment_id, run.info.run_id)}")
+            return finish(STAGE, {
+                "judge_name": name, "judge_version": version, "aligned": register, "reason": reason,
+                "kappa_before": round(before["kappa"], 4), "kappa_after": round(after["kappa"], 4),
+                "accuracy_before": round(before["accuracy"], 4), "accuracy_after": round(after["accuracy"], 4),
+                "labels": len(traces), "holdout": len(holdout), "run_id": run.info.run_id,
+            })
+
+
+def recorded_judge(cfg: Any, experiment_id: str, endpoint: Any) -> tuple[Any, dict]:
+    """The judge later stages must use for this pipeline: the registered aligned version the
+    align stage recorded, or the base judge from config when alignment kept it."""
+    from jobs.stages.common import RESULT_TAG
+
+    run = tracking.latest_result(experiment_id, str(cfg.pipeline_id), STAGE)
+    result = json.loads(run.data.tags.get(RESULT_TAG, "{}")) if run is not None else {}
+    if result.get("judge_version"):
+        from mlflow.genai.scorers import get_scorer
+
+        judge = get_scorer(name=result["judge_name"], version=int(result["judge_version"]), experiment_id=experiment_id)
+        return judge, {"judge_name": result["judge_name"], "judge_version": int(result["judge_version"])}
+    return judges.build(cfg.judge, endpoint), {"judge_name": str(cfg.judge.name), "judge_version": "base"}

@@ -1,0 +1,154 @@
+"""optimize: search for a better system prompt with GEPA (mlflow.genai.optimize_prompts),
+scored by the judge that align recorded, under a hard cap on metric calls. Registers the
+candidate and points the ``candidate`` alias at it only if it beats the seed on train."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import random
+from typing import Any
+
+from jobs import datasets, tracking
+from jobs.budget import GepaSummaryLogger, MetricBudget, budgeted_scorer
+from jobs.datasets import Record
+from jobs.errors import UserError
+from jobs.models import activate
+from jobs.stages.common import finish, recorded, reuse, say
+
+STAGE = "optimize"
+TAG = "promptgate."
+
+
+def split_train(records: list[Record], val_fraction: float, seed: int) -> tuple[list[Record], list[Record]]:
+    """GEPA's train and validation parts; with no fraction it validates on the whole train set."""
+    if val_fraction <= 0:
+        return records, records
+    shuffled = sorted(records, key=lambda r: r.id)
+    random.Random(seed).shuffle(shuffled)
+    k = max(1, round(len(records) * val_fraction))
+    return shuffled[k:], shuffled[:k]
+
+
+def minimum_budget(n_val: int, minibatch: int) -> int:
+    """Metric calls one GEPA iteration needs: the seed on the validation set, then the
+    parent and the child on one minibatch."""
+    return n_val + 2 * minibatch
+
+
+def check(cfg: Any) -> None:
+    o = cfg.optimizer
+    if o.name != "gepa":
+        raise UserError(f"optimizer.name '{o.name}' is unknown; use optimizer=gepa_small, gepa_default or gepa_large")
+    records = datasets.from_config(cfg.dataset, "train")
+    for r in records:
+        if not r.expectations:
+            raise UserError(f"{r.where}: the train record '{r.id}' has no expectations; GEPA needs expectations on every "
+                            "training record")
+    if not 0 <= float(o.val_fraction) < 1:
+        raise UserError(f"optimizer.val_fraction={o.val_fraction} must be at least 0 and below 1")
+    train, val = split_train(records, float(o.val_fraction), int(o.seed))
+    minibatch = int(o.minibatch_size)
+    if minibatch < 1 or minibatch > len(train):
+        raise UserError(f"optimizer.minibatch_size={minibatch} must be between 1 and the {len(train)} training records")
+    need = minimum_budget(len(val), minibatch)
+    if int(o.max_metric_calls) < need:
+        raise UserError(f"optimizer.max_metric_calls={o.max_metric_calls} is below what one GEPA iteration needs: "
+                        f"{need} ({len(val)} validation rows + 2 x minibatch {minibatch}); set it to at least {need}")
+
+
+def prompt_diff(before: str, after: str) -> str:
+    return "\n".join(difflib.unified_diff(before.splitlines(), after.splitlines(), "baseline", "candidate", lineterm=""))
+
+
+def in_sweep() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def sweep_overrides() -> str:
+    from hydra.core.hydra_config import HydraConfig
+
+    return " ".join(HydraConfig.get().overrides.task) if HydraConfig.initialized() else ""
+
+
+def run(cfg: Any) -> dict:
+    o = cfg.optimizer
+    records = datasets.from_config(cfg.dataset, "train")
+    train, val = split_train(records, float(o.val_fraction), int(o.seed))
+    experiment_id = tracking.connect(cfg)
+    name = str(cfg.prompt.name)
+    seed_version = recorded(cfg, experiment_id, "register", "seed_version")
+    inputs = tracking.inputs_hash(name, seed_version, [r.as_eval_row() for r in records], dict(o), dict(cfg.judge),
+                                  str(cfg.model.provider), cfg.model.agent_model)
+    if (done := reuse(cfg, experiment_id, STAGE, inputs)) is not None:
+        return done
+
+    with activate(cfg.model) as endpoint:
+        import mlflow
+        from mlflow import MlflowClient
+        from mlflow.genai.optimize import GepaPromptOptimizer
+
+        from jobs.agent import build_predict_fn
+        from jobs.stages.align import recorded_judge
+
+        client = MlflowClient()
+        judge, judge_info = recorded_judge(cfg, experiment_id, endpoint)
+        cap = int(o.max_metric_calls)
+        budget = MetricBudget(cap)
+        seed_uri = f"prompts:/{name}/{seed_version}"
+        seed_text = mlflow.genai.load_prompt(seed_uri).template
+        agent = build_predict_fn(cfg.agent, endpoint, seed_uri)
+
+        def predict_fn(**kw: Any) -> str:
+            if budget.spent:  # no agent calls for rows that will not be scored
+                return "(not run: the max_metric_calls budget is spent)"
+            return agent(**kw)
+
+        gepa_kwargs: dict[str, Any] = {"reflection_minibatch_size": int(o.minibatch_size), "seed": int(o.seed),
+                                       "stop_callbacks": [budget], "logger": GepaSummaryLogger()}
+        if val is not train:
+            gepa_kwargs["valset"] = [r.as_eval_row() for r in val]
+        optimizer = GepaPromptOptimizer(reflection_model=str(o.get("reflection_model") or endpoint.uri(endpoint.reflection_model)),
+                                        max_metric_calls=cap, display_progress_bar=True, gepa_kwargs=gepa_kwargs)
+        with tracking.stage_run(cfg, experiment_id, STAGE, inputs) as run:
+            mlflow.set_tag(TAG + "overrides", sweep_overrides())
+            mlflow.log_params({"max_metric_calls": cap, "minibatch_size": int(o.minibatch_size), "train": len(train),
+                               "val": len(val), "judge": judge_info["judge_name"],
+                               "judge_version": judge_info["judge_version"], "seed_version": seed_version})
+            say(STAGE, f"GEPA on {len(train)} train / {len(val)} validation rows, judge {judge_info['judge_name']} "
+                       f"v{judge_info['judge_version']}, at most {cap} metric calls")
+            result = mlflow.genai.optimize_prompts(predict_fn=predict_fn, train_data=[r.as_eval_row() for r in train],
+                                                   prompt_uris=[seed_uri], optimizer=optimizer,
+                                                   scorers=[budgeted_scorer(judge, budget)])
+            produced = result.optimized_prompts[0]
+            initial, final = result.initial_eval_score, result.final_eval_score
+            improved = (initial is not None and final is not None and final > initial
+                        and produced.template.strip() != seed_text.strip())
+            metrics = {"initial_train_score": initial or 0.0, "final_train_score": final or 0.0,
+                       "metric_calls": budget.used, "metric_calls_refused": budget.refused, "max_metric_calls": cap}
+            mlflow.log_metrics(metrics)
+            outcome: dict[str, Any] = {**metrics, **judge_info, "seed_version": seed_version, "run_id": run.info.run_id}
+            if not improved:
+                # optimize_prompts registers its result unconditionally; keep the registry clean
+                client.delete_prompt_version(name, str(produced.version))
+                say(STAGE, f"no candidate beat the seed on train ({initial} -> {final}); nothing registered")
+                mlflow.set_tag(TAG + "outcome", "no_improvement")
+                return finish(STAGE, {**outcome, "outcome": "no_improvement", "candidate_version": None})
+            tags = {"initial_train_score": f"{initial:.4f}", "final_train_score": f"{final:.4f}",
+                    "metric_calls": str(budget.used), "max_metric_calls": str(cap), "judge_name": judge_info["judge_name"],
+                    "judge_version": str(judge_info["judge_version"]), "pipeline_id": str(cfg.pipeline_id),
+                    "optimizer": json.dumps(dict(o), sort_keys=True), "source_run_id": run.info.run_id}
+            for key, value in tags.items():
+                client.set_prompt_version_tag(name, produced.version, TAG + key, value)
+            if not in_sweep():  # in a sweep the summary points the alias at the best point
+                mlflow.genai.set_prompt_alias(name, alias="candidate", version=int(produced.version))
+            mlflow.set_tag(TAG + "outcome", "candidate")
+            say(STAGE, f"train score {initial:.3f} -> {final:.3f} with {budget.used}/{cap} metric calls; "
+                       f"candidate v{produced.version}{'' if in_sweep() else ' (alias candidate)'}")
+            print(prompt_diff(seed_text, produced.template))
+            say(STAGE, f"run: {tracking.run_link(cfg, experiment_id, run.info.run_id)}")
+            return finish(STAGE, {**outcome, "outcome": "candidate", "candidate_version": int(produced.version)})
