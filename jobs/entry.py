@@ -51,6 +51,7 @@ def quiet_libraries() -> None:
 
     for name in ("httpx", "httpx2", "httpcore", "openai", "LiteLLM", "litellm", "urllib3", "dspy"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)  # "pool is full" under parallel scoring
 
 
 def stage_main(stage: str, check: Callable[[Any], None], run: Callable[[Any], dict]) -> Callable[[], Any]:
@@ -66,8 +67,9 @@ def stage_main(stage: str, check: Callable[[Any], None], run: Callable[[Any], di
             check(cfg)
             return run(cfg)
         except UserError as e:
-            if multirun:  # let Hydra record the failure and go on with the sweep
-                raise
+            if multirun:  # one bad sweep point is reported; the sweep goes on
+                print(f"error: {_one_line(str(e))}", file=sys.stderr, flush=True)
+                return {"outcome": "bad_input", "error": _one_line(str(e))}
             fail(str(e))
         except IncompleteResult as e:
             fail(str(e), code=1)

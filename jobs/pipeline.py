@@ -47,6 +47,25 @@ def compose(overrides: list[str]) -> Any:
         return hydra_compose(config_name=CONFIG_NAME, overrides=overrides)
 
 
+def headline(stage: str, r: dict) -> str | None:
+    """The one figure per stage that people look for first."""
+    if stage == "evaluate":
+        return f"train pass rate {r['pass_rate']:.3f} ({r['scored']} scored, {r['errors']} errors)"
+    if stage == "feedback":
+        return f"{r['labels_written']} expert labels; expert pass rate {r['expert_pass_rate']:.3f}"
+    if stage == "align":
+        judge = f"aligned judge v{r['judge_version']}" if r.get("judge_version") else "base judge kept"
+        return (f"judge-expert agreement on {r['holdout']} held-out labels: kappa {r['kappa_before']:.3f} -> "
+                f"{r['kappa_after']:.3f}, accuracy {r['accuracy_before']:.3f} -> {r['accuracy_after']:.3f}; {judge}")
+    if stage == "optimize":
+        cand = f"candidate v{r['candidate_version']}" if r.get("candidate_version") else "no candidate (no gain)"
+        return (f"train score {r['initial_train_score']:.3f} -> {r['final_train_score']:.3f} with "
+                f"{r['metric_calls']}/{r['max_metric_calls']} metric calls; {cand}")
+    if stage == "register":
+        return f"prompt {r['prompt_name']} seed v{r['seed_version']}, production v{r['production_version']}"
+    return None
+
+
 def summary(cfg: Any, pipeline_id: str, ran: list[str]) -> str:
     from jobs import tracking
     from jobs.stages.common import RESULT_TAG
@@ -58,9 +77,8 @@ def summary(cfg: Any, pipeline_id: str, ran: list[str]) -> str:
         if run is None:
             continue
         result = json.loads(run.data.tags.get(RESULT_TAG, "{}"))
-        shown = {k: v for k, v in result.items() if k != "run_id"}
-        lines.append(f"{stage:>9}: " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
-                                                 for k, v in shown.items()))
+        line = headline(stage, result) or ", ".join(f"{k}={v}" for k, v in result.items() if k != "run_id")
+        lines.append(f"{stage:>9}: {line}")
         lines.append(f"{'':>9}  {tracking.run_link(cfg, experiment_id, run.info.run_id)}")
     lines.append(f"   prompt: {tracking.prompt_link(cfg, str(cfg.prompt.name))}")
     lines.append(f"   traces: {tracking.traces_link(cfg, experiment_id)}")

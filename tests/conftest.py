@@ -101,3 +101,14 @@ def foundation(servers):
         assert proc.returncode == 0, f"{stage} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         results[stage] = proc
     return pid, results
+
+
+@pytest.fixture(scope="session")
+def learned(servers, foundation):
+    """align -> optimize on the foundation pipeline, as `make run` runs them."""
+    pid, results = foundation
+    for stage in ("align", "optimize"):
+        proc = servers.stage(stage, f"pipeline_id={pid}")
+        assert proc.returncode == 0, f"{stage} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        results[stage] = proc
+    return pid, results

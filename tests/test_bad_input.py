@@ -87,3 +87,64 @@ def test_llm_endpoint_down(servers, mlflow_client, foundation):
     assert proc.returncode == 2, proc.stderr
     assert error_lines(proc) == [f"error: LLM endpoint {dead} is not reachable (Connection refused); start it or fix model.base_url"]
     assert runs(mlflow_client, pid) == before
+
+
+def labelled_traces(pid, n, name, with_judge=True):
+    """Traces of a made-up pipeline carrying expert (and judge) feedback under ``name``."""
+    import mlflow
+    from mlflow.entities import AssessmentSource
+
+    mlflow.set_experiment("promptgate-baseball")
+    ids = []
+    for i in range(n):
+        with mlflow.start_span(name="agent") as span:
+            span.set_inputs({"question": f"q{i}"})
+            span.set_outputs("Recommendation: swing.")
+            mlflow.update_current_trace(tags={"promptgate.pipeline_id": pid})
+            ids.append(span.trace_id)
+    mlflow.flush_trace_async_logging()
+    for i, tid in enumerate(ids):
+        mlflow.log_feedback(trace_id=tid, name=name, value=i % 2 == 0, rationale="x",
+                            source=AssessmentSource(source_type="HUMAN", source_id="ann"))
+        if with_judge:
+            mlflow.log_feedback(trace_id=tid, name=name, value=True, rationale="y",
+                                source=AssessmentSource(source_type="LLM_JUDGE", source_id="judge"))
+    return ids
+
+
+def scorer_versions(client):
+    from mlflow.genai.scorers.registry import list_scorer_versions
+
+    exp = client.get_experiment_by_name("promptgate-baseball")
+    if exp is None:
+        return 0
+    try:
+        return len(list_scorer_versions(name="hitting_quality", experiment_id=exp.experiment_id))
+    except Exception:  # noqa: BLE001 - none registered yet
+        return 0
+
+
+@pytest.mark.parametrize("case,stage,setup,overrides,expect", [
+    ("no expert labels", "align", None, [], "has no expert labels named 'hitting_quality'; run `python -m jobs.feedback"),
+    ("labels under another name", "align", ("quality_v0", 4, True), [],
+     "expert labels of pipeline {pid} are named 'quality_v0', not the judge's name 'hitting_quality'"),
+    ("simba with too few labels", "align", ("hitting_quality", 6, True), ["aligner=simba"],
+     "simba needs at least 10 labelled traces to align on, but pipeline {pid} has 4"),
+    ("train record without expectations", "optimize", None,
+     lambda t: ["dataset.required_expectations=[]", f"dataset.train={write(t, 'n.jsonl', json.dumps({'id': 'q1', 'inputs': {'question': 'q'}}))}"],
+     "n.jsonl:1: the train record 'q1' has no expectations; GEPA needs expectations on every training record"),
+    ("budget below one iteration", "optimize", None, ["optimizer.max_metric_calls=8"],
+     "optimizer.max_metric_calls=8 is below what one GEPA iteration needs: 36 (28 validation rows + 2 x minibatch 4); set it to at least 36"),
+])
+def test_learning_stages_refuse_bad_input(servers, mlflow_client, tmp_path, case, stage, setup, overrides, expect):
+    pid = f"bad-{stage}-{abs(hash(case)) % 10**6}"
+    if setup:
+        labelled_traces(pid, setup[1], setup[0], setup[2])
+    before = (versions(mlflow_client), scorer_versions(mlflow_client))
+    args = overrides(tmp_path) if callable(overrides) else overrides
+    proc = servers.stage(stage, f"pipeline_id={pid}", *args, timeout=180)
+    assert proc.returncode == 2, f"{case}: {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+    lines = error_lines(proc)
+    assert len(lines) == 1 and expect.format(pid=pid) in lines[0], proc.stderr
+    assert (versions(mlflow_client), scorer_versions(mlflow_client)) == before
+    assert runs(mlflow_client, pid) == 0

@@ -1,0 +1,68 @@
+"""Hydra callback for multirun sweeps: saves each point's result next to its output and,
+when the sweep ends, prints a table, names the best point, and points the ``candidate``
+alias at it. Works for any launcher, since it reads the results back from the sweep dir."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+
+RESULT_FILE = "result.json"
+SUMMARY_FILE = "sweep_summary.json"
+
+
+def best_point(points: list[dict]) -> dict | None:
+    """Highest final train score among points that produced a candidate; fewer calls break ties."""
+    done = [p for p in points if p.get("result", {}).get("outcome") == "candidate"]
+    return max(done, key=lambda p: (p["result"]["final_train_score"], -p["result"]["metric_calls"]), default=None)
+
+
+def summary_table(points: list[dict], best: dict | None) -> str:
+    lines = [f"{'#':>3}  {'overrides':<40} {'outcome':<15} {'train before':>12} {'after':>6} {'calls':>6}  candidate"]
+    for p in points:
+        r = p.get("result", {})
+        mark = "  <- best" if best is p else ""
+        lines.append(f"{p['num']:>3}  {p['overrides']:<40} {r.get('outcome', 'failed'):<15} "
+                     f"{r.get('initial_train_score', float('nan')):>12.3f} {r.get('final_train_score', float('nan')):>6.3f} "
+                     f"{r.get('metric_calls', 0):>6}  {r.get('candidate_version') or '-'}{mark}")
+    return "\n".join(lines)
+
+
+class SweepSummary(Callback):
+    def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+        if hc.mode != RunMode.MULTIRUN:
+            return
+        value = job_return.return_value if isinstance(getattr(job_return, "_return_value", None), dict) else None
+        record = {"num": hc.job.num, "overrides": " ".join(hc.overrides.task), "result": value or {}}
+        Path(hc.runtime.output_dir, RESULT_FILE).write_text(json.dumps(record, default=str))
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        points = sorted((json.loads(p.read_text()) for p in sweep_dir.glob(f"*/{RESULT_FILE}")), key=lambda p: p["num"])
+        if not points:
+            return
+        best = best_point(points)
+        print("\n=== sweep summary ===\n" + summary_table(points, best))
+        if best is not None:
+            self._promote_candidate(config, best)
+            print(f"best point: #{best['num']} ({best['overrides']}); alias 'candidate' -> "
+                  f"v{best['result']['candidate_version']}")
+        else:
+            print("no sweep point produced a candidate that beat the seed")
+        (sweep_dir / SUMMARY_FILE).write_text(json.dumps({"points": points, "best": best}, indent=2, default=str))
+
+    @staticmethod
+    def _promote_candidate(config: Any, best: dict) -> None:
+        import mlflow
+
+        mlflow.set_tracking_uri(str(config.mlflow.tracking_uri))
+        mlflow.genai.set_prompt_alias(str(config.prompt.name), alias="candidate",
+                                      version=int(best["result"]["candidate_version"]))
+        mlflow.MlflowClient().set_tag(best["result"]["run_id"], "promptgate.sweep_best", "true")
