@@ -44,9 +44,9 @@ def run(cfg: Any) -> dict:
     client = MlflowClient()
     with tracking.stage_run(cfg, experiment_id, STAGE, inputs) as run:
         versions = list(client.search_prompt_versions(name)) if client.get_prompt(name) else []
-        latest = max(versions, key=lambda v: int(v.version)) if versions else None
-        if latest is not None and latest.template.strip() == text:
-            seed_version, created = int(latest.version), False
+        same = [v for v in versions if v.template.strip() == text]
+        if same:  # candidates are newer versions too, so look for the text, not at the latest
+            seed_version, created = max(int(v.version) for v in same), False
             say(STAGE, f"prompt '{name}' v{seed_version} already holds this text; no new version")
         else:
             pv = mlflow.genai.register_prompt(name=name, template=text, commit_message=str(cfg.prompt.commit_message),
