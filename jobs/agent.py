@@ -13,6 +13,8 @@ from typing import Any, Callable
 
 from jobs.errors import UserError
 
+REPEAT_KEY = "repeat"  # an input naming the repeat index; it becomes the LLM's sampling seed
+
 
 def load_tools(module_name: str) -> list[Callable[..., str]]:
     try:
@@ -34,9 +36,16 @@ def build_predict_fn(agent_cfg: Any, endpoint: Any, prompt_uri: str,
     from langchain_openai import ChatOpenAI
 
     tools = [StructuredTool.from_function(fn) for fn in load_tools(str(agent_cfg.tools_module))]
-    llm = ChatOpenAI(model=endpoint.agent_model, base_url=endpoint.base_url, temperature=endpoint.temperature,
-                     timeout=endpoint.timeout_s, max_retries=int(agent_cfg.max_retries))
-    graph = create_agent(llm, tools)
+    graphs: dict[Any, Any] = {}
+
+    def graph_for(seed: Any) -> Any:
+        """One agent per sampling seed: repeated runs of a question ask for fresh samples."""
+        if seed not in graphs:
+            llm = ChatOpenAI(model=endpoint.agent_model, base_url=endpoint.base_url, temperature=endpoint.temperature,
+                             timeout=endpoint.timeout_s, max_retries=int(agent_cfg.max_retries), seed=seed)
+            graphs[seed] = create_agent(llm, tools)
+        return graphs[seed]
+
     input_key = str(agent_cfg.input_key)
     recursion_limit = int(agent_cfg.max_steps) * 2 + 1
 
@@ -46,6 +55,7 @@ def build_predict_fn(agent_cfg: Any, endpoint: Any, prompt_uri: str,
             mlflow.update_current_trace(tags=tags_for(inputs))
         system = mlflow.genai.load_prompt(prompt_uri).format()  # rendered at call time (GEPA contract)
         messages = [SystemMessage(system), HumanMessage(str(inputs.get(input_key, "")))]
+        graph = graph_for(inputs.get(REPEAT_KEY))
         state = graph.invoke({"messages": messages}, config={"recursion_limit": recursion_limit})
         return str(state["messages"][-1].content)
 

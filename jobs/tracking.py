@@ -125,3 +125,19 @@ def stage_run(cfg: Any, experiment_id: str, stage: str, inputs: str) -> Iterator
     tags = {TAG_PIPELINE: pid, TAG_STAGE: stage, TAG_INPUTS: inputs, "mlflow.parentRunId": parent}
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{stage}-{pid}", tags=tags) as run:
         yield run
+
+
+def prompt_versions(name: str) -> list[Any]:
+    """Every version of a prompt (all pages); empty when the prompt does not exist."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    if not client.get_prompt(name):
+        return []
+    out, token = [], None
+    while True:
+        page = client.search_prompt_versions(name, max_results=100, page_token=token)
+        out += list(page)
+        token = getattr(page, "token", None)
+        if not token:
+            return out

@@ -7,7 +7,7 @@ import pytest
 
 from jobs.datasets import Record
 from jobs.errors import IncompleteResult
-from jobs.stages.evaluate import RowOutcome, evaluate_complete
+from jobs.evaluation import RowOutcome, evaluate_complete
 
 RECORDS = [Record(f"r{i}", {"question": f"q{i}"}) for i in range(10)]
 

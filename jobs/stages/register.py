@@ -43,7 +43,7 @@ def run(cfg: Any) -> dict:
 
     client = MlflowClient()
     with tracking.stage_run(cfg, experiment_id, STAGE, inputs) as run:
-        versions = list(client.search_prompt_versions(name)) if client.get_prompt(name) else []
+        versions = tracking.prompt_versions(name)
         same = [v for v in versions if v.template.strip() == text]
         if same:  # candidates are newer versions too, so look for the text, not at the latest
             seed_version, created = max(int(v.version) for v in same), False

@@ -1,0 +1,130 @@
+"""Evaluating records with mlflow.genai.evaluate so that no row is lost without a message.
+
+Under load MLflow 3.17 with a SQLite server silently dropped rows (the server answered 400
+on trace export while the database was locked). So every record carries its id as a trace
+tag, the result is matched back by that id, and rows that came back without a trace or a
+judge value are evaluated again; rows that never come back are named.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from jobs import tracking
+from jobs.datasets import Record
+from jobs.errors import IncompleteResult
+
+
+@dataclass
+class RowOutcome:
+    record_id: str
+    trace_id: str | None
+    state: str  # OK or ERROR
+    value: Any  # the judge's value, None when it gave none
+    rationale: str | None
+    error: str | None
+    scores: dict[str, Any] = field(default_factory=dict)  # values of the other scorers
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "OK" and self.error is None
+
+
+def _value(row: Any, col: str | None) -> Any:
+    value = row.get(col) if col else None
+    return None if value is not None and value != value else value  # NaN -> None
+
+
+def outcomes_from(df: Any, judge_name: str, traces: dict[str, Any]) -> dict[str, RowOutcome]:
+    """Read ``result_df`` into one outcome per record it holds, matched by the record-id
+    trace tag. A record with no row, no trace or no judge value is absent from the result."""
+    cols = {c[: -len("/value")]: c for c in df.columns if c.endswith("/value")}
+    out: dict[str, RowOutcome] = {}
+    for _, row in df.iterrows():
+        trace = traces.get(row.get("trace_id"))
+        rid = trace.info.tags.get(tracking.TAG_QUESTION) if trace is not None else None
+        if rid is None:
+            continue
+        value = _value(row, cols.get(judge_name, judge_name if judge_name in df.columns else None))
+        error = rationale = None
+        for a in trace.info.assessments or []:
+            if a.name == judge_name and getattr(a, "feedback", None) is not None:
+                rationale = a.rationale
+                if a.feedback.error is not None:
+                    error = a.feedback.error.error_message or a.feedback.error.error_code
+        state = str(getattr(trace.info.state, "value", trace.info.state))
+        if value is None and error is None and state == "OK":
+            continue  # no judge value: treat as lost and evaluate again
+        scores = {name: _value(row, col) for name, col in cols.items() if name != judge_name}
+        out[rid] = RowOutcome(rid, row.get("trace_id"), state, value, rationale,
+                              error or (None if state == "OK" else "agent error"), scores)
+    return out
+
+
+def evaluate_complete(records: list[Record], run_once: Callable[[list[Record]], dict[str, RowOutcome]],
+                      max_attempts: int, on_missing: str = "fail",
+                      say: Callable[[str], None] = print) -> tuple[dict[str, RowOutcome], int]:
+    """Evaluate until every record has an outcome, re-running only the missing ones.
+
+    Returns the outcomes and how many rows needed another pass. Rows still missing after
+    the last attempt raise IncompleteResult naming them, or are recorded as errors.
+    """
+    outcomes: dict[str, RowOutcome] = {}
+    pending = list(records)
+    retried = 0
+    for attempt in range(1, max_attempts + 1):
+        outcomes.update(run_once(pending))
+        pending = [r for r in pending if r.id not in outcomes]
+        if not pending:
+            break
+        if attempt < max_attempts:
+            retried += len(pending)
+            say(f"{len(pending)} of {len(records)} rows came back without a trace or judge value "
+                f"({', '.join(r.id for r in pending[:8])}); evaluating them again (attempt {attempt + 1}/{max_attempts})")
+    if pending:
+        ids = ", ".join(r.id for r in pending)
+        if on_missing != "record":
+            raise IncompleteResult(f"{len(pending)} dataset rows never came back with a trace and a judge value after "
+                                   f"{max_attempts} attempts: {ids}. The tracking server may be overloaded; lower "
+                                   "evaluate.max_workers or raise evaluate.max_attempts")
+        say(f"recording {len(pending)} rows that never came back as errors: {ids}")
+        for r in pending:
+            outcomes[r.id] = RowOutcome(r.id, None, "ERROR", None, None, "lost: no trace or judge value")
+    return outcomes, retried
+
+
+def signature(inputs: dict[str, Any]) -> str:
+    return json.dumps(inputs, sort_keys=True, default=str)
+
+
+def evaluate_records(cfg: Any, endpoint: Any, experiment_id: str, run_id: str, records: list[Record],
+                     prompt_uri: str, scorers: list[Any], tags: dict[str, str],
+                     say: Callable[[str], None] = print) -> tuple[dict[str, RowOutcome], int]:
+    """Run the agent with ``prompt_uri`` over ``records`` inside the active run, score them,
+    and return one outcome per record (see ``evaluate_complete``)."""
+    import mlflow
+
+    from jobs.agent import build_predict_fn
+
+    os.environ["MLFLOW_GENAI_EVAL_MAX_WORKERS"] = str(int(cfg.evaluate.max_workers))
+    by_inputs = {signature(r.inputs): r.id for r in records}
+    base_tags = {tracking.TAG_PIPELINE: str(cfg.pipeline_id), **tags}
+
+    def tags_for(inputs: dict[str, Any]) -> dict[str, str]:
+        return {**base_tags, tracking.TAG_QUESTION: by_inputs.get(signature(inputs), "?")}
+
+    predict = build_predict_fn(cfg.agent, endpoint, prompt_uri, tags_for)
+    mlflow.langchain.autolog(log_traces=True, silent=True)
+    judge_name = str(cfg.judge.name)
+
+    def run_once(batch: list[Record]) -> dict[str, RowOutcome]:
+        res = mlflow.genai.evaluate(data=[r.as_eval_row() for r in batch], predict_fn=predict, scorers=scorers)
+        mlflow.flush_trace_async_logging()
+        traces = {t.info.trace_id: t for t in mlflow.search_traces(
+            locations=[experiment_id], run_id=run_id, return_type="list", max_results=10000, include_spans=False)}
+        return outcomes_from(res.result_df, judge_name, traces)
+
+    return evaluate_complete(records, run_once, int(cfg.evaluate.max_attempts), str(cfg.evaluate.on_missing), say)

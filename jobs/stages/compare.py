@@ -1,0 +1,160 @@
+"""compare: evaluate the baseline (production at the start of the pipeline) and the
+candidate on the held-out set with the recorded judge, n repeats per question, and pair
+the outcomes: pass rates, the gain with a paired-bootstrap CI, an exact McNemar p-value,
+regressions and improvements, errors per arm. Errors are neither passes nor failures."""
+
+from __future__ import annotations
+
+import csv
+import io
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from jobs import datasets, judges, stats, tracking
+from jobs.agent import REPEAT_KEY
+from jobs.datasets import Record
+from jobs.errors import UserError
+from jobs.evaluation import RowOutcome, evaluate_records
+from jobs.models import activate
+from jobs.stages.common import finish, recorded, reuse, say
+
+STAGE = "compare"
+ARMS = ("baseline", "candidate")
+
+
+def check(cfg: Any) -> None:
+    judges.check(cfg.judge)
+    datasets.from_config(cfg.dataset, str(cfg.compare.split))
+    if int(cfg.compare.n_repeats) < 1:
+        raise UserError(f"compare.n_repeats={cfg.compare.n_repeats} must be at least 1")
+    if not 0 < float(cfg.compare.ci_level) < 1:
+        raise UserError(f"compare.ci_level={cfg.compare.ci_level} must be between 0 and 1")
+
+
+def repeated(records: list[Record], n: int) -> list[Record]:
+    return [Record(f"{r.id}#{k}", {**r.inputs, REPEAT_KEY: k}, r.expectations, r.where) for r in records for k in range(n)]
+
+
+def by_question(outcomes: dict[str, RowOutcome], judge_cfg: Any) -> tuple[dict[str, list[bool]], int]:
+    """Non-error pass/fail outcomes per question, and the number of errored rows."""
+    per: dict[str, list[bool]] = {}
+    errors = 0
+    for rid, o in outcomes.items():
+        qid = rid.split("#")[0]
+        per.setdefault(qid, [])
+        if o.ok and judges.passed(judge_cfg, o.value) is not None:
+            per[qid].append(bool(judges.passed(judge_cfg, o.value)))
+        else:
+            errors += 1
+    return per, errors
+
+
+def scorer_means(outcomes: dict[str, RowOutcome]) -> dict[str, float]:
+    sums: dict[str, list[float]] = {}
+    for o in outcomes.values():
+        for name, v in o.scores.items():
+            if isinstance(v, (bool, int, float)):
+                sums.setdefault(name, []).append(float(v))
+            elif isinstance(v, str) and v.lower() in ("yes", "no", "true", "false"):
+                sums.setdefault(name, []).append(1.0 if v.lower() in ("yes", "true") else 0.0)
+    return {k: sum(v) / len(v) for k, v in sums.items() if v}
+
+
+def per_question_csv(records: list[Record], base: dict, cand: dict, key: str) -> str:
+    out = io.StringIO()
+    w = csv.writer(out)
+    w.writerow(["question_id", "question", "baseline_pass_share", "candidate_pass_share", "baseline_runs",
+                "candidate_runs", "change"])
+    for r in records:
+        b, c = base.get(r.id, []), cand.get(r.id, [])
+        sb = sum(b) / len(b) if b else None
+        sc = sum(c) / len(c) if c else None
+        change = ("error" if sb is None or sc is None else "regressed" if sb >= 0.5 > sc
+                  else "improved" if sc >= 0.5 > sb else "same")
+        w.writerow([r.id, r.inputs.get(key, ""), "" if sb is None else f"{sb:.3f}",
+                    "" if sc is None else f"{sc:.3f}", len(b), len(c), change])
+    return out.getvalue()
+
+
+def compact_table(s: dict, errors: dict[str, int], rows: int) -> str:
+    return "\n".join([
+        f"{'arm':<10} {'pass rate':>9} {'errors':>7}",
+        f"{'baseline':<10} {s['base_pass_rate']:>9.3f} {errors['baseline']:>4}/{rows}",
+        f"{'candidate':<10} {s['cand_pass_rate']:>9.3f} {errors['candidate']:>4}/{rows}",
+        f"gain {s['delta']:+.3f}  CI [{s['ci_low']:+.3f}, {s['ci_high']:+.3f}]  McNemar p={s['p_value']:.4f}  "
+        f"regressed {len(s['regressed'])} {s['regressed'][:6]}  improved {len(s['improved'])}",
+    ])
+
+
+def run(cfg: Any) -> dict:
+    c = cfg.compare
+    records = datasets.from_config(cfg.dataset, str(c.split))
+    experiment_id = tracking.connect(cfg)
+    name = str(cfg.prompt.name)
+    baseline_version = recorded(cfg, experiment_id, "register", "production_version")
+    candidate_version = recorded(cfg, experiment_id, "optimize", "candidate_version")
+    align_run = tracking.latest_result(experiment_id, str(cfg.pipeline_id), "align")
+    judge_key = align_run.info.run_id if align_run else "base"
+    inputs = tracking.inputs_hash(name, baseline_version, candidate_version, judge_key, dict(c), dict(cfg.judge),
+                                  [r.as_eval_row() for r in records], str(cfg.model.provider), cfg.model.agent_model)
+    if (done := reuse(cfg, experiment_id, STAGE, inputs)) is not None:
+        return done
+    if candidate_version is None:
+        with tracking.stage_run(cfg, experiment_id, STAGE, inputs) as run:
+            say(STAGE, "optimize registered no candidate (no gain on train); nothing to compare")
+            return finish(STAGE, {"outcome": "no_candidate", "baseline_version": baseline_version,
+                                  "candidate_version": None, "run_id": run.info.run_id})
+
+    with activate(cfg.model) as endpoint:
+        import mlflow
+
+        from jobs.stages.align import recorded_judge
+
+        judge, judge_info = recorded_judge(cfg, experiment_id, endpoint)
+        scorers = [judge] + judges.builtin_scorers(list(cfg.judge.builtin_scorers), endpoint)
+        rows = repeated(records, int(c.n_repeats))
+        with tracking.stage_run(cfg, experiment_id, STAGE, inputs) as run:
+            mlflow.log_params({"baseline_version": baseline_version, "candidate_version": candidate_version,
+                               "n_repeats": int(c.n_repeats), "questions": len(records), **judge_info})
+            outcomes = {}
+            for arm, version in zip(ARMS, (baseline_version, candidate_version)):
+                say(STAGE, f"{arm} v{version}: {len(records)} held-out questions x {c.n_repeats} runs")
+                outcomes[arm], _ = evaluate_records(cfg, endpoint, experiment_id, run.info.run_id, rows,
+                                                    f"prompts:/{name}/{version}", scorers,
+                                                    {"promptgate.arm": arm, "promptgate.split": str(c.split)},
+                                                    lambda m: say(STAGE, m))
+            base, base_err = by_question(outcomes["baseline"], cfg.judge)
+            cand, cand_err = by_question(outcomes["candidate"], cfg.judge)
+            s = stats.paired_summary(base, cand, int(c.bootstrap), float(c.ci_level), int(c.seed))
+            errors = {"baseline": base_err, "candidate": cand_err}
+            means = {arm: scorer_means(outcomes[arm]) for arm in ARMS}
+            metrics = {"baseline_pass_rate": s["base_pass_rate"], "candidate_pass_rate": s["cand_pass_rate"],
+                       "delta": s["delta"], "ci_low": s["ci_low"], "ci_high": s["ci_high"], "p_value": s["p_value"],
+                       "regressions": len(s["regressed"]), "improvements": len(s["improved"]),
+                       "baseline_errors": base_err, "candidate_errors": cand_err,
+                       "baseline_error_rate": base_err / len(rows), "candidate_error_rate": cand_err / len(rows)}
+            mlflow.log_metrics(metrics)
+            mlflow.log_text(per_question_csv(records, base, cand, str(cfg.agent.input_key)), "per_question.csv")
+            with tempfile.TemporaryDirectory() as tmp:
+                from jobs.charts import compare_chart
+
+                ids = [r.id for r in records]
+                share = lambda d, q: (sum(d[q]) / len(d[q])) if d.get(q) else 0.0  # noqa: E731
+                chart = compare_chart(Path(tmp) / "compare.png", ids, [share(base, q) for q in ids],
+                                      [share(cand, q) for q in ids], s["delta"], (s["ci_low"], s["ci_high"]),
+                                      float(cfg.gate.min_delta),
+                                      f"{name}: baseline v{baseline_version} vs candidate v{candidate_version} "
+                                      f"({c.n_repeats} runs per question; judge {judge_info['judge_name']} "
+                                      f"v{judge_info['judge_version']})")
+                mlflow.log_artifact(str(chart))
+            print(compact_table(s, errors, len(rows)))
+            link = tracking.run_link(cfg, experiment_id, run.info.run_id)
+            say(STAGE, f"run: {link}  (chart: compare.png, table: per_question.csv)")
+            return finish(STAGE, {
+                "outcome": "compared", "baseline_version": baseline_version, "candidate_version": candidate_version,
+                **judge_info, "n_repeats": int(c.n_repeats), "questions": s["questions"], "rows_per_arm": len(rows),
+                **{k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()},
+                "regressed": s["regressed"], "improved": s["improved"], "scorer_means": means,
+                "chart": f"{link}/artifacts/compare.png", "run_id": run.info.run_id,
+            })

@@ -1,0 +1,169 @@
+"""gate: move ``production`` to the candidate only if every gate passes on the compare
+results of the same pipeline, and record why either way. ``gate.rollback=true`` moves
+``production`` back to the version recorded before the last promotion."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from jobs import tracking
+from jobs.errors import EXIT_REFUSED, UserError
+from jobs.stages.common import RESULT_TAG, finish, reuse, say
+
+STAGE = "gate"
+TAG = "promptgate.gate."
+
+
+@dataclass(frozen=True)
+class Gate:
+    name: str
+    value: float | None
+    threshold: float
+    rule: str  # ">=" or "<="
+    passed: bool
+
+    def line(self) -> str:
+        shown = "missing" if self.value is None else f"{self.value:.4f}"
+        return f"{'PASS' if self.passed else 'FAIL'}  {self.name:<22} {shown:>9} {self.rule} {self.threshold}"
+
+
+def _gate(name: str, value: float | None, rule: str, threshold: float) -> Gate:
+    ok = value is not None and (value >= threshold if rule == ">=" else value <= threshold)
+    return Gate(name, value, float(threshold), rule, ok)
+
+
+def evaluate_gates(compare: dict, g: Any) -> list[Gate]:
+    """Every gate's value and threshold, from compare's results and the gate config."""
+    error_rate = max(compare.get("baseline_error_rate", 1.0), compare.get("candidate_error_rate", 1.0))
+    gates = [
+        _gate("min_delta", compare.get("delta"), ">=", g.min_delta),
+        _gate("alpha (McNemar p)", compare.get("p_value"), "<=", g.alpha),
+        _gate("ci_low_min", compare.get("ci_low"), ">=", g.ci_low_min),
+        _gate("max_regressions", compare.get("regressions"), "<=", g.max_regressions),
+        _gate("max_error_rate", error_rate, "<=", g.max_error_rate),
+    ]
+    means = (compare.get("scorer_means") or {}).get("candidate", {})
+    for hard in g.get("hard_gates") or []:
+        gates.append(_gate(f"hard:{hard['scorer']}", means.get(str(hard["scorer"])), ">=", float(hard["min"])))
+    return gates
+
+
+def decide(gates: list[Gate]) -> tuple[str, list[str]]:
+    failed = [f"{x.name} {'not measured' if x.value is None else f'{x.value:.4f}'} (needs {x.rule} {x.threshold})"
+              for x in gates if not x.passed]
+    return ("promote" if not failed else "refuse"), failed
+
+
+def check(cfg: Any) -> None:
+    g = cfg.gate
+    if not 0 < float(g.alpha) <= 1:
+        raise UserError(f"gate.alpha={g.alpha} must be in (0, 1]")
+    if float(g.max_error_rate) < 0 or int(g.max_regressions) < 0:
+        raise UserError("gate.max_error_rate and gate.max_regressions must not be negative")
+    for i, hard in enumerate(g.get("hard_gates") or []):
+        if "scorer" not in hard or "min" not in hard:
+            raise UserError(f"gate.hard_gates[{i}] needs scorer and min, e.g. {{scorer: Safety, min: 1.0}}")
+
+
+def _result(run: Any) -> dict:
+    return json.loads(run.data.tags.get(RESULT_TAG, "{}"))
+
+
+def compare_result(cfg: Any, experiment_id: str) -> tuple[Any, dict]:
+    """The pipeline's compare results, checked against the versions the pipeline now records."""
+    pid = str(cfg.pipeline_id)
+    run = tracking.latest_result(experiment_id, pid, "compare")
+    if run is None:
+        raise UserError(f"pipeline {pid} has no compare results; run `python -m jobs.compare pipeline_id={pid}` first")
+    compare = _result(run)
+    optimize = tracking.latest_result(experiment_id, pid, "optimize")
+    if optimize is not None and _result(optimize).get("candidate_version") != compare.get("candidate_version"):
+        raise UserError(f"stale compare results: compare used candidate v{compare.get('candidate_version')} but optimize "
+                        f"now records v{_result(optimize).get('candidate_version')}; rerun compare with force=true")
+    align = tracking.latest_result(experiment_id, pid, "align")
+    judge_version = (_result(align).get("judge_version") or "base") if align is not None else "base"
+    if compare.get("outcome") == "compared" and str(compare.get("judge_version")) != str(judge_version):
+        raise UserError(f"stale compare results: compare used judge v{compare.get('judge_version')} but align now "
+                        f"records v{judge_version}; rerun compare with force=true")
+    return run, compare
+
+
+def record(name: str, version: Any, run_id: str, tags: dict[str, str]) -> None:
+    import mlflow
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    for key, value in tags.items():
+        if version is not None:
+            client.set_prompt_version_tag(name, version, TAG + key, value)
+        mlflow.set_tag(TAG + key, value)
+
+
+def rollback(cfg: Any, experiment_id: str) -> dict:
+    import mlflow
+    from mlflow import MlflowClient
+
+    name = str(cfg.prompt.name)
+    client = MlflowClient()
+    current = client.get_prompt_version_by_alias(name, "production")
+    previous = current.tags.get(TAG + "previous_production")
+    if not previous:
+        raise UserError(f"production (v{current.version}) has no recorded previous version; nothing to roll back to")
+    with tracking.stage_run(cfg, experiment_id, STAGE, tracking.inputs_hash("rollback", current.version)) as run:
+        mlflow.genai.set_prompt_alias(name, alias="production", version=int(previous))
+        record(name, current.version, run.info.run_id, {"decision": "rolled_back", "rolled_back_to": previous,
+                                                        "pipeline_id": str(cfg.pipeline_id)})
+        say(STAGE, f"production moved back from v{current.version} to v{previous}")
+        return finish(STAGE, {"decision": "rolled_back", "from_version": int(current.version),
+                              "to_version": int(previous), "run_id": run.info.run_id})
+
+
+def run(cfg: Any) -> dict:
+    experiment_id = tracking.connect(cfg)
+    if cfg.gate.rollback:
+        return rollback(cfg, experiment_id)
+    compare_run, compare = compare_result(cfg, experiment_id)
+    inputs = tracking.inputs_hash(compare_run.info.run_id, dict(cfg.gate))
+    if (done := reuse(cfg, experiment_id, STAGE, inputs)) is not None:
+        return done
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    name = str(cfg.prompt.name)
+    candidate, baseline = compare.get("candidate_version"), compare.get("baseline_version")
+    with tracking.stage_run(cfg, experiment_id, STAGE, inputs) as run:
+        if compare.get("outcome") != "compared":
+            gates, (decision, reasons) = [], ("refuse", ["no candidate: optimize found no gain on train"])
+        else:
+            gates = evaluate_gates(compare, cfg.gate)
+            decision, reasons = decide(gates)
+        production = int(MlflowClient().get_prompt_version_by_alias(name, "production").version)
+        if decision == "promote" and production != int(baseline):
+            decision, reasons = "refuse", [f"production moved concurrently: compare measured against v{baseline}, "
+                                           f"production is now v{production}"]
+        if decision == "promote":
+            mlflow.genai.set_prompt_alias(name, alias="production", version=int(candidate))
+        tags = {"decision": decision, "reasons": "; ".join(reasons) or "every gate passed",
+                "pipeline_id": str(cfg.pipeline_id), "previous_production": str(production),
+                "compare_run_id": compare_run.info.run_id,
+                "gates": json.dumps([asdict(x) for x in gates])}
+        record(name, candidate, run.info.run_id, tags)
+        mlflow.log_metrics({f"gate_{x.name.split(' ')[0].replace(':', '_')}": float(x.value)
+                            for x in gates if x.value is not None})
+        mlflow.log_metric("promoted", 1.0 if decision == "promote" else 0.0)
+        for x in gates:
+            print(x.line())
+        verdict = (f"PROMOTED: production v{production} -> v{candidate}" if decision == "promote"
+                   else f"REFUSED: production stays v{production}; " + "; ".join(reasons))
+        say(STAGE, verdict)
+        say(STAGE, f"run: {tracking.run_link(cfg, experiment_id, run.info.run_id)}")
+        result = finish(STAGE, {"decision": decision, "reasons": reasons, "candidate_version": candidate,
+                                "previous_production": production, "gates": [asdict(x) for x in gates],
+                                "run_id": run.info.run_id})
+    if decision != "promote" and cfg.gate.fail_on_refuse:
+        sys.exit(EXIT_REFUSED)
+    return result
