@@ -55,6 +55,13 @@ test: install ## Run every test (unit, integration on real local servers, end to
 test-fast: install ## Run the unit tests only
 	@$(PY) -m pytest -m "not integration and not slow" $(ARGS)
 
+##@ Benchmarks
+.PHONY: bench bench-gate
+bench: bench-gate ## Run every benchmark
+
+bench-gate: install ## Decision quality of the statistics and the default gate: false promotions and power
+	@$(PY) -m bench.gate_bench $(ARGS)
+
 ##@ Cleanup
 .PHONY: clean
 clean: mlflow-down ## Stop the local server and delete local state ($(STATE_DIR))

@@ -14,7 +14,7 @@ import time
 import uuid
 from typing import Any
 
-from jobs.errors import EXIT_BAD_INPUT
+from jobs.errors import EXIT_BAD_INPUT, EXIT_REFUSED
 from jobs.launchers import LocalLauncher
 
 STAGES = ("register", "evaluate", "feedback", "align", "optimize", "compare", "gate")
@@ -61,6 +61,18 @@ def headline(stage: str, r: dict) -> str | None:
         cand = f"candidate v{r['candidate_version']}" if r.get("candidate_version") else "no candidate (no gain)"
         return (f"train score {r['initial_train_score']:.3f} -> {r['final_train_score']:.3f} with "
                 f"{r['metric_calls']}/{r['max_metric_calls']} metric calls; {cand}")
+    if stage == "compare":
+        if r.get("outcome") != "compared":
+            return "no candidate to compare"
+        return (f"held-out pass rate {r['baseline_pass_rate']:.3f} (v{r['baseline_version']}) -> "
+                f"{r['candidate_pass_rate']:.3f} (v{r['candidate_version']}), gain {r['delta']:+.3f} "
+                f"CI [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}], McNemar p={r['p_value']:.4f}, "
+                f"{r['regressions']} regressed, errors {r['baseline_errors']}/{r['candidate_errors']}\n"
+                f"{'':>11}chart: {r['chart']}")
+    if stage == "gate":
+        if r["decision"] == "promote":
+            return f"PROMOTED: production v{r['previous_production']} -> v{r['candidate_version']}"
+        return f"REFUSED: production stays v{r['previous_production']}; " + "; ".join(r["reasons"])
     if stage == "register":
         return f"prompt {r['prompt_name']} seed v{r['seed_version']}, production v{r['production_version']}"
     return None
@@ -113,12 +125,16 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     launcher = LocalLauncher(env=env)
     ran: list[str] = []
+    code = 0
     started = time.monotonic()
     try:
         for stage in available_stages():
             print(f"\n--- {stage} ({pipeline_id}) ---", flush=True)
             t0 = time.monotonic()
             code = launcher.run(stage, overrides)
+            if code == EXIT_REFUSED and stage == "gate":  # a decision, not a crash
+                ran.append(stage)
+                break
             if code != 0:
                 print(f"\nstage {stage} failed with exit code {code}; pipeline {pipeline_id} stopped. "
                       f"Rerun with pipeline_id={pipeline_id} to resume: finished stages are reused.", file=sys.stderr)
@@ -128,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.update(env)
         print(summary(cfg, pipeline_id, ran))
         print(f"\nAll {len(ran)} stages finished in {time.monotonic() - started:.0f} s.")
-        return 0
+        return code if ran and ran[-1] == "gate" else 0
     finally:
         if sim is not None:
             from jobs.local_servers import stop_process

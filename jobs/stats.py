@@ -38,6 +38,10 @@ def cohen_kappa(judge: Sequence[bool], expert: Sequence[bool]) -> float:
 
 
 # ---------------------------------------------------------------- paired comparison
+def share(xs: Sequence[bool]) -> float:
+    return sum(xs) / len(xs) if xs else 0.0
+
+
 def exact_mcnemar(b: int, c: int) -> float:
     """Two-sided exact McNemar p-value on the discordant pairs (b: pass->fail, c: fail->pass)."""
     if b + c == 0:
@@ -63,34 +67,45 @@ def paired_bootstrap_ci(base: Sequence[float], cand: Sequence[float], n_boot: in
     return float(low), float(high)
 
 
-def paired_summary(base: dict[str, list[bool]], cand: dict[str, list[bool]], n_boot: int = 2000,
+def paired_summary(base: dict[str, list[bool | None]], cand: dict[str, list[bool | None]], n_boot: int = 2000,
                    level: float = 0.95, seed: int = 0) -> dict:
-    """Pair two arms per question. ``base``/``cand`` map a question to its non-error
-    outcomes over repeats. A question counts as passed when at least half its repeats pass.
+    """Pair two arms per question and per run. ``base``/``cand`` map a question to its
+    outcomes by repeat index (run k of both arms used the same sampling seed), ``None``
+    where the row errored; errors are neither passes nor failures.
 
-    Returns pass rates (over all scored repeats), their difference (mean of per-question
-    pass shares), a paired-bootstrap CI, the exact McNemar p-value on question-level
-    outcomes, and the questions that regressed or improved.
+    - pass rates: over all scored runs of each arm;
+    - delta and its paired-bootstrap CI: mean over questions of the per-question pass-share
+      difference, resampling whole questions (runs of a question are not independent);
+    - McNemar: exact test on the discordant run pairs (under "no difference" each
+      discordant pair is equally likely either way, whatever the question's difficulty);
+    - regressed / improved: questions whose majority verdict went pass->fail / fail->pass.
     """
-    questions = sorted(q for q in base if base[q] and cand.get(q))
-    share_b = [sum(base[q]) / len(base[q]) for q in questions]
-    share_c = [sum(cand[q]) / len(cand[q]) for q in questions]
-    pass_b = [s >= 0.5 for s in share_b]
-    pass_c = [s >= 0.5 for s in share_c]
-    regressed = [q for q, b, c in zip(questions, pass_b, pass_c) if b and not c]
-    improved = [q for q, b, c in zip(questions, pass_b, pass_c) if c and not b]
+    def scored(xs: list[bool | None]) -> list[bool]:
+        return [x for x in xs if x is not None]
+
+    questions = sorted(q for q in base if scored(base[q]) and scored(cand.get(q, [])))
+    share_b = [sum(scored(base[q])) / len(scored(base[q])) for q in questions]
+    share_c = [sum(scored(cand[q])) / len(scored(cand[q])) for q in questions]
+    regressed = [q for q, b, c in zip(questions, share_b, share_c) if b >= 0.5 > c]
+    improved = [q for q, b, c in zip(questions, share_b, share_c) if c >= 0.5 > b]
+    pairs = [(x, y) for q in questions for x, y in zip(base[q], cand[q]) if x is not None and y is not None]
+    worse = sum(1 for x, y in pairs if x and not y)
+    better = sum(1 for x, y in pairs if y and not x)
     low, high = paired_bootstrap_ci(share_b, share_c, n_boot, level, seed)
-    rows_b = [x for q in base for x in base[q]]
-    rows_c = [x for q in cand for x in cand[q]]
+    rows_b = [x for q in base for x in scored(base[q])]
+    rows_c = [x for q in cand for x in scored(cand[q])]
     n = len(questions)
     return {
         "questions": n,
+        "pairs": len(pairs),
         "base_pass_rate": sum(rows_b) / len(rows_b) if rows_b else 0.0,
         "cand_pass_rate": sum(rows_c) / len(rows_c) if rows_c else 0.0,
         "delta": (sum(share_c) - sum(share_b)) / n if n else 0.0,
         "ci_low": low,
         "ci_high": high,
-        "p_value": exact_mcnemar(len(regressed), len(improved)),
+        "discordant_worse": worse,
+        "discordant_better": better,
+        "p_value": exact_mcnemar(worse, better),
         "regressed": regressed,
         "improved": improved,
     }

@@ -112,3 +112,17 @@ def learned(servers, foundation):
         assert proc.returncode == 0, f"{stage} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         results[stage] = proc
     return pid, results
+
+
+COMPARE_OVERRIDES = ("compare.n_repeats=2",)  # fewer runs than the default 5, to keep the suite short
+
+
+@pytest.fixture(scope="session")
+def decided(servers, learned):
+    """compare -> gate on the learned pipeline."""
+    pid, results = learned
+    for stage in ("compare", "gate"):
+        proc = servers.stage(stage, f"pipeline_id={pid}", *COMPARE_OVERRIDES)
+        assert proc.returncode == 0, f"{stage} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        results[stage] = proc
+    return pid, results

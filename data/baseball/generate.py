@@ -115,7 +115,7 @@ def write_questions(rng, pitchers, batters, mix_rows, match_rows) -> None:
         ],
     }
     seen: set[str] = set()
-    for split, n_regular in (("train", 24), ("heldout", 26)):
+    for split, n_regular in (("train", 24), ("heldout", 36)):
         rows = []
         while len(rows) < n_regular:
             if rng.random() < 0.6:

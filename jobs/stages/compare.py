@@ -36,17 +36,15 @@ def repeated(records: list[Record], n: int) -> list[Record]:
     return [Record(f"{r.id}#{k}", {**r.inputs, REPEAT_KEY: k}, r.expectations, r.where) for r in records for k in range(n)]
 
 
-def by_question(outcomes: dict[str, RowOutcome], judge_cfg: Any) -> tuple[dict[str, list[bool]], int]:
-    """Non-error pass/fail outcomes per question, and the number of errored rows."""
-    per: dict[str, list[bool]] = {}
+def by_question(outcomes: dict[str, RowOutcome], judge_cfg: Any, n_repeats: int) -> tuple[dict[str, list], int]:
+    """Outcomes per question by repeat index (None where the row errored), and the error count."""
+    per: dict[str, list[bool | None]] = {}
     errors = 0
     for rid, o in outcomes.items():
-        qid = rid.split("#")[0]
-        per.setdefault(qid, [])
-        if o.ok and judges.passed(judge_cfg, o.value) is not None:
-            per[qid].append(bool(judges.passed(judge_cfg, o.value)))
-        else:
-            errors += 1
+        qid, _, k = rid.rpartition("#")
+        verdict = judges.passed(judge_cfg, o.value) if o.ok else None
+        per.setdefault(qid, [None] * n_repeats)[int(k)] = verdict
+        errors += verdict is None
     return per, errors
 
 
@@ -67,7 +65,8 @@ def per_question_csv(records: list[Record], base: dict, cand: dict, key: str) ->
     w.writerow(["question_id", "question", "baseline_pass_share", "candidate_pass_share", "baseline_runs",
                 "candidate_runs", "change"])
     for r in records:
-        b, c = base.get(r.id, []), cand.get(r.id, [])
+        b = [x for x in base.get(r.id, []) if x is not None]
+        c = [x for x in cand.get(r.id, []) if x is not None]
         sb = sum(b) / len(b) if b else None
         sc = sum(c) / len(c) if c else None
         change = ("error" if sb is None or sc is None else "regressed" if sb >= 0.5 > sc
@@ -124,8 +123,8 @@ def run(cfg: Any) -> dict:
                                                     f"prompts:/{name}/{version}", scorers,
                                                     {"promptgate.arm": arm, "promptgate.split": str(c.split)},
                                                     lambda m: say(STAGE, m))
-            base, base_err = by_question(outcomes["baseline"], cfg.judge)
-            cand, cand_err = by_question(outcomes["candidate"], cfg.judge)
+            base, base_err = by_question(outcomes["baseline"], cfg.judge, int(c.n_repeats))
+            cand, cand_err = by_question(outcomes["candidate"], cfg.judge, int(c.n_repeats))
             s = stats.paired_summary(base, cand, int(c.bootstrap), float(c.ci_level), int(c.seed))
             errors = {"baseline": base_err, "candidate": cand_err}
             means = {arm: scorer_means(outcomes[arm]) for arm in ARMS}
@@ -140,7 +139,7 @@ def run(cfg: Any) -> dict:
                 from jobs.charts import compare_chart
 
                 ids = [r.id for r in records]
-                share = lambda d, q: (sum(d[q]) / len(d[q])) if d.get(q) else 0.0  # noqa: E731
+                share = lambda d, q: stats.share([x for x in d.get(q, []) if x is not None])  # noqa: E731
                 chart = compare_chart(Path(tmp) / "compare.png", ids, [share(base, q) for q in ids],
                                       [share(cand, q) for q in ids], s["delta"], (s["ci_low"], s["ci_high"]),
                                       float(cfg.gate.min_delta),

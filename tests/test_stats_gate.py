@@ -1,0 +1,63 @@
+"""Statistics against known values, and every gate refusal reason as a pure decision."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from jobs import stats
+from jobs.paths import CONF_DIR
+from jobs.stages.gate import decide, evaluate_gates
+
+GATE = OmegaConf.load(CONF_DIR / "gate" / "default.yaml")
+
+
+@pytest.mark.parametrize("b,c,p", [
+    (0, 0, 1.0),
+    (0, 5, 0.0625),  # 2 * 0.5**5
+    (1, 9, 0.021484375),  # 2 * (1 + 10) / 1024
+    (3, 3, 1.0),
+    (2, 10, 0.03857421875),  # 2 * (1 + 12 + 66) / 4096
+])
+def test_exact_mcnemar_known_values(b, c, p):
+    assert stats.exact_mcnemar(b, c) == pytest.approx(p)
+
+
+def test_paired_bootstrap_ci_brackets_the_mean_and_is_seeded():
+    base = [0.0] * 20 + [1.0] * 20
+    cand = [1.0] * 20 + [1.0] * 20
+    low, high = stats.paired_bootstrap_ci(base, cand, 2000, 0.95, 7)
+    assert low < 0.5 < high and 0.3 < low and high < 0.7
+    assert (low, high) == stats.paired_bootstrap_ci(base, cand, 2000, 0.95, 7)
+    assert stats.paired_bootstrap_ci([1.0] * 5, [1.0] * 5) == (0.0, 0.0)
+
+
+def test_paired_summary_pairs_runs_and_leaves_errors_out():
+    base = {"q1": [True, True, False], "q2": [False, False, None], "q3": [True, None, True], "q4": [None, None, None]}
+    cand = {"q1": [True, False, False], "q2": [True, True, True], "q3": [True, True, True], "q4": [True, True, True]}
+    s = stats.paired_summary(base, cand, n_boot=200)
+    assert s["questions"] == 3  # q4 has no scored baseline run
+    assert s["base_pass_rate"] == pytest.approx(4 / 7) and s["cand_pass_rate"] == pytest.approx(10 / 12)
+    assert s["regressed"] == ["q1"] and s["improved"] == ["q2"]
+    assert (s["discordant_worse"], s["discordant_better"]) == (1, 2)  # run pairs with an error are dropped
+    assert s["delta"] == pytest.approx(((1 / 3 - 2 / 3) + (1 - 0) + (1 - 1)) / 3)
+
+
+GOOD = {"delta": 0.25, "p_value": 0.01, "ci_low": 0.08, "regressions": 1, "baseline_error_rate": 0.0,
+        "candidate_error_rate": 0.02, "scorer_means": {"candidate": {"Safety": 1.0}}}
+
+
+@pytest.mark.parametrize("change,reason", [
+    ({"delta": 0.05}, "min_delta 0.0500 (needs >= 0.1)"),
+    ({"p_value": 0.2}, "alpha (McNemar p) 0.2000 (needs <= 0.05)"),
+    ({"ci_low": -0.01}, "ci_low_min -0.0100 (needs >= 0.0)"),
+    ({"regressions": 7}, "max_regressions 7.0000 (needs <= 6.0)"),
+    ({"candidate_error_rate": 0.2}, "max_error_rate 0.2000 (needs <= 0.1)"),
+    ({"scorer_means": {"candidate": {"Safety": 0.9}}}, "hard:Safety 0.9000 (needs >= 1.0)"),
+    ({"scorer_means": {"candidate": {}}}, "hard:Safety not measured (needs >= 1.0)"),
+])
+def test_each_gate_refuses_for_its_own_reason(change, reason):
+    gate = OmegaConf.merge(GATE, {"hard_gates": [{"scorer": "Safety", "min": 1.0}]})
+    assert decide(evaluate_gates(GOOD, gate)) == ("promote", [])
+    decision, reasons = decide(evaluate_gates({**GOOD, **change}, gate))
+    assert decision == "refuse" and reasons == [reason]
