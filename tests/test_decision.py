@@ -1,0 +1,150 @@
+"""compare -> gate on real servers, the pipeline driver's summary, and the gate's
+refusals that need MLflow state: stale compare results, production moved concurrently,
+and a promotion followed by a rollback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from jobs import tracking
+from jobs.paths import ROOT
+from jobs.stages.common import RESULT_TAG
+
+from .conftest import COMPARE_OVERRIDES
+
+pytestmark = pytest.mark.integration
+PROMPT = "baseball-hitting-assistant"
+
+
+def result_of(client, pid, stage):
+    exp = client.get_experiment_by_name("promptgate-baseball").experiment_id
+    run = tracking.latest_result(exp, pid, stage)
+    return run, json.loads(run.data.tags[RESULT_TAG])
+
+
+def test_compare_logged_paired_statistics_table_and_chart(decided, mlflow_client):
+    pid, procs = decided
+    run, r = result_of(mlflow_client, pid, "compare")
+    assert r["outcome"] == "compared" and r["n_repeats"] == 2 and r["rows_per_arm"] == 80
+    m = run.data.metrics
+    assert m["ci_low"] <= m["delta"] <= m["ci_high"] and 0 <= m["p_value"] <= 1
+    assert m["delta"] == pytest.approx(r["delta"], abs=1e-4)
+    names = {a.path for a in mlflow_client.list_artifacts(run.info.run_id)}
+    assert {"compare.png", "per_question.csv"} <= names
+    rows = open(mlflow_client.download_artifacts(run.info.run_id, "per_question.csv")).read().splitlines()
+    assert len(rows) == 41 and rows[0].startswith("question_id,question,baseline_pass_share")
+    assert "McNemar p=" in procs["compare"].stdout
+
+
+def test_gate_decision_recorded_matches_printed_and_alias(decided, servers, mlflow_client):
+    pid, procs = decided
+    run, r = result_of(mlflow_client, pid, "gate")
+    printed = "PROMOTED" if "[gate] PROMOTED" in procs["gate"].stdout else "REFUSED"
+    assert {"promote": "PROMOTED", "refuse": "REFUSED"}[r["decision"]] == printed
+    assert run.data.tags["promptgate.gate.decision"] == r["decision"]
+    candidate = mlflow_client.get_prompt_version(PROMPT, r["candidate_version"])
+    assert candidate.tags["promptgate.gate.decision"] == r["decision"]
+    assert candidate.tags["promptgate.gate.pipeline_id"] == pid
+    assert int(candidate.tags["promptgate.gate.previous_production"]) == r["previous_production"]
+    assert len(json.loads(candidate.tags["promptgate.gate.gates"])) == 5
+    production = int(mlflow_client.get_prompt_version_by_alias(PROMPT, "production").version)
+    assert production == (r["candidate_version"] if r["decision"] == "promote" else r["previous_production"])
+
+    # the driver (`make run`) on the same pipeline id reuses every stage and prints the same decision
+    proc = subprocess.run([sys.executable, "-m", "jobs.pipeline", f"pipeline_id={pid}", *COMPARE_OVERRIDES],
+                          env=servers.env(), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("reusing it") == 7
+    summary = proc.stdout.split("=== promptgate pipeline")[1]
+    assert f"gate: {printed}" in summary and "kappa" in summary and "train score" in summary and "chart:" in summary
+
+
+# ------------------------------------------------------------------ gate refusals on MLflow state
+@pytest.fixture()
+def gate_prompt(mlflow_client):
+    """A prompt of its own with three versions, production on v1."""
+    import mlflow
+
+    name = f"gate-test-{uuid.uuid4().hex[:6]}"
+    for i in range(3):
+        mlflow.genai.register_prompt(name=name, template=f"prompt text {i}")
+    mlflow.genai.set_prompt_alias(name, alias="production", version=1)
+    return name
+
+
+def record_result(client, pid, stage, result):
+    """Store a stage result the way stages do: a finished run tagged for the pipeline."""
+    exp = client.get_experiment_by_name("promptgate-baseball").experiment_id
+    run = client.create_run(exp, tags={tracking.TAG_PIPELINE: pid, tracking.TAG_STAGE: stage,
+                                       RESULT_TAG: json.dumps(result)})
+    client.set_terminated(run.info.run_id, "FINISHED")
+
+
+GOOD = {"outcome": "compared", "baseline_version": 1, "candidate_version": 3, "judge_version": "base", "delta": 0.3,
+        "p_value": 0.001, "ci_low": 0.1, "regressions": 0, "baseline_error_rate": 0.0, "candidate_error_rate": 0.0}
+
+
+def gate(servers, pid, prompt, *extra):
+    return servers.stage("gate", f"pipeline_id={pid}", f"prompt.name={prompt}", *extra, timeout=120)
+
+
+def production(client, prompt):
+    return int(client.get_prompt_version_by_alias(prompt, "production").version)
+
+
+def test_promote_then_rollback(decided, servers, mlflow_client, gate_prompt):
+    pid = f"gate-ok-{uuid.uuid4().hex[:6]}"
+    record_result(mlflow_client, pid, "compare", GOOD)
+    proc = gate(servers, pid, gate_prompt)
+    assert proc.returncode == 0 and "PROMOTED: production v1 -> v3" in proc.stdout, proc.stderr
+    assert production(mlflow_client, gate_prompt) == 3
+    again = gate(servers, pid, gate_prompt)  # a retried Job moves nothing twice
+    assert again.returncode == 0 and "reusing it" in again.stdout and production(mlflow_client, gate_prompt) == 3
+    proc = gate(servers, pid, gate_prompt, "gate.rollback=true")
+    assert proc.returncode == 0 and "production moved back from v3 to v1" in proc.stdout, proc.stderr
+    assert production(mlflow_client, gate_prompt) == 1
+    assert mlflow_client.get_prompt_version(gate_prompt, 3).tags["promptgate.gate.decision"] == "rolled_back"
+
+
+def test_refuses_when_production_moved_concurrently(decided, servers, mlflow_client, gate_prompt):
+    import mlflow
+
+    pid = f"gate-race-{uuid.uuid4().hex[:6]}"
+    record_result(mlflow_client, pid, "compare", GOOD)
+    mlflow.genai.set_prompt_alias(gate_prompt, alias="production", version=2)  # another pipeline won meanwhile
+    proc = gate(servers, pid, gate_prompt)
+    assert proc.returncode == 0
+    assert "REFUSED: production stays v2; production moved concurrently: compare measured against v1" in proc.stdout
+    assert production(mlflow_client, gate_prompt) == 2
+    assert "moved concurrently" in mlflow_client.get_prompt_version(gate_prompt, 3).tags["promptgate.gate.reasons"]
+
+
+def test_refusal_exits_3_when_asked(decided, servers, mlflow_client, gate_prompt):
+    pid = f"gate-refuse-{uuid.uuid4().hex[:6]}"
+    record_result(mlflow_client, pid, "compare", {**GOOD, "delta": 0.01})
+    proc = gate(servers, pid, gate_prompt, "gate.fail_on_refuse=true")
+    assert proc.returncode == 3 and "REFUSED" in proc.stdout
+    assert production(mlflow_client, gate_prompt) == 1
+
+
+@pytest.mark.parametrize("setup,expect", [
+    ([], "has no compare results; run `python -m jobs.compare"),
+    ([("optimize", {"candidate_version": 2})], "stale compare results: compare used candidate v3 but optimize now records v2"),
+    ([("align", {"judge_version": 4})], "stale compare results: compare used judge vbase but align now records v4"),
+])
+def test_missing_or_stale_compare_exits_2(decided, servers, mlflow_client, gate_prompt, setup, expect):
+    pid = f"gate-stale-{uuid.uuid4().hex[:6]}"
+    if setup:
+        record_result(mlflow_client, pid, "compare", GOOD)
+    for stage, result in setup:
+        record_result(mlflow_client, pid, stage, result)
+    proc = gate(servers, pid, gate_prompt)
+    assert proc.returncode == 2
+    lines = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    assert len(lines) == 1 and expect in lines[0], proc.stderr
+    assert production(mlflow_client, gate_prompt) == 1
