@@ -37,12 +37,15 @@ ui: ## Print the MLflow UI URL
 	@$(PY) -m jobs.local_servers ui --port $(MLFLOW_PORT)
 
 ##@ Pipeline
-.PHONY: run stage sim
+.PHONY: run stage rollback sim
 run: install mlflow-up ## Run the whole pipeline locally (simulator unless OPENAI_API_KEY is set); ARGS="key=value ..."
 	@$(PY) -m jobs.pipeline $(ARGS)
 
 stage: install ## Run one stage: make stage STAGE=evaluate ARGS="pipeline_id=..."
 	@$(PY) -m jobs.$(STAGE) $(ARGS)
+
+rollback: install ## Move production back to the version recorded before the last promotion
+	@$(PY) -m jobs.gate gate.rollback=true $(ARGS)
 
 sim: install ## Run the OpenAI-compatible simulator in the foreground (ARGS="--port 8088")
 	@$(PY) -m jobs.sim $(ARGS)

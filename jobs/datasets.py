@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from jobs.errors import UserError
 from jobs.storage import read_text
@@ -24,21 +24,27 @@ class Record:
         return {"inputs": dict(self.inputs), "expectations": dict(self.expectations)}
 
 
+def jsonl_objects(text: str, source: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for every non-blank line; a line that is not a JSON object is an error."""
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{source}:{n}: not valid JSON ({e.msg} at column {e.colno}); each line must be one JSON object") from None
+        if not isinstance(obj, dict):
+            raise UserError(f"{source}:{n}: expected a JSON object per line, got {type(obj).__name__}")
+        yield n, obj
+
+
 def parse(text: str, source: str, input_keys: Iterable[str] = ("question",),
           required_expectations: Iterable[str] = ()) -> list[Record]:
     records: list[Record] = []
     ids: set[str] = set()
     seen_inputs: dict[str, int] = {}
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
+    for n, obj in jsonl_objects(text, source):
         where = f"{source}:{n}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{where}: not valid JSON ({e.msg} at column {e.colno}); each line must be one JSON object") from None
-        if not isinstance(obj, dict):
-            raise UserError(f"{where}: expected a JSON object per line, got {type(obj).__name__}")
         inputs = obj.get("inputs")
         if not isinstance(inputs, dict):
             raise UserError(f"{where}: missing 'inputs' object; add \"inputs\": {{\"question\": \"...\"}}")

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from jobs.datasets import jsonl_objects
 from jobs.errors import UserError
 
 TRUE = {"true", "yes", "1", "pass", "passed", "good", "y"}
@@ -57,17 +57,7 @@ def parse_file(text: str, source: str, judge_name: str, kind: str, categories: I
         reader = csv.DictReader(io.StringIO(text))
         rows = [(n + 2, dict(r)) for n, r in enumerate(reader)]
     else:
-        rows = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{source}:{n}: not valid JSON ({e.msg}); each line must be one JSON object") from None
-            if not isinstance(obj, dict):
-                raise UserError(f"{source}:{n}: expected a JSON object per line")
-            rows.append((n, obj))
+        rows = list(jsonl_objects(text, source))
     if not rows:
         raise UserError(f"{source}: no labels in the file; add one row per labelled trace")
     labels, key_col = [], None

@@ -87,6 +87,18 @@ def mlflow_client(servers):
     return MlflowClient(servers.mlflow_uri)
 
 
+def stage_result(client, pid: str, stage: str):
+    """The latest finished run of a pipeline's stage and the result it recorded."""
+    import json
+
+    from jobs import tracking
+    from jobs.stages.common import RESULT_TAG
+
+    exp = client.get_experiment_by_name("promptgate-baseball").experiment_id
+    run = tracking.latest_result(exp, pid, stage)
+    return run, json.loads(run.data.tags[RESULT_TAG])
+
+
 def new_pipeline_id(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 

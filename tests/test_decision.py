@@ -15,21 +15,15 @@ from jobs import tracking
 from jobs.paths import ROOT
 from jobs.stages.common import RESULT_TAG
 
-from .conftest import COMPARE_OVERRIDES
+from .conftest import COMPARE_OVERRIDES, stage_result
 
 pytestmark = pytest.mark.integration
 PROMPT = "baseball-hitting-assistant"
 
 
-def result_of(client, pid, stage):
-    exp = client.get_experiment_by_name("promptgate-baseball").experiment_id
-    run = tracking.latest_result(exp, pid, stage)
-    return run, json.loads(run.data.tags[RESULT_TAG])
-
-
 def test_compare_logged_paired_statistics_table_and_chart(decided, mlflow_client):
     pid, procs = decided
-    run, r = result_of(mlflow_client, pid, "compare")
+    run, r = stage_result(mlflow_client, pid, "compare")
     assert r["outcome"] == "compared" and r["n_repeats"] == 2 and r["rows_per_arm"] == 80
     m = run.data.metrics
     assert m["ci_low"] <= m["delta"] <= m["ci_high"] and 0 <= m["p_value"] <= 1
@@ -43,7 +37,7 @@ def test_compare_logged_paired_statistics_table_and_chart(decided, mlflow_client
 
 def test_gate_decision_recorded_matches_printed_and_alias(decided, servers, mlflow_client):
     pid, procs = decided
-    run, r = result_of(mlflow_client, pid, "gate")
+    run, r = stage_result(mlflow_client, pid, "gate")
     printed = "PROMOTED" if "[gate] PROMOTED" in procs["gate"].stdout else "REFUSED"
     assert {"promote": "PROMOTED", "refuse": "REFUSED"}[r["decision"]] == printed
     assert run.data.tags["promptgate.gate.decision"] == r["decision"]

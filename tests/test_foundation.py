@@ -17,11 +17,12 @@ def experiment_id(client):
 
 
 def pipeline_traces(pid):
+    """The traces evaluate made (compare adds held-out traces to the same pipeline later)."""
     import mlflow
 
     exp = mlflow.get_experiment_by_name("promptgate-baseball").experiment_id
-    return mlflow.search_traces(locations=[exp], filter_string=f"tag.`{tracking.TAG_PIPELINE}` = '{pid}'",
-                                return_type="list", max_results=1000)
+    return mlflow.search_traces(locations=[exp], return_type="list", max_results=1000,
+                                filter_string=f"tag.`{tracking.TAG_PIPELINE}` = '{pid}' AND tag.`promptgate.split` = 'train'")
 
 
 def test_register_creates_the_prompt_and_both_aliases(foundation, mlflow_client):

@@ -3,7 +3,6 @@ prompt under its budget, and MLflow holds the evidence."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
@@ -11,22 +10,17 @@ import pytest
 
 from jobs import tracking
 from jobs.paths import ROOT
-from jobs.stages.common import RESULT_TAG
+
+from .conftest import stage_result
 
 pytestmark = pytest.mark.integration
 PROMPT = "baseball-hitting-assistant"
 JUDGE = "hitting_quality"
 
 
-def stage_run(client, pid, stage):
-    exp = client.get_experiment_by_name("promptgate-baseball").experiment_id
-    run = tracking.latest_result(exp, pid, stage)
-    return run, json.loads(run.data.tags[RESULT_TAG])
-
-
 def test_alignment_raised_held_out_agreement(learned, mlflow_client):
     pid, procs = learned
-    run, result = stage_run(mlflow_client, pid, "align")
+    run, result = stage_result(mlflow_client, pid, "align")
     m = run.data.metrics
     assert m["kappa_before"] < 1.0  # the base judge disagrees with the rubric experts
     assert m["kappa_after"] > m["kappa_before"]  # MemAlign learned what they check
@@ -38,7 +32,7 @@ def test_alignment_raised_held_out_agreement(learned, mlflow_client):
 
 def test_aligned_judge_reloads_in_a_fresh_process(learned, servers, mlflow_client):
     pid, _ = learned
-    _, result = stage_run(mlflow_client, pid, "align")
+    _, result = stage_result(mlflow_client, pid, "align")
     exp = mlflow_client.get_experiment_by_name("promptgate-baseball").experiment_id
     code = ("import mlflow; from mlflow.genai.scorers import get_scorer; "
             f"s = get_scorer(name='{JUDGE}', version={result['judge_version']}, experiment_id='{exp}'); "
@@ -52,12 +46,12 @@ def test_aligned_judge_reloads_in_a_fresh_process(learned, servers, mlflow_clien
 
 def test_gepa_candidate_beats_the_seed_within_budget(learned, mlflow_client):
     pid, procs = learned
-    run, result = stage_run(mlflow_client, pid, "optimize")
+    run, result = stage_result(mlflow_client, pid, "optimize")
     assert result["outcome"] == "candidate"
     assert result["final_train_score"] > result["initial_train_score"]
     assert result["metric_calls"] <= result["max_metric_calls"]  # the hard cap held
     assert run.data.metrics["metric_calls"] <= int(run.data.params["max_metric_calls"])
-    _, align = stage_run(mlflow_client, pid, "align")
+    _, align = stage_result(mlflow_client, pid, "align")
     assert result["judge_version"] == align["judge_version"]  # scored by the aligned judge
     version = mlflow_client.get_prompt_version_by_alias(PROMPT, "candidate")
     assert int(version.version) == result["candidate_version"]

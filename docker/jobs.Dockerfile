@@ -1,0 +1,35 @@
+# The jobs image: every stage runs from it as `python -m jobs.<stage> [overrides]`.
+# Build from the repository root: docker build -f docker/jobs.Dockerfile -t $IMG .
+
+FROM python:3.11-slim-bookworm AS build
+ENV UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_PROJECT_ENVIRONMENT=/app/.venv
+RUN pip install --no-cache-dir uv==0.13.9
+WORKDIR /app
+# Dependencies first, from the lock file, so code changes reuse this layer.
+COPY pyproject.toml uv.lock ./
+RUN uv sync --frozen --no-install-project --no-dev
+COPY jobs ./jobs
+COPY conf ./conf
+COPY data ./data
+
+# Final stage: the interpreter, the venv and the code; no compilers, no uv.
+FROM python:3.11-slim-bookworm
+RUN groupadd --gid 10001 promptgate \
+    && useradd --uid 10001 --gid 10001 --home-dir /tmp --no-create-home --shell /usr/sbin/nologin promptgate
+WORKDIR /app
+COPY --from=build --chown=10001:10001 /app /app
+# The root filesystem is read-only in the pods: state, caches and HOME live on an emptyDir at /tmp.
+ENV PATH=/app/.venv/bin:$PATH \
+    PYTHONPATH=/app \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    HOME=/tmp \
+    PROMPTGATE_STATE_DIR=/tmp/promptgate \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    MLFLOW_DISABLE_TELEMETRY=true
+USER 10001:10001
+ENTRYPOINT ["python", "-m"]
+CMD ["jobs.pipeline", "--help"]

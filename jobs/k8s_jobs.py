@@ -1,0 +1,100 @@
+"""Pure functions that build the ``batch/v1`` Job of a stage from the composed config.
+
+The Job runs the same command as a local stage (``python -m jobs.<stage> <overrides>``),
+so a stage is one command everywhere. Golden files in tests/golden/ pin the output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+from jobs.launchers import stage_command
+
+EXIT_BAD_INPUT = 2
+LABEL = "app.kubernetes.io"
+CONTAINER = "stage"
+
+
+def dns_label(text: str, limit: int = 63) -> str:
+    """Lower-case letters, digits and '-', starting and ending with an alphanumeric."""
+    out = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+    return out[:limit].rstrip("-") or "x"
+
+
+def job_name(stage: str, pipeline_id: str, unique: str) -> str:
+    """``pg-<stage>-<pipeline>-<5 hex>``, at most 63 characters and unique per launch."""
+    suffix = hashlib.sha256(f"{stage}/{pipeline_id}/{unique}".encode()).hexdigest()[:5]
+    head = dns_label(f"pg-{stage}-{pipeline_id}", 63 - len(suffix) - 1)
+    return f"{head}-{suffix}"
+
+
+def labels(stage: str, pipeline_id: str) -> dict[str, str]:
+    return {
+        f"{LABEL}/name": "promptgate-stage",
+        f"{LABEL}/component": "stage",
+        f"{LABEL}/part-of": "promptgate",
+        f"{LABEL}/managed-by": "promptgate-launcher",
+        "promptgate/stage": dns_label(stage),
+        "promptgate/pipeline-id": dns_label(pipeline_id),
+    }
+
+
+def env_list(spec: Any, pipeline_id: str) -> list[dict]:
+    env = [{"name": "PROMPTGATE_PIPELINE_ID", "value": pipeline_id}]
+    for name, ref in (spec.get("secret_env") or {}).items():
+        secret, _, key = str(ref).partition("/")
+        env.append({"name": str(name), "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": True}}})
+    for name, value in (spec.get("extra_env") or {}).items():
+        env.append({"name": str(name), "value": str(value)})
+    return env
+
+
+def render_stage_job(stage: str, overrides: list[str], pipeline_id: str, spec: Any, unique: str) -> dict:
+    """The Job manifest for one stage. ``spec`` is the launcher config (conf/launcher/kubernetes.yaml)."""
+    lab = labels(stage, pipeline_id)
+    command = stage_command(stage, overrides)
+    security = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
+    container = {
+        "name": CONTAINER,
+        "image": str(spec.image),
+        "imagePullPolicy": str(spec.image_pull_policy),
+        "command": command[:3],
+        "args": command[3:],
+        "envFrom": [{"configMapRef": {"name": str(spec.config_map), "optional": True}}],
+        "env": env_list(spec, pipeline_id),
+        "resources": {"requests": {k: str(v) for k, v in spec.requests.items()},
+                      "limits": {k: str(v) for k, v in spec.limits.items()}},
+        "securityContext": security,
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": job_name(stage, pipeline_id, unique), "namespace": str(spec.namespace), "labels": lab},
+        "spec": {
+            "backoffLimit": int(spec.backoff_limit),
+            "activeDeadlineSeconds": int(spec.active_deadline_seconds),
+            "ttlSecondsAfterFinished": int(spec.ttl_seconds_after_finished),
+            "podFailurePolicy": {"rules": [
+                # a config or input error will fail the same way again: no retries
+                {"action": "FailJob", "onExitCodes": {"containerName": CONTAINER, "operator": "In",
+                                                      "values": [EXIT_BAD_INPUT]}},
+                # evictions and node drains are not the stage's fault: retry without counting
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            ]},
+            "template": {
+                "metadata": {"labels": lab},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "serviceAccountName": str(spec.service_account),
+                    "automountServiceAccountToken": False,
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
+                                        "fsGroup": 10001, "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [container],
+                    "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}}],
+                },
+            },
+        },
+    }
