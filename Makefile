@@ -3,6 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 VENV ?= .venv
+TOOLS_VENV ?= .venv-tools
 PY := $(VENV)/bin/python
 MLFLOW_PORT ?= 5000
 STATE_DIR ?= .promptgate
@@ -23,6 +24,14 @@ install: $(VENV)/.installed ## Create .venv from the lock file with uv (installs
 $(VENV)/.installed: pyproject.toml uv.lock
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
 	@UV=$$(command -v uv || echo "python3 -m uv"); $$UV sync --frozen --extra test --python python3
+	@touch $@
+
+.PHONY: tools
+tools: $(TOOLS_VENV)/.installed ## Install the manifest and image checkers (checkov, hadolint, kubernetes-validate) into .venv-tools
+
+$(TOOLS_VENV)/.installed: tools/requirements.lock
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	@UV=$$(command -v uv || echo "python3 -m uv"); $$UV venv --quiet --allow-existing --python python3 $(TOOLS_VENV) && $$UV pip sync --quiet --python $(TOOLS_VENV)/bin/python tools/requirements.lock
 	@touch $@
 
 ##@ Local MLflow
@@ -52,11 +61,37 @@ sim: install ## Run the OpenAI-compatible simulator in the foreground (ARGS="--p
 
 ##@ Test
 .PHONY: test test-fast
-test: install ## Run every test (unit, integration on real local servers, end to end)
+test: install tools ## Run every test (unit, integration on real local servers, end to end)
 	@$(PY) -m pytest $(ARGS)
 
 test-fast: install ## Run the unit tests only
 	@$(PY) -m pytest -m "not integration and not slow" $(ARGS)
+
+##@ Cluster
+OVERLAY ?= dev
+LAUNCHER ?= kubernetes
+MLFLOW_IMG ?= promptgate-mlflow:dev
+.PHONY: image push deploy undeploy pipeline job
+image: ## Build the jobs and MLflow images (needs a Docker engine): make image IMG=registry/promptgate-jobs:tag
+	docker build -f docker/jobs.Dockerfile -t $(IMG) .
+	docker build -f docker/mlflow.Dockerfile -t $(MLFLOW_IMG) .
+
+push: ## Push both images
+	docker push $(IMG)
+	docker push $(MLFLOW_IMG)
+
+deploy: ## Apply an overlay (OVERLAY=dev|prod); copy its *.env.example files to *.env first
+	@for f in k8s/overlays/$(OVERLAY)/*.env.example; do [ -f "$${f%.example}" ] || { echo "error: $${f%.example} is missing; copy $$f and fill it in"; exit 2; }; done
+	kubectl apply -k k8s/overlays/$(OVERLAY)
+
+undeploy: ## Delete an overlay's objects (OVERLAY=dev|prod)
+	kubectl delete -k k8s/overlays/$(OVERLAY) --ignore-not-found
+
+pipeline: install ## Run the seven stages as Kubernetes Jobs (LAUNCHER=kubernetes) under one pipeline id; ARGS="..."
+	@$(PY) -m jobs.pipeline launcher=$(LAUNCHER) $(ARGS)
+
+job: install ## Print a stage's Job YAML: make job STAGE=evaluate ARGS="pipeline_id=x" | kubectl apply -f -
+	@$(PY) -m jobs.render_job $(STAGE) $(ARGS)
 
 ##@ Benchmarks
 .PHONY: bench bench-gate

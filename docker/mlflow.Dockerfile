@@ -11,5 +11,7 @@ ENV HOME=/tmp \
     MLFLOW_DISABLE_TELEMETRY=true
 USER 10001:10001
 EXPOSE 5000
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:5000/health', timeout=4)"]
 # The backend URI and the artifact destination come from the Deployment's args and env.
 ENTRYPOINT ["mlflow", "server", "--host", "0.0.0.0", "--port", "5000"]

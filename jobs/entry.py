@@ -6,11 +6,13 @@ A stage module defines ``check(cfg)`` (cheap validation, no heavy imports) and
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from typing import Any, Callable
 
 from jobs.errors import EXIT_BAD_INPUT, IncompleteResult, UserError
+from jobs.launchers import RESULT_PREFIX
 from jobs.paths import CONF_DIR
 
 CONFIG_NAME = "pipeline"
@@ -32,6 +34,9 @@ def check_overrides(overrides: list[str]) -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from jobs.k8s_jobs import register_configs
+
+    register_configs()
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as e:
@@ -65,7 +70,9 @@ def stage_main(stage: str, check: Callable[[Any], None], run: Callable[[Any], di
         quiet_libraries()
         try:
             check(cfg)
-            return run(cfg)
+            result = run(cfg)
+            print(RESULT_PREFIX + json.dumps(result, default=str), flush=True)  # read back by launchers
+            return result
         except UserError as e:
             if multirun:  # one bad sweep point is reported; the sweep goes on
                 print(f"error: {_one_line(str(e))}", file=sys.stderr, flush=True)
@@ -76,7 +83,12 @@ def stage_main(stage: str, check: Callable[[Any], None], run: Callable[[Any], di
         return {}
 
     def main() -> Any:
+        from jobs.k8s_jobs import register_configs
+
+        register_configs()
         os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # unexpected errors: full traceback, exit 1
+        if not any(a.startswith("hydra.job.name=") for a in sys.argv[1:]):
+            sys.argv.append(f"hydra.job.name={stage}")  # the stage, not "entry": output dirs and sweep launchers use it
         args = sys.argv[1:]
         if not any(a.startswith("-") for a in args):
             check_overrides(args)

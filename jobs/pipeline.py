@@ -15,7 +15,7 @@ import uuid
 from typing import Any
 
 from jobs.errors import EXIT_BAD_INPUT, EXIT_REFUSED
-from jobs.launchers import LocalLauncher
+from jobs.launchers import launcher_for
 
 STAGES = ("register", "evaluate", "feedback", "align", "optimize", "compare", "gate")
 BANNER = """\
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     sim = None
     if cfg.model.provider == "sim":
         print(BANNER)
-        if not cfg.model.get("base_url"):
+        if not cfg.model.get("base_url") and cfg.launcher.kind == "local":  # in pods, each stage starts its own
             from jobs.local_servers import start_sim
 
             sim, url = start_sim(dict(cfg.model.sim))
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - a UserError: one line, exit 2
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    launcher = LocalLauncher(env=env)
+    launcher = launcher_for(cfg, env, pipeline_id)
     ran: list[str] = []
     code = 0
     started = time.monotonic()

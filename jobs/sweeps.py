@@ -25,7 +25,7 @@ def summary_table(points: list[dict], best: dict | None) -> str:
     for p in points:
         r = p.get("result", {})
         mark = "  <- best" if best is p else ""
-        lines.append(f"{p['num']:>3}  {p['overrides']:<40} {r.get('outcome', 'failed'):<15} "
+        lines.append(f"{p['num']:>3}  {p['overrides']:<40} {r.get('outcome') or ('done' if r else 'failed'):<15} "
                      f"{r.get('initial_train_score', float('nan')):>12.3f} {r.get('final_train_score', float('nan')):>6.3f} "
                      f"{r.get('metric_calls', 0):>6}  {r.get('candidate_version') or '-'}{mark}")
     return "\n".join(lines)

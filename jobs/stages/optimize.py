@@ -62,11 +62,12 @@ def prompt_diff(before: str, after: str) -> str:
     return "\n".join(difflib.unified_diff(before.splitlines(), after.splitlines(), "baseline", "candidate", lineterm=""))
 
 
-def in_sweep() -> bool:
+def in_sweep(cfg: Any) -> bool:
+    """A sweep point (local multirun, or a pod a sweep launcher started) leaves the alias alone."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    return bool(cfg.get("sweep_point")) or (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN)
 
 
 def sweep_overrides() -> str:
@@ -144,11 +145,11 @@ def run(cfg: Any) -> dict:
                     "optimizer": json.dumps(dict(o), sort_keys=True), "source_run_id": run.info.run_id}
             for key, value in tags.items():
                 client.set_prompt_version_tag(name, produced.version, TAG + key, value)
-            if not in_sweep():  # in a sweep the summary points the alias at the best point
+            if not in_sweep(cfg):  # in a sweep the summary points the alias at the best point
                 mlflow.genai.set_prompt_alias(name, alias="candidate", version=int(produced.version))
             mlflow.set_tag(TAG + "outcome", "candidate")
             say(STAGE, f"train score {initial:.3f} -> {final:.3f} with {budget.used}/{cap} metric calls; "
-                       f"candidate v{produced.version}{'' if in_sweep() else ' (alias candidate)'}")
+                       f"candidate v{produced.version}{'' if in_sweep(cfg) else ' (alias candidate)'}")
             print(prompt_diff(seed_text, produced.template))
             say(STAGE, f"run: {tracking.run_link(cfg, experiment_id, run.info.run_id)}")
             return finish(STAGE, {**outcome, "outcome": "candidate", "candidate_version": int(produced.version)})

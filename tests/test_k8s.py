@@ -1,0 +1,245 @@
+"""The cluster path without a cluster: rendered overlays validated against the Kubernetes
+schemas, policy scans (checkov, hadolint), golden stage Jobs, and the launchers against a
+loopback fake of the Kubernetes API (a test double that runs pods as local processes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from jobs.k8s_jobs import JobSettings, job_name, render_stage_job
+from jobs.launchers import KubernetesLauncher
+from jobs.paths import ROOT
+from jobs.pipeline import STAGES
+
+from . import fake_kube_api
+from .conftest import COMPARE_OVERRIDES, stage_result
+
+TOOLS = ROOT / ".venv-tools" / "bin"
+GOLDEN = Path(__file__).parent / "golden"
+KINDS = {
+    "dev": {"ConfigMap": 1, "Deployment": 1, "Job": 1, "LimitRange": 1, "Namespace": 1, "NetworkPolicy": 5,
+            "ResourceQuota": 1, "Role": 1, "RoleBinding": 1, "Secret": 4, "Service": 3, "ServiceAccount": 3,
+            "StatefulSet": 2},
+    "prod": {"ConfigMap": 1, "Deployment": 1, "Job": 1, "LimitRange": 1, "Namespace": 1, "NetworkPolicy": 4,
+             "ResourceQuota": 1, "Role": 1, "RoleBinding": 1, "Secret": 3, "Service": 2, "ServiceAccount": 3,
+             "StatefulSet": 1},
+}
+
+
+def tool(name: str) -> str:
+    path = TOOLS / name
+    if not path.exists():
+        pytest.fail(f"{path} is missing: run `make tools` (make test does)")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory) -> dict[str, Path]:
+    """Every overlay rendered with kustomize, secrets generated from the committed examples."""
+    work = tmp_path_factory.mktemp("k8s")
+    shutil.copytree(ROOT / "k8s", work / "k8s")
+    out = {}
+    for overlay in KINDS:
+        for example in (work / "k8s/overlays" / overlay).glob("*.env.example"):
+            shutil.copy(example, example.with_suffix(""))
+        proc = subprocess.run(["kubectl", "kustomize", str(work / "k8s/overlays" / overlay)], capture_output=True,
+                              text=True, check=True)
+        out[overlay] = work / f"{overlay}.yaml"
+        out[overlay].write_text(proc.stdout)
+    return out
+
+
+def docs(path: Path) -> list[dict]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+@pytest.mark.parametrize("overlay", sorted(KINDS))
+def test_overlay_renders_the_expected_objects_and_validates(rendered, overlay):
+    objects = docs(rendered[overlay])
+    kinds: dict[str, int] = {}
+    for o in objects:
+        kinds[o["kind"]] = kinds.get(o["kind"], 0) + 1
+    assert kinds == KINDS[overlay]
+    proc = subprocess.run([tool("kubernetes-validate"), "-k", "1.32.0", "--strict", str(rendered[overlay])],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("passed") == len(objects)
+
+
+@pytest.mark.parametrize("overlay", sorted(KINDS))
+def test_every_object_is_labelled_and_every_pod_is_restricted(rendered, overlay):
+    for o in docs(rendered[overlay]):
+        labels = o["metadata"].get("labels", {})
+        assert {"app.kubernetes.io/part-of", "app.kubernetes.io/managed-by", "app.kubernetes.io/component"} <= set(labels), o["metadata"]["name"]
+        pod = (o.get("spec", {}).get("template") or {}).get("spec")
+        if pod is None:
+            continue
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+        assert pod["automountServiceAccountToken"] is False
+        for c in pod["containers"]:
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True
+            assert sc["capabilities"]["drop"] == ["ALL"]
+            assert c["resources"]["requests"] and c["resources"]["limits"]
+
+
+def test_launcher_role_is_limited_to_jobs_and_pod_logs(rendered):
+    role = next(o for o in docs(rendered["dev"]) if o["kind"] == "Role")
+    assert role["metadata"]["namespace"] == "promptgate"
+    assert {(tuple(r["resources"]), tuple(r["verbs"])) for r in role["rules"]} == {
+        (("jobs",), ("create", "get", "list", "watch", "delete")), (("pods",), ("get", "list", "watch")),
+        (("pods/log",), ("get",))}
+
+
+def test_checkov_finds_no_failed_check(rendered, tmp_path):
+    scan = tmp_path / "rendered"
+    scan.mkdir()
+    for overlay, path in rendered.items():
+        shutil.copy(path, scan / f"{overlay}.yaml")
+    for golden in GOLDEN.glob("job-*.yaml"):  # the stage Jobs the launcher submits
+        shutil.copy(golden, scan / golden.name)
+    for target, framework in ((scan, "kubernetes"), (ROOT / "docker", "dockerfile")):
+        proc = subprocess.run([tool("checkov"), "-d", str(target), "--framework", framework, "-o", "json",
+                               "--skip-download"], capture_output=True, text=True)
+        report = json.loads(proc.stdout)
+        report = report[0] if isinstance(report, list) else report
+        failed = [f"{f['check_id']} {f['resource']}" for f in report["results"]["failed_checks"]]
+        assert report["summary"]["failed"] == 0, failed
+        for skipped in report["results"]["skipped_checks"]:  # every skip says why, next to the resource
+            assert len(skipped["check_result"].get("suppress_comment") or "") > 20, skipped["check_id"]
+
+
+def test_dockerfiles_pass_hadolint():
+    proc = subprocess.run([tool("hadolint"), *map(str, sorted((ROOT / "docker").glob("*.Dockerfile")))],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# ------------------------------------------------------------------ stage Jobs
+SETTINGS = OmegaConf.merge(OmegaConf.structured(JobSettings), {"image": "registry.example/promptgate-jobs:1.0"})
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_rendered_stage_job_matches_its_golden_file(stage):
+    job = render_stage_job(stage, ["pipeline_id=golden", "evaluate.max_workers=2"], "golden", SETTINGS, "fixed")
+    text = yaml.safe_dump(job, sort_keys=False)
+    golden = GOLDEN / f"job-{stage}.yaml"
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.write_text(text)
+    assert text == golden.read_text(), f"{golden} differs; rerun with UPDATE_GOLDEN=1 if the change is intended"
+    proc = subprocess.run([tool("kubernetes-validate"), "-k", "1.32.0", "--strict", str(golden)], capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_job_names_are_dns_safe_unique_and_short():
+    long_id = "Pipeline_With.Odd/Chars-" + "x" * 80
+    a, b = job_name("optimize", long_id, "1"), job_name("optimize", long_id, "2")
+    assert a != b and len(a) <= 63 and a == a.lower()
+    assert all(ch.isalnum() or ch == "-" for ch in a) and a[0].isalnum() and a[-1].isalnum()
+
+
+# ------------------------------------------------------------------ launchers on the fake API
+@pytest.fixture()
+def fake_cluster(servers, tmp_path, monkeypatch):
+    """The fake API with the test servers as the cluster's services (its ConfigMap)."""
+    env = servers.env()
+    cluster_env = {k: env[k] for k in ("MLFLOW_TRACKING_URI", "PROMPTGATE_SIM_URL", "AWS_ENDPOINT_URL",
+                                       "PROMPTGATE_STATE_DIR", "PYTHONPATH", "AWS_ACCESS_KEY_ID",
+                                       "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+    httpd, url = fake_kube_api.start(cluster_env, str(ROOT))
+    kubeconfig = fake_kube_api.write_kubeconfig(tmp_path / "kubeconfig", url)
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    yield httpd.cluster, kubeconfig
+    httpd.shutdown()
+
+
+def fast_settings(**kw):
+    return OmegaConf.merge(OmegaConf.structured(JobSettings), {"poll_s": 0.3, **kw})
+
+
+def test_stage_exiting_2_fails_the_job_without_retries(fake_cluster):
+    cluster, _ = fake_cluster
+    code = KubernetesLauncher(fast_settings(backoff_limit=3), "k8s-bad").run("evaluate", ["dataset.train=/nope.jsonl"])
+    assert code == 2
+    (job,) = [j for (ns, name), j in cluster.jobs.items() if "k8s-bad" in name]
+    assert job["status"]["conditions"][0]["reason"] == "PodFailurePolicy"
+    assert len([p for p in cluster.pods.values() if p["metadata"]["labels"]["job-name"] == job["metadata"]["name"]]) == 1
+
+
+def test_crashing_pod_is_retried_up_to_backoff_limit(fake_cluster):
+    cluster, _ = fake_cluster
+    code = KubernetesLauncher(fast_settings(backoff_limit=2), "k8s-crash").run("no_such_stage", [])
+    assert code == 1
+    (name,) = [n for (_, n) in cluster.jobs if "k8s-crash" in n]
+    assert cluster.jobs[("promptgate", name)]["status"]["conditions"][0]["reason"] == "BackoffLimitExceeded"
+    assert len([p for p in cluster.pods.values() if p["metadata"]["labels"]["job-name"] == name]) == 3
+
+
+def test_ctrl_c_deletes_the_job(fake_cluster, servers):
+    cluster, kubeconfig = fake_cluster
+    code = ("from omegaconf import OmegaConf; from jobs.k8s_jobs import JobSettings; from jobs.launchers import "
+            "KubernetesLauncher; KubernetesLauncher(OmegaConf.merge(OmegaConf.structured(JobSettings), "
+            "{'poll_s': 0.3}), 'k8s-int').run('sim', [])")  # the simulator never exits by itself
+    proc = subprocess.Popen([sys.executable, "-c", code], env={**servers.env(), "KUBECONFIG": str(kubeconfig)},
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while not any("k8s-int" in n for (_, n) in cluster.jobs) or not cluster.procs:
+        assert time.monotonic() < deadline, "the Job never started"
+        time.sleep(0.2)
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    assert "interrupted: deleted Job pg-sim-k8s-int" in out
+    assert any("k8s-int" in n for n in cluster.deleted)
+    assert not any("k8s-int" in n for (_, n) in cluster.jobs)
+    assert all(p.poll() is not None for n, p in cluster.procs.items() if "k8s-int" in n)
+
+
+def test_pipeline_runs_as_kubernetes_jobs(fake_cluster, servers, decided, mlflow_client):
+    """`make pipeline LAUNCHER=kubernetes` on the session's pipeline: every stage runs in a
+    pod (here, a process the fake starts) and reuses the finished result MLflow holds."""
+    cluster, kubeconfig = fake_cluster
+    pid, _ = decided
+    proc = subprocess.run([sys.executable, "-m", "jobs.pipeline", "launcher=kubernetes", "launcher.poll_s=0.5",
+                           f"pipeline_id={pid}", *COMPARE_OVERRIDES],
+                          env={**servers.env(), "KUBECONFIG": str(kubeconfig)}, cwd=ROOT, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for stage in STAGES:
+        assert f"[launcher] Job promptgate/pg-{stage}-" in proc.stdout
+    assert proc.stdout.count("reusing it") == 7
+    _, gate = stage_result(mlflow_client, pid, "gate")
+    printed = "PROMOTED" if gate["decision"] == "promote" else "REFUSED"
+    assert f"gate: {printed}" in proc.stdout.split("=== promptgate pipeline")[1]
+
+
+def test_sweep_runs_each_point_as_a_job_two_at_a_time(fake_cluster, servers, learned, mlflow_client):
+    cluster, kubeconfig = fake_cluster
+    pid, _ = learned
+    proc = subprocess.run([sys.executable, "-m", "jobs.optimize", "-m", "hydra/launcher=kubernetes",
+                           "hydra.launcher.parallelism=2", "hydra.launcher.poll_s=0.5", f"pipeline_id={pid}",
+                           "optimizer.max_metric_calls=40,48"],
+                          env={**servers.env(), "KUBECONFIG": str(kubeconfig)}, cwd=ROOT, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "2 jobs of optimize as Kubernetes Jobs in promptgate, 2 at a time" in proc.stdout
+    assert "=== sweep summary ===" in proc.stdout
+    names = [n for (_, n) in cluster.jobs if n.startswith("pg-optimize-")]
+    assert len(names) == 2
+    args = [cluster.jobs[("promptgate", n)]["spec"]["template"]["spec"]["containers"][0]["args"] for n in names]
+    assert sorted(a for arg in args for a in arg if a.startswith("optimizer.max_metric_calls")) == [
+        "optimizer.max_metric_calls=40", "optimizer.max_metric_calls=48"]
+    assert all("sweep_point=true" in a for a in args)
