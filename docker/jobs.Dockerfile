@@ -12,6 +12,7 @@ WORKDIR /app
 COPY pyproject.toml uv.lock ./
 RUN uv sync --frozen --no-install-project --no-dev
 COPY jobs ./jobs
+COPY hydra_plugins ./hydra_plugins
 COPY conf ./conf
 COPY data ./data
 

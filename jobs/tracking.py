@@ -141,3 +141,15 @@ def prompt_versions(name: str) -> list[Any]:
         token = getattr(page, "token", None)
         if not token:
             return out
+
+
+def pipeline_candidate(prompt_name: str, pipeline_id: str) -> int | None:
+    """The version the ``candidate`` alias points at, if this pipeline produced it (optimize,
+    or the best point of a sweep); None when the alias is missing or belongs to another pipeline."""
+    from mlflow import MlflowClient
+
+    try:
+        version = MlflowClient().get_prompt_version_by_alias(prompt_name, "candidate")
+    except Exception:  # noqa: BLE001 - MLflow raises a plain MlflowException for a missing alias
+        return None
+    return int(version.version) if version.tags.get("promptgate.pipeline_id") == pipeline_id else None

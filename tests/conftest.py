@@ -99,6 +99,16 @@ def stage_result(client, pid: str, stage: str):
     return run, json.loads(run.data.tags[RESULT_TAG])
 
 
+def printed_result(proc: subprocess.CompletedProcess) -> dict:
+    """The result a stage printed last (the line launchers read back)."""
+    import json
+
+    from jobs.launchers import RESULT_PREFIX
+
+    line = [x for x in proc.stdout.splitlines() if x.startswith(RESULT_PREFIX)][-1]
+    return json.loads(line[len(RESULT_PREFIX):])
+
+
 def new_pipeline_id(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
@@ -123,10 +133,25 @@ def learned(servers, foundation):
         proc = servers.stage(stage, f"pipeline_id={pid}")
         assert proc.returncode == 0, f"{stage} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         results[stage] = proc
+    from mlflow import MlflowClient
+
+    # the alias is shared by every pipeline of the prompt: note where it pointed right after optimize
+    results["candidate_alias"] = int(MlflowClient(servers.mlflow_uri).get_prompt_version_by_alias(
+        "baseball-hitting-assistant", "candidate").version)
     return pid, results
 
 
 COMPARE_OVERRIDES = ("compare.n_repeats=2",)  # fewer runs than the default 5, to keep the suite short
+
+
+@pytest.fixture()
+def sweep_pipeline(servers):
+    """A pipeline of its own for sweeps (register only: optimize then scores with the base
+    judge), so sweep points do not become the shared pipeline's latest results."""
+    pid = new_pipeline_id("sweep")
+    proc = servers.stage("register", f"pipeline_id={pid}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return pid
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from jobs import tracking
 from jobs.paths import ROOT
 from jobs.stages.common import RESULT_TAG
 
-from .conftest import COMPARE_OVERRIDES, stage_result
+from .conftest import COMPARE_OVERRIDES, printed_result
 
 pytestmark = pytest.mark.integration
 PROMPT = "baseball-hitting-assistant"
@@ -23,7 +23,8 @@ PROMPT = "baseball-hitting-assistant"
 
 def test_compare_logged_paired_statistics_table_and_chart(decided, mlflow_client):
     pid, procs = decided
-    run, r = stage_result(mlflow_client, pid, "compare")
+    r = printed_result(procs["compare"])
+    run = mlflow_client.get_run(r["run_id"])
     assert r["outcome"] == "compared" and r["n_repeats"] == 2 and r["rows_per_arm"] == 80
     m = run.data.metrics
     assert m["ci_low"] <= m["delta"] <= m["ci_high"] and 0 <= m["p_value"] <= 1
@@ -37,7 +38,8 @@ def test_compare_logged_paired_statistics_table_and_chart(decided, mlflow_client
 
 def test_gate_decision_recorded_matches_printed_and_alias(decided, servers, mlflow_client):
     pid, procs = decided
-    run, r = stage_result(mlflow_client, pid, "gate")
+    r = printed_result(procs["gate"])
+    run = mlflow_client.get_run(r["run_id"])
     printed = "PROMOTED" if "[gate] PROMOTED" in procs["gate"].stdout else "REFUSED"
     assert {"promote": "PROMOTED", "refuse": "REFUSED"}[r["decision"]] == printed
     assert run.data.tags["promptgate.gate.decision"] == r["decision"]
@@ -71,6 +73,14 @@ def gate_prompt(mlflow_client):
     return name
 
 
+def mark_candidate(prompt, version, pid):
+    """What optimize does: tag the version with its pipeline and point `candidate` at it."""
+    import mlflow
+
+    mlflow.MlflowClient().set_prompt_version_tag(prompt, version, "promptgate.pipeline_id", pid)
+    mlflow.genai.set_prompt_alias(prompt, alias="candidate", version=version)
+
+
 def record_result(client, pid, stage, result):
     """Store a stage result the way stages do: a finished run tagged for the pipeline."""
     exp = client.get_experiment_by_name("promptgate-baseball").experiment_id
@@ -94,6 +104,7 @@ def production(client, prompt):
 def test_promote_then_rollback(decided, servers, mlflow_client, gate_prompt):
     pid = f"gate-ok-{uuid.uuid4().hex[:6]}"
     record_result(mlflow_client, pid, "compare", GOOD)
+    mark_candidate(gate_prompt, 3, pid)
     proc = gate(servers, pid, gate_prompt)
     assert proc.returncode == 0 and "PROMOTED: production v1 -> v3" in proc.stdout, proc.stderr
     assert production(mlflow_client, gate_prompt) == 3
@@ -110,6 +121,7 @@ def test_refuses_when_production_moved_concurrently(decided, servers, mlflow_cli
 
     pid = f"gate-race-{uuid.uuid4().hex[:6]}"
     record_result(mlflow_client, pid, "compare", GOOD)
+    mark_candidate(gate_prompt, 3, pid)
     mlflow.genai.set_prompt_alias(gate_prompt, alias="production", version=2)  # another pipeline won meanwhile
     proc = gate(servers, pid, gate_prompt)
     assert proc.returncode == 0
@@ -121,6 +133,7 @@ def test_refuses_when_production_moved_concurrently(decided, servers, mlflow_cli
 def test_refusal_exits_3_when_asked(decided, servers, mlflow_client, gate_prompt):
     pid = f"gate-refuse-{uuid.uuid4().hex[:6]}"
     record_result(mlflow_client, pid, "compare", {**GOOD, "delta": 0.01})
+    mark_candidate(gate_prompt, 3, pid)
     proc = gate(servers, pid, gate_prompt, "gate.fail_on_refuse=true")
     assert proc.returncode == 3 and "REFUSED" in proc.stdout
     assert production(mlflow_client, gate_prompt) == 1
@@ -128,14 +141,15 @@ def test_refusal_exits_3_when_asked(decided, servers, mlflow_client, gate_prompt
 
 @pytest.mark.parametrize("setup,expect", [
     ([], "has no compare results; run `python -m jobs.compare"),
-    ([("optimize", {"candidate_version": 2})], "stale compare results: compare used candidate v3 but optimize now records v2"),
-    ([("align", {"judge_version": 4})], "stale compare results: compare used judge vbase but align now records v4"),
+    ([2], "stale compare results: compare used candidate v3 but the pipeline's candidate is now v2"),
+    ([3, ("align", {"judge_version": 4})], "stale compare results: compare used judge vbase but align now records v4"),
 ])
 def test_missing_or_stale_compare_exits_2(decided, servers, mlflow_client, gate_prompt, setup, expect):
     pid = f"gate-stale-{uuid.uuid4().hex[:6]}"
     if setup:
         record_result(mlflow_client, pid, "compare", GOOD)
-    for stage, result in setup:
+        mark_candidate(gate_prompt, setup[0], pid)
+    for stage, result in setup[1:]:
         record_result(mlflow_client, pid, stage, result)
     proc = gate(servers, pid, gate_prompt)
     assert proc.returncode == 2

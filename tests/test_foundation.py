@@ -107,3 +107,9 @@ def test_feedback_from_a_label_file_keyed_by_question_id(foundation, servers, ml
     by_q = {t.info.tags[tracking.TAG_QUESTION]: t for t in pipeline_traces(pid)}
     ann = [a for a in by_q["tr-01"].info.assessments if a.source.source_id == "ann"]
     assert len(ann) == 1 and ann[0].feedback.value is False and ann[0].name == JUDGE
+    import mlflow
+
+    for q in ("tr-01", "tr-02"):  # leave the session pipeline's labels as the rubric wrote them
+        for a in by_q[q].info.assessments:
+            if a.source.source_id == "ann":
+                mlflow.delete_assessment(trace_id=by_q[q].info.trace_id, assessment_id=a.assessment_id)

@@ -226,9 +226,9 @@ def test_pipeline_runs_as_kubernetes_jobs(fake_cluster, servers, decided, mlflow
     assert f"gate: {printed}" in proc.stdout.split("=== promptgate pipeline")[1]
 
 
-def test_sweep_runs_each_point_as_a_job_two_at_a_time(fake_cluster, servers, learned, mlflow_client):
+def test_sweep_runs_each_point_as_a_job_two_at_a_time(fake_cluster, servers, sweep_pipeline, mlflow_client):
     cluster, kubeconfig = fake_cluster
-    pid, _ = learned
+    pid = sweep_pipeline
     proc = subprocess.run([sys.executable, "-m", "jobs.optimize", "-m", "hydra/launcher=kubernetes",
                            "hydra.launcher.parallelism=2", "hydra.launcher.poll_s=0.5", f"pipeline_id={pid}",
                            "optimizer.max_metric_calls=40,48"],

@@ -11,7 +11,7 @@ import pytest
 from jobs import tracking
 from jobs.paths import ROOT
 
-from .conftest import stage_result
+from .conftest import printed_result
 
 pytestmark = pytest.mark.integration
 PROMPT = "baseball-hitting-assistant"
@@ -20,7 +20,8 @@ JUDGE = "hitting_quality"
 
 def test_alignment_raised_held_out_agreement(learned, mlflow_client):
     pid, procs = learned
-    run, result = stage_result(mlflow_client, pid, "align")
+    result = printed_result(procs["align"])
+    run = mlflow_client.get_run(result["run_id"])
     m = run.data.metrics
     assert m["kappa_before"] < 1.0  # the base judge disagrees with the rubric experts
     assert m["kappa_after"] > m["kappa_before"]  # MemAlign learned what they check
@@ -31,8 +32,8 @@ def test_alignment_raised_held_out_agreement(learned, mlflow_client):
 
 
 def test_aligned_judge_reloads_in_a_fresh_process(learned, servers, mlflow_client):
-    pid, _ = learned
-    _, result = stage_result(mlflow_client, pid, "align")
+    pid, procs = learned
+    result = printed_result(procs["align"])
     exp = mlflow_client.get_experiment_by_name("promptgate-baseball").experiment_id
     code = ("import mlflow; from mlflow.genai.scorers import get_scorer; "
             f"s = get_scorer(name='{JUDGE}', version={result['judge_version']}, experiment_id='{exp}'); "
@@ -46,15 +47,15 @@ def test_aligned_judge_reloads_in_a_fresh_process(learned, servers, mlflow_clien
 
 def test_gepa_candidate_beats_the_seed_within_budget(learned, mlflow_client):
     pid, procs = learned
-    run, result = stage_result(mlflow_client, pid, "optimize")
+    result = printed_result(procs["optimize"])
+    run = mlflow_client.get_run(result["run_id"])
     assert result["outcome"] == "candidate"
     assert result["final_train_score"] > result["initial_train_score"]
     assert result["metric_calls"] <= result["max_metric_calls"]  # the hard cap held
     assert run.data.metrics["metric_calls"] <= int(run.data.params["max_metric_calls"])
-    _, align = stage_result(mlflow_client, pid, "align")
-    assert result["judge_version"] == align["judge_version"]  # scored by the aligned judge
-    version = mlflow_client.get_prompt_version_by_alias(PROMPT, "candidate")
-    assert int(version.version) == result["candidate_version"]
+    assert result["judge_version"] == printed_result(procs["align"])["judge_version"]  # scored by the aligned judge
+    assert procs["candidate_alias"] == result["candidate_version"]
+    version = mlflow_client.get_prompt_version(PROMPT, result["candidate_version"])
     tags = version.tags
     assert float(tags["promptgate.final_train_score"]) > float(tags["promptgate.initial_train_score"])
     assert int(tags["promptgate.metric_calls"]) <= int(tags["promptgate.max_metric_calls"])
@@ -64,8 +65,8 @@ def test_gepa_candidate_beats_the_seed_within_budget(learned, mlflow_client):
     assert "+++ candidate" in procs["optimize"].stdout
 
 
-def test_sweep_keeps_a_run_per_point_and_names_the_best(learned, servers, mlflow_client):
-    pid, _ = learned
+def test_sweep_keeps_a_run_per_point_and_names_the_best(sweep_pipeline, servers, mlflow_client):
+    pid = sweep_pipeline
     proc = servers.stage("optimize", "-m", f"pipeline_id={pid}", "optimizer.max_metric_calls=36,44",
                          "optimizer.minibatch_size=4")
     assert proc.returncode == 0, proc.stderr[-3000:]

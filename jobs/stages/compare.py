@@ -92,7 +92,8 @@ def run(cfg: Any) -> dict:
     experiment_id = tracking.connect(cfg)
     name = str(cfg.prompt.name)
     baseline_version = recorded(cfg, experiment_id, "register", "production_version")
-    candidate_version = recorded(cfg, experiment_id, "optimize", "candidate_version")
+    recorded(cfg, experiment_id, "optimize", "outcome")  # optimize must have run for this pipeline
+    candidate_version = tracking.pipeline_candidate(name, str(cfg.pipeline_id))
     align_run = tracking.latest_result(experiment_id, str(cfg.pipeline_id), "align")
     judge_key = align_run.info.run_id if align_run else "base"
     inputs = tracking.inputs_hash(name, baseline_version, candidate_version, judge_key, dict(c), dict(cfg.judge),
@@ -101,7 +102,7 @@ def run(cfg: Any) -> dict:
         return done
     if candidate_version is None:
         with tracking.stage_run(cfg, experiment_id, STAGE, inputs) as run:
-            say(STAGE, "optimize registered no candidate (no gain on train); nothing to compare")
+            say(STAGE, "this pipeline has no candidate (optimize found no gain on train); nothing to compare")
             return finish(STAGE, {"outcome": "no_candidate", "baseline_version": baseline_version,
                                   "candidate_version": None, "run_id": run.info.run_id})
 

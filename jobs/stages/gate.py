@@ -79,10 +79,10 @@ def compare_result(cfg: Any, experiment_id: str) -> tuple[Any, dict]:
     if run is None:
         raise UserError(f"pipeline {pid} has no compare results; run `python -m jobs.compare pipeline_id={pid}` first")
     compare = _result(run)
-    optimize = tracking.latest_result(experiment_id, pid, "optimize")
-    if optimize is not None and _result(optimize).get("candidate_version") != compare.get("candidate_version"):
-        raise UserError(f"stale compare results: compare used candidate v{compare.get('candidate_version')} but optimize "
-                        f"now records v{_result(optimize).get('candidate_version')}; rerun compare with force=true")
+    candidate = tracking.pipeline_candidate(str(cfg.prompt.name), pid)
+    if candidate != compare.get("candidate_version"):
+        raise UserError(f"stale compare results: compare used candidate v{compare.get('candidate_version')} but the "
+                        f"pipeline's candidate is now v{candidate}; rerun compare with force=true")
     align = tracking.latest_result(experiment_id, pid, "align")
     judge_version = (_result(align).get("judge_version") or "base") if align is not None else "base"
     if compare.get("outcome") == "compared" and str(compare.get("judge_version")) != str(judge_version):

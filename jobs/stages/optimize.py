@@ -83,8 +83,10 @@ def run(cfg: Any) -> dict:
     experiment_id = tracking.connect(cfg)
     name = str(cfg.prompt.name)
     seed_version = recorded(cfg, experiment_id, "register", "seed_version")
+    align_run = tracking.latest_result(experiment_id, str(cfg.pipeline_id), "align")  # a new alignment: optimize again
     inputs = tracking.inputs_hash(name, seed_version, [r.as_eval_row() for r in records], dict(o), dict(cfg.judge),
-                                  str(cfg.model.provider), cfg.model.agent_model)
+                                  str(cfg.model.provider), cfg.model.agent_model,
+                                  align_run.info.run_id if align_run else "base")
     if (done := reuse(cfg, experiment_id, STAGE, inputs)) is not None:
         return done
 
