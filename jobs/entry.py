@@ -12,7 +12,7 @@ import sys
 from typing import Any, Callable
 
 from jobs.errors import EXIT_BAD_INPUT, IncompleteResult, UserError
-from jobs.launchers import RESULT_PREFIX
+from jobs.launchers import EMIT_RESULT_ENV, RESULT_PREFIX
 from jobs.paths import CONF_DIR
 
 CONFIG_NAME = "pipeline"
@@ -71,7 +71,8 @@ def stage_main(stage: str, check: Callable[[Any], None], run: Callable[[Any], di
         try:
             check(cfg)
             result = run(cfg)
-            print(RESULT_PREFIX + json.dumps(result, default=str), flush=True)  # read back by launchers
+            if os.environ.get(EMIT_RESULT_ENV):  # launchers read the result back from the pod log
+                print(RESULT_PREFIX + json.dumps(result, default=str), flush=True)
             return result
         except UserError as e:
             if multirun:  # one bad sweep point is reported; the sweep goes on

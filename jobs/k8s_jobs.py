@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict
 
-from jobs.launchers import stage_command
+from jobs.launchers import EMIT_RESULT_ENV, stage_command
 
 EXIT_BAD_INPUT = 2
 
@@ -76,7 +76,8 @@ def labels(stage: str, pipeline_id: str) -> dict[str, str]:
 
 
 def env_list(spec: Any, pipeline_id: str) -> list[dict]:
-    env = [{"name": "PROMPTGATE_PIPELINE_ID", "value": pipeline_id}]
+    env = [{"name": "PROMPTGATE_PIPELINE_ID", "value": pipeline_id},
+           {"name": EMIT_RESULT_ENV, "value": "1"}]  # the launcher reads the result from the log
     for name, ref in (spec.get("secret_env") or {}).items():
         secret, _, key = str(ref).partition("/")
         env.append({"name": str(name), "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": True}}})

@@ -27,7 +27,8 @@ class LocalLauncher:
         return subprocess.call(cmd, env=env, cwd=os.getcwd())
 
 
-RESULT_PREFIX = "PROMPTGATE_RESULT="  # the last line a stage prints: its result as JSON
+RESULT_PREFIX = "PROMPTGATE_RESULT="  # the last line a stage prints when EMIT_RESULT_ENV is set: its result as JSON
+EMIT_RESULT_ENV = "PROMPTGATE_EMIT_RESULT"
 
 
 @dataclass

@@ -32,7 +32,7 @@ class Servers:
         """Environment for a stage process that talks to these servers."""
         env = {**os.environ, **S3_KEYS, "MLFLOW_TRACKING_URI": self.mlflow_uri, "PROMPTGATE_SIM_URL": self.sim_url,
                "AWS_ENDPOINT_URL": self.s3_endpoint, "PROMPTGATE_STATE_DIR": str(self.state_dir),
-               "PYTHONPATH": str(ROOT)}
+               "PYTHONPATH": str(ROOT), "PROMPTGATE_EMIT_RESULT": "1"}
         env.pop("OPENAI_API_KEY", None)
         env.update(extra)
         return env
