@@ -143,13 +143,52 @@ def prompt_versions(name: str) -> list[Any]:
             return out
 
 
-def pipeline_candidate(prompt_name: str, pipeline_id: str) -> int | None:
-    """The version the ``candidate`` alias points at, if this pipeline produced it (optimize,
-    or the best point of a sweep); None when the alias is missing or belongs to another pipeline."""
-    from mlflow import MlflowClient
+def pipeline_candidate(experiment_id: str, pipeline_id: str) -> int | None:
+    """The candidate version this pipeline's optimize produced: its newest run that is not a
+    sweep point, or a sweep's best point. None when there is none (no gain on train)."""
+    import json
 
+    for run in find_runs(experiment_id, pipeline_id, "optimize"):
+        tags = run.data.tags
+        if tags.get("promptgate.sweep_point") == "true" and tags.get("promptgate.sweep_best") != "true":
+            continue
+        return json.loads(tags.get("promptgate.result", "{}")).get("candidate_version")
+    return None
+
+
+@contextmanager
+def alias_lock(prompt_name: str, alias: str, timeout_s: float = 120, stale_s: float = 900) -> Iterator[None]:
+    """Hold a lock on one alias across processes and machines.
+
+    MLflow has no compare-and-set on aliases. Creating a registered model is atomic in
+    its SQL store (the name is unique), so a model named after the alias serves as the
+    mutex. A lock older than ``stale_s`` (a holder that was killed) is broken.
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient()
+    name = f"promptgate-lock.{prompt_name}.{alias}"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            client.create_registered_model(name, tags={"acquired_at": str(time.time())})
+            break
+        except MlflowException as e:
+            if "RESOURCE_ALREADY_EXISTS" not in str(e.error_code):
+                raise
+            try:
+                held_since = float(client.get_registered_model(name).tags.get("acquired_at", "0"))
+                if time.time() - held_since > stale_s:
+                    client.delete_registered_model(name)
+                    continue
+            except MlflowException:
+                continue  # released meanwhile
+            if time.monotonic() > deadline:
+                raise UserError(f"alias '{alias}' of prompt '{prompt_name}' stayed locked for {timeout_s:.0f} s by "
+                                f"another gate; retry, or delete the registered model '{name}' if no gate is running")
+            time.sleep(0.5)
     try:
-        version = MlflowClient().get_prompt_version_by_alias(prompt_name, "candidate")
-    except Exception:  # noqa: BLE001 - MLflow raises a plain MlflowException for a missing alias
-        return None
-    return int(version.version) if version.tags.get("promptgate.pipeline_id") == pipeline_id else None
+        yield
+    finally:
+        client.delete_registered_model(name)

@@ -74,11 +74,10 @@ def gate_prompt(mlflow_client):
 
 
 def mark_candidate(prompt, version, pid):
-    """What optimize does: tag the version with its pipeline and point `candidate` at it."""
+    """What optimize records: the pipeline's candidate version."""
     import mlflow
 
-    mlflow.MlflowClient().set_prompt_version_tag(prompt, version, "promptgate.pipeline_id", pid)
-    mlflow.genai.set_prompt_alias(prompt, alias="candidate", version=version)
+    record_result(mlflow.MlflowClient(), pid, "optimize", {"outcome": "candidate", "candidate_version": version})
 
 
 def record_result(client, pid, stage, result):
@@ -156,3 +155,25 @@ def test_missing_or_stale_compare_exits_2(decided, servers, mlflow_client, gate_
     lines = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
     assert len(lines) == 1 and expect in lines[0], proc.stderr
     assert production(mlflow_client, gate_prompt) == 1
+
+
+def test_two_gates_at_once_promote_exactly_one(decided, servers, mlflow_client, gate_prompt):
+    """Both pipelines measured against v1 and pass every gate; only one may move production."""
+    import mlflow
+
+    pids = [f"gate-both-{k}-{uuid.uuid4().hex[:6]}" for k in (2, 3)]
+    for pid, candidate in zip(pids, (2, 3)):
+        record_result(mlflow_client, pid, "compare", {**GOOD, "candidate_version": candidate})
+        mark_candidate(gate_prompt, candidate, pid)
+    procs = [subprocess.Popen([sys.executable, "-m", "jobs.gate", f"pipeline_id={pid}", f"prompt.name={gate_prompt}"],
+                              env=servers.env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for pid in pids]
+    outs = [p.communicate(timeout=180) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    promoted = [o for o, _ in outs if "[gate] PROMOTED: production v1 -> v" in o]
+    refused = [o for o, _ in outs if "REFUSED: production stays v" in o and "production moved concurrently" in o]
+    assert len(promoted) == 1 and len(refused) == 1, outs
+    winner = 2 if "-> v2" in promoted[0] else 3
+    assert production(mlflow_client, gate_prompt) == winner
+    loser = 5 - winner
+    assert "moved concurrently" in mlflow_client.get_prompt_version(gate_prompt, loser).tags["promptgate.gate.reasons"]

@@ -93,7 +93,7 @@ def run(cfg: Any) -> dict:
     name = str(cfg.prompt.name)
     baseline_version = recorded(cfg, experiment_id, "register", "production_version")
     recorded(cfg, experiment_id, "optimize", "outcome")  # optimize must have run for this pipeline
-    candidate_version = tracking.pipeline_candidate(name, str(cfg.pipeline_id))
+    candidate_version = tracking.pipeline_candidate(experiment_id, str(cfg.pipeline_id))
     align_run = tracking.latest_result(experiment_id, str(cfg.pipeline_id), "align")
     judge_key = align_run.info.run_id if align_run else "base"
     inputs = tracking.inputs_hash(name, baseline_version, candidate_version, judge_key, dict(c), dict(cfg.judge),

@@ -79,7 +79,7 @@ def compare_result(cfg: Any, experiment_id: str) -> tuple[Any, dict]:
     if run is None:
         raise UserError(f"pipeline {pid} has no compare results; run `python -m jobs.compare pipeline_id={pid}` first")
     compare = _result(run)
-    candidate = tracking.pipeline_candidate(str(cfg.prompt.name), pid)
+    candidate = tracking.pipeline_candidate(experiment_id, pid)
     if candidate != compare.get("candidate_version"):
         raise UserError(f"stale compare results: compare used candidate v{compare.get('candidate_version')} but the "
                         f"pipeline's candidate is now v{candidate}; rerun compare with force=true")
@@ -141,12 +141,13 @@ def run(cfg: Any) -> dict:
         else:
             gates = evaluate_gates(compare, cfg.gate)
             decision, reasons = decide(gates)
-        production = int(MlflowClient().get_prompt_version_by_alias(name, "production").version)
-        if decision == "promote" and production != int(baseline):
-            decision, reasons = "refuse", [f"production moved concurrently: compare measured against v{baseline}, "
-                                           f"production is now v{production}"]
-        if decision == "promote":
-            mlflow.genai.set_prompt_alias(name, alias="production", version=int(candidate))
+        with tracking.alias_lock(name, "production"):  # no other gate moves production between check and move
+            production = int(MlflowClient().get_prompt_version_by_alias(name, "production").version)
+            if decision == "promote" and production != int(baseline):
+                decision, reasons = "refuse", [f"production moved concurrently: compare measured against "
+                                               f"v{baseline}, production is now v{production}"]
+            if decision == "promote":
+                mlflow.genai.set_prompt_alias(name, alias="production", version=int(candidate))
         tags = {"decision": decision, "reasons": "; ".join(reasons) or "every gate passed",
                 "pipeline_id": str(cfg.pipeline_id), "previous_production": str(production),
                 "compare_run_id": compare_run.info.run_id,

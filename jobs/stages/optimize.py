@@ -118,7 +118,7 @@ def run(cfg: Any) -> dict:
         optimizer = GepaPromptOptimizer(reflection_model=str(o.get("reflection_model") or endpoint.uri(endpoint.reflection_model)),
                                         max_metric_calls=cap, display_progress_bar=True, gepa_kwargs=gepa_kwargs)
         with tracking.stage_run(cfg, experiment_id, STAGE, inputs) as run:
-            mlflow.set_tag(TAG + "overrides", sweep_overrides())
+            mlflow.set_tags({TAG + "overrides": sweep_overrides(), TAG + "sweep_point": str(in_sweep(cfg)).lower()})
             mlflow.log_params({"max_metric_calls": cap, "minibatch_size": int(o.minibatch_size), "train": len(train),
                                "val": len(val), "judge": judge_info["judge_name"],
                                "judge_version": judge_info["judge_version"], "seed_version": seed_version})
