@@ -7,7 +7,6 @@ With ``model=sim`` (the default when OPENAI_API_KEY is unset) one simulator serv
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import sys
 import time
@@ -80,15 +79,13 @@ def headline(stage: str, r: dict) -> str | None:
 
 def summary(cfg: Any, pipeline_id: str, ran: list[str]) -> str:
     from jobs import tracking
-    from jobs.stages.common import RESULT_TAG
-
     experiment_id = tracking.connect(cfg)
     lines = [f"\n=== promptgate pipeline {pipeline_id} ==="]
     for stage in ran:
         run = tracking.latest_result(experiment_id, pipeline_id, stage)
         if run is None:
             continue
-        result = json.loads(run.data.tags.get(RESULT_TAG, "{}"))
+        result = tracking.result_of(run)
         line = headline(stage, result) or ", ".join(f"{k}={v}" for k, v in result.items() if k != "run_id")
         lines.append(f"{stage:>9}: {line}")
         lines.append(f"{'':>9}  {tracking.run_link(cfg, experiment_id, run.info.run_id)}")

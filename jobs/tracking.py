@@ -22,6 +22,7 @@ TAG_STAGE = "promptgate.stage"
 TAG_INPUTS = "promptgate.inputs_hash"
 TAG_QUESTION = "promptgate.question_id"
 TAG_REVIEW = "promptgate.review"
+RESULT_TAG = "promptgate.result"  # a stage's result dict as JSON, for reuse and lookups
 PIPELINE_STAGE = "pipeline"
 
 
@@ -96,6 +97,13 @@ def find_runs(experiment_id: str, pipeline_id: str, stage: str, status: str | No
                                       order_by=["attributes.start_time DESC"], max_results=50)
 
 
+def result_of(run: Any | None) -> dict:
+    """The result a stage run recorded ({} when there is no run or no result)."""
+    if run is None or RESULT_TAG not in run.data.tags:
+        return {}
+    return json.loads(run.data.tags[RESULT_TAG])
+
+
 def latest_result(experiment_id: str, pipeline_id: str, stage: str, inputs: str | None = None) -> Any | None:
     for run in find_runs(experiment_id, pipeline_id, stage):
         if inputs is None or run.data.tags.get(TAG_INPUTS) == inputs:
@@ -146,13 +154,11 @@ def prompt_versions(name: str) -> list[Any]:
 def pipeline_candidate(experiment_id: str, pipeline_id: str) -> int | None:
     """The candidate version this pipeline's optimize produced: its newest run that is not a
     sweep point, or a sweep's best point. None when there is none (no gain on train)."""
-    import json
-
     for run in find_runs(experiment_id, pipeline_id, "optimize"):
         tags = run.data.tags
         if tags.get("promptgate.sweep_point") == "true" and tags.get("promptgate.sweep_best") != "true":
             continue
-        return json.loads(tags.get("promptgate.result", "{}")).get("candidate_version")
+        return result_of(run).get("candidate_version")
     return None
 
 

@@ -159,7 +159,6 @@ def test_missing_or_stale_compare_exits_2(decided, servers, mlflow_client, gate_
 
 def test_two_gates_at_once_promote_exactly_one(decided, servers, mlflow_client, gate_prompt):
     """Both pipelines measured against v1 and pass every gate; only one may move production."""
-    import mlflow
 
     pids = [f"gate-both-{k}-{uuid.uuid4().hex[:6]}" for k in (2, 3)]
     for pid, candidate in zip(pids, (2, 3)):

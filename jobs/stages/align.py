@@ -4,7 +4,6 @@ held-out agreement did not drop. Later stages use the judge version this stage r
 
 from __future__ import annotations
 
-import json
 import random
 from typing import Any
 
@@ -164,10 +163,7 @@ def run(cfg: Any) -> dict:
 def recorded_judge(cfg: Any, experiment_id: str, endpoint: Any) -> tuple[Any, dict]:
     """The judge later stages must use for this pipeline: the registered aligned version the
     align stage recorded, or the base judge from config when alignment kept it."""
-    from jobs.stages.common import RESULT_TAG
-
-    run = tracking.latest_result(experiment_id, str(cfg.pipeline_id), STAGE)
-    result = json.loads(run.data.tags.get(RESULT_TAG, "{}")) if run is not None else {}
+    result = tracking.result_of(tracking.latest_result(experiment_id, str(cfg.pipeline_id), STAGE))
     if result.get("judge_version"):
         from mlflow.genai.scorers import get_scorer
 

@@ -8,7 +8,7 @@ from typing import Any
 from jobs import tracking
 from jobs.errors import UserError
 
-RESULT_TAG = "promptgate.result"  # the stage's result dict as JSON, for reuse and lookups
+RESULT_TAG = tracking.RESULT_TAG
 
 
 def reuse(cfg: Any, experiment_id: str, stage: str, inputs: str) -> dict | None:
@@ -16,9 +16,9 @@ def reuse(cfg: Any, experiment_id: str, stage: str, inputs: str) -> dict | None:
     if cfg.force:
         return None
     run = tracking.latest_result(experiment_id, str(cfg.pipeline_id), stage, inputs)
-    if run is None or RESULT_TAG not in run.data.tags:
+    result = tracking.result_of(run)
+    if not result:
         return None
-    result = json.loads(run.data.tags[RESULT_TAG])
     print(f"[{stage}] pipeline {cfg.pipeline_id} already has this result (run {run.info.run_id}); "
           "reusing it. Pass force=true to run again.")
     return result
@@ -28,17 +28,18 @@ def finish(stage: str, result: dict) -> dict:
     """Record the result on the active run and return it."""
     import mlflow
 
-    mlflow.set_tag(RESULT_TAG, json.dumps(result, sort_keys=True, default=str)[:5000])
+    mlflow.set_tag(RESULT_TAG, json.dumps(result, sort_keys=True, default=str))
     return result
 
 
 def recorded(cfg: Any, experiment_id: str, stage: str, key: str) -> Any:
     """A value a previous stage of this pipeline recorded in its result."""
     run = tracking.latest_result(experiment_id, str(cfg.pipeline_id), stage)
-    if run is None or RESULT_TAG not in run.data.tags:
+    result = tracking.result_of(run)
+    if not result:
         raise UserError(f"pipeline {cfg.pipeline_id} has no finished {stage} stage; run `python -m jobs.{stage} "
                         f"pipeline_id={cfg.pipeline_id}` first")
-    return json.loads(run.data.tags[RESULT_TAG])[key]
+    return result[key]
 
 
 def say(stage: str, msg: str) -> None:

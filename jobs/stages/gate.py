@@ -11,7 +11,7 @@ from typing import Any
 
 from jobs import tracking
 from jobs.errors import EXIT_REFUSED, UserError
-from jobs.stages.common import RESULT_TAG, finish, reuse, say
+from jobs.stages.common import finish, reuse, say
 
 STAGE = "gate"
 TAG = "promptgate.gate."
@@ -68,30 +68,26 @@ def check(cfg: Any) -> None:
             raise UserError(f"gate.hard_gates[{i}] needs scorer and min, e.g. {{scorer: Safety, min: 1.0}}")
 
 
-def _result(run: Any) -> dict:
-    return json.loads(run.data.tags.get(RESULT_TAG, "{}"))
-
-
 def compare_result(cfg: Any, experiment_id: str) -> tuple[Any, dict]:
     """The pipeline's compare results, checked against the versions the pipeline now records."""
     pid = str(cfg.pipeline_id)
     run = tracking.latest_result(experiment_id, pid, "compare")
     if run is None:
         raise UserError(f"pipeline {pid} has no compare results; run `python -m jobs.compare pipeline_id={pid}` first")
-    compare = _result(run)
+    compare = tracking.result_of(run)
     candidate = tracking.pipeline_candidate(experiment_id, pid)
     if candidate != compare.get("candidate_version"):
         raise UserError(f"stale compare results: compare used candidate v{compare.get('candidate_version')} but the "
                         f"pipeline's candidate is now v{candidate}; rerun compare with force=true")
     align = tracking.latest_result(experiment_id, pid, "align")
-    judge_version = (_result(align).get("judge_version") or "base") if align is not None else "base"
+    judge_version = tracking.result_of(align).get("judge_version") or "base"
     if compare.get("outcome") == "compared" and str(compare.get("judge_version")) != str(judge_version):
         raise UserError(f"stale compare results: compare used judge v{compare.get('judge_version')} but align now "
                         f"records v{judge_version}; rerun compare with force=true")
     return run, compare
 
 
-def record(name: str, version: Any, run_id: str, tags: dict[str, str]) -> None:
+def record(name: str, version: Any, tags: dict[str, str]) -> None:
     import mlflow
     from mlflow import MlflowClient
 
@@ -114,7 +110,7 @@ def rollback(cfg: Any, experiment_id: str) -> dict:
         raise UserError(f"production (v{current.version}) has no recorded previous version; nothing to roll back to")
     with tracking.stage_run(cfg, experiment_id, STAGE, tracking.inputs_hash("rollback", current.version)) as run:
         mlflow.genai.set_prompt_alias(name, alias="production", version=int(previous))
-        record(name, current.version, run.info.run_id, {"decision": "rolled_back", "rolled_back_to": previous,
+        record(name, current.version, {"decision": "rolled_back", "rolled_back_to": previous,
                                                         "pipeline_id": str(cfg.pipeline_id)})
         say(STAGE, f"production moved back from v{current.version} to v{previous}")
         return finish(STAGE, {"decision": "rolled_back", "from_version": int(current.version),
@@ -152,7 +148,7 @@ def run(cfg: Any) -> dict:
                 "pipeline_id": str(cfg.pipeline_id), "previous_production": str(production),
                 "compare_run_id": compare_run.info.run_id,
                 "gates": json.dumps([asdict(x) for x in gates])}
-        record(name, candidate, run.info.run_id, tags)
+        record(name, candidate, tags)
         mlflow.log_metrics({f"gate_{x.name.split(' ')[0].replace(':', '_')}": float(x.value)
                             for x in gates if x.value is not None})
         mlflow.log_metric("promoted", 1.0 if decision == "promote" else 0.0)

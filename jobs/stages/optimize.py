@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import math
 import random
 from typing import Any
 
