@@ -12,6 +12,7 @@ import sys
 from typing import Any, Callable
 
 from jobs.errors import EXIT_BAD_INPUT, IncompleteResult, UserError
+from jobs.gateway.client import check_budget_config, check_gateway_config
 from jobs.launchers import EMIT_RESULT_ENV, RESULT_PREFIX
 from jobs.paths import CONF_DIR
 
@@ -59,6 +60,14 @@ def quiet_libraries() -> None:
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)  # "pool is full" under parallel scoring
 
 
+def stopped_by_budget(stage: str) -> None:
+    """Exit 2 naming the budget when the stage's gateway session crossed one."""
+    from jobs.gateway import client as gateway
+
+    if gateway.current is not None and gateway.current.spend().get("tripped"):
+        fail(f"stage {stage} stopped: {gateway.current.last['tripped']}")
+
+
 def stage_main(stage: str, check: Callable[[Any], None], run: Callable[[Any], dict]) -> Callable[[], Any]:
     import hydra
     from hydra.core.hydra_config import HydraConfig
@@ -69,6 +78,8 @@ def stage_main(stage: str, check: Callable[[Any], None], run: Callable[[Any], di
         multirun = HydraConfig.get().mode == RunMode.MULTIRUN
         quiet_libraries()
         try:
+            check_budget_config(cfg.budget)
+            check_gateway_config(cfg.gateway)
             check(cfg)
             result = run(cfg)
             if os.environ.get(EMIT_RESULT_ENV):  # launchers read the result back from the pod log
@@ -80,7 +91,11 @@ def stage_main(stage: str, check: Callable[[Any], None], run: Callable[[Any], di
                 return {"outcome": "bad_input", "error": _one_line(str(e))}
             fail(str(e))
         except IncompleteResult as e:
+            stopped_by_budget(stage)
             fail(str(e), code=1)
+        except Exception:
+            stopped_by_budget(stage)  # a call the gateway refused may have broken the work
+            raise
         return {}
 
     def main() -> Any:

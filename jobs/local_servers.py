@@ -126,23 +126,40 @@ def mlflow_down(state_dir: Path, port: int) -> None:
     print(f"Stopped MLflow on port {port}.")
 
 
-# ------------------------------------------------------------------ simulator
-def start_sim(settings: dict[str, Any] | None = None, timeout_s: float = 20) -> tuple[subprocess.Popen, str]:
-    """Start the simulator on a free loopback port; returns the process and its /v1 URL."""
-    args = [sys.executable, "-m", "jobs.sim", "--port", "0"]
-    for key, value in (settings or {}).items():
-        args += [f"--{key.replace('_', '-')}", str(value)]
+# ------------------------------------------------------------------ simulator and gateway
+def start_stdlib_server(module: str, args: list[str], announce: str, health: str,
+                        timeout_s: float = 20) -> tuple[subprocess.Popen, str]:
+    """Start ``python -m <module> --port 0 ...``, read the URL it announces, wait until healthy."""
     root = str(Path(__file__).resolve().parent.parent)
     env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
-                            start_new_session=True)
+    proc = subprocess.Popen([sys.executable, "-m", module, "--port", "0", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, env=env, start_new_session=True)
     line = proc.stdout.readline().strip()  # type: ignore[union-attr]
-    if not line.startswith("SIM_URL="):
+    if not line.startswith(announce + "="):
         proc.kill()
-        raise UserError("the simulator did not start; run `python -m jobs.sim` to see why")
+        raise UserError(f"`python -m {module}` did not start; run it by hand to see why")
     url = line.split("=", 1)[1]
-    wait_until_up(url + "/models", timeout_s, proc)
+    wait_until_up(url + health, timeout_s, proc)
     return proc, url
+
+
+def serve_until_interrupted(httpd: Any, announce: str, suffix: str = "") -> None:
+    """Announce ``<announce>=http://host:port<suffix>`` on stdout, then serve until Ctrl-C."""
+    host, port = httpd.server_address[:2]
+    print(f"{announce}=http://{host}:{port}{suffix}", flush=True)
+    try:
+        httpd.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        httpd.server_close()
+        sys.stdout.flush()
+
+
+def start_sim(settings: dict[str, Any] | None = None, timeout_s: float = 20) -> tuple[subprocess.Popen, str]:
+    """Start the simulator on a free loopback port; returns the process and its /v1 URL."""
+    args = [a for key, value in (settings or {}).items() for a in (f"--{key.replace('_', '-')}", str(value))]
+    return start_stdlib_server("jobs.sim", args, "SIM_URL", "/models", timeout_s)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,7 +43,7 @@ def offline_hygiene() -> None:
     os.environ.setdefault("DSPY_CACHEDIR", os.path.join(os.environ.get("PROMPTGATE_STATE_DIR", ".promptgate"), "dspy-cache"))
 
 
-def check_reachable(base_url: str, api_key: str, timeout_s: float = 5) -> None:
+def check_reachable(base_url: str, api_key: str, timeout_s: float = 20) -> None:
     req = urllib.request.Request(base_url.rstrip("/") + "/models", headers={"Authorization": f"Bearer {api_key}"})
     try:
         with urllib.request.urlopen(req, timeout=timeout_s):
@@ -51,41 +51,84 @@ def check_reachable(base_url: str, api_key: str, timeout_s: float = 5) -> None:
     except urllib.error.HTTPError as e:
         if e.code in (401, 403):
             raise UserError(f"LLM endpoint {base_url} refused the API key (HTTP {e.code}); check the key's environment variable") from None
+        if e.code in (502, 504):  # the gateway could not reach its upstream
+            detail = e.read().decode(errors="replace")
+            raise UserError(f"the model endpoint behind the LLM gateway is not reachable ({detail[:160]}); "
+                            "start it or fix model.base_url") from None
         return  # some gateways have no /models; the first real call will tell
     except (urllib.error.URLError, OSError) as e:
         raise UserError(f"LLM endpoint {base_url} is not reachable ({network_reason(e)}); start it or fix model.base_url") from None
 
 
-@contextmanager
-def activate(model_cfg: Any) -> Iterator[Endpoint]:
-    """Set the environment for the configured endpoint (starting the simulator if needed)."""
-    offline_hygiene()
-    proc = None
+def upstream_endpoint(model_cfg: Any) -> tuple[str, str, Any]:
+    """The upstream /v1 URL, the name of its key's variable, and a simulator process we started (or None)."""
     base_url = model_cfg.get("base_url")
-    provider = model_cfg.provider
-    if provider == "sim":
-        api_key = os.environ.get(model_cfg.api_key_env) or SIM_KEY
+    if model_cfg.provider == "sim":
+        if not os.environ.get(model_cfg.api_key_env):
+            os.environ[model_cfg.api_key_env] = SIM_KEY
         if not base_url:
-            from jobs.local_servers import start_sim, stop_process
+            from jobs.local_servers import start_sim
 
             proc, base_url = start_sim(dict(model_cfg.sim))
+            return base_url, model_cfg.api_key_env, proc
     else:
-        api_key = os.environ.get(model_cfg.api_key_env, "")
-        if not api_key:
-            raise UserError(f"model={provider} needs the API key in ${model_cfg.api_key_env}; export it or use model=sim")
+        if not os.environ.get(model_cfg.api_key_env):
+            raise UserError(f"model={model_cfg.provider} needs the API key in ${model_cfg.api_key_env}; export it or use model=sim")
         if not base_url:
-            raise UserError(f"model.base_url is not set for model={provider}; give the endpoint's /v1 URL")
-    check_reachable(base_url, api_key)
-    saved = {k: os.environ.get(k) for k in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_API_BASE")}
-    os.environ.update(OPENAI_API_KEY=api_key, OPENAI_BASE_URL=base_url, OPENAI_API_BASE=base_url)
+            raise UserError(f"model.base_url is not set for model={model_cfg.provider}; give the endpoint's /v1 URL")
+    check_reachable(base_url, os.environ[model_cfg.api_key_env])
+    return base_url, model_cfg.api_key_env, None
+
+
+def start_local_gateway(cfg: Any) -> tuple[list[Any], str, str | None]:
+    """A gateway of our own in front of the upstream (started too, for model=sim without
+    base_url): its processes, its URL, and the URL of a simulator we started (or None)."""
+    from jobs.gateway.client import start_gateway
+    from jobs.local_servers import stop_process
+
+    upstream, key_env, sim = upstream_endpoint(cfg.model)
     try:
-        yield Endpoint(provider, base_url, model_cfg.agent_model, model_cfg.judge_model, model_cfg.reflection_model,
-                       model_cfg.embedding_model, float(model_cfg.temperature), float(model_cfg.request_timeout_s))
+        gateway, url = start_gateway(upstream, cfg.gateway, key_env)
+    except Exception:
+        if sim is not None:
+            stop_process(sim.pid)
+        raise
+    return [p for p in (sim, gateway) if p is not None], url, upstream if sim is not None else None
+
+
+@contextmanager
+def activate(cfg: Any, stage: str, experiment_id: str | None = None) -> Iterator[Endpoint]:
+    """Point every client at this stage's session of the LLM gateway.
+
+    With ``gateway.url`` set (``make run``, the cluster) the stage uses that gateway and needs
+    neither the upstream URL nor its key. Otherwise it starts the upstream simulator (for
+    ``model=sim`` without base_url) and a gateway of its own for the stage.
+    """
+    from jobs.gateway import client as gateway
+    from jobs.local_servers import stop_process
+
+    offline_hygiene()
+    model_cfg = cfg.model
+    procs: list[Any] = []
+    saved = {k: os.environ.get(k) for k in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_API_BASE")}
+    try:
+        gateway_url = cfg.gateway.get("url")
+        if not gateway_url:
+            procs, gateway_url, _ = start_local_gateway(cfg)
+        session = gateway.open_session(cfg, stage, str(gateway_url).rstrip("/"), experiment_id)
+        check_reachable(session.base_url, gateway.PLACEHOLDER_KEY)
+        os.environ.update(OPENAI_API_KEY=gateway.PLACEHOLDER_KEY, OPENAI_BASE_URL=session.base_url,
+                          OPENAI_API_BASE=session.base_url)
+        yield Endpoint(model_cfg.provider, session.base_url, model_cfg.agent_model, model_cfg.judge_model,
+                       model_cfg.reflection_model, model_cfg.embedding_model, float(model_cfg.temperature),
+                       float(model_cfg.request_timeout_s))
     finally:
+        if gateway.current is not None:
+            gateway.current.spend()  # keep the final figures before a gateway of our own stops
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        if proc is not None:
+        for proc in reversed(procs):
             stop_process(proc.pid)

@@ -88,11 +88,35 @@ def summary(cfg: Any, pipeline_id: str, ran: list[str]) -> str:
         result = tracking.result_of(run)
         line = headline(stage, result) or ", ".join(f"{k}={v}" for k, v in result.items() if k != "run_id")
         lines.append(f"{stage:>9}: {line}")
+        if result.get("spend"):
+            sp = result["spend"]
+            lines.append(f"{'':>11}LLM spend: {sp['tokens']:.0f} tokens, ${sp['usd']:.4f}, {sp['upstream_calls']:.0f} upstream "
+                         f"calls, {sp['cache_hits']:.0f} cache hits, {sp['faults']:.0f} faults retried or failed")
         lines.append(f"{'':>9}  {tracking.run_link(cfg, experiment_id, run.info.run_id)}")
     lines.append(f"   prompt: {tracking.prompt_link(cfg, str(cfg.prompt.name))}")
     lines.append(f"   traces: {tracking.traces_link(cfg, experiment_id)}")
     lines.append(f"       UI: {tracking.ui_base(cfg)}")
     return "\n".join(lines)
+
+
+def gateway_totals(url: str) -> str:
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(url + "/gateway/stats", timeout=10) as r:
+        t = json.loads(r.read())["totals"]
+    return (f"LLM calls this run: {t['requests']} from the stages, {t['upstream_calls']} sent upstream, "
+            f"{t['cache_hits']} answered from the cache; {t['prompt_tokens'] + t['completion_tokens']} tokens, "
+            f"${t['usd']:.4f}; {t['faults']} upstream faults, {t['retries']} retries")
+
+
+def simulator_faults(sim_url: str) -> str:
+    """What a simulator this run started injected, for comparison with the gateway's counts in MLflow."""
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(sim_url.rsplit("/v1", 1)[0] + "/sim/stats", timeout=10) as r:
+        return "simulator injected: " + json.dumps(json.loads(r.read())["faults"], sort_keys=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,18 +129,24 @@ def main(argv: list[str] | None = None) -> int:
         overrides.append(f"pipeline_id={pipeline_id}")
     cfg = compose(overrides)  # exits 2 with one line on a bad override
     env: dict[str, str] = {"MLFLOW_TRACKING_URI": str(cfg.mlflow.tracking_uri)}
-    sim = None
     if cfg.model.provider == "sim":
         print(BANNER)
-        if not cfg.model.get("base_url") and cfg.launcher.kind == "local":  # in pods, each stage starts its own
-            from jobs.local_servers import start_sim
-
-            sim, url = start_sim(dict(cfg.model.sim))
-            env["PROMPTGATE_SIM_URL"] = url
     from jobs.tracking import check_server
 
+    from jobs.gateway.client import check_budget_config, check_gateway_config
+
+    procs: list[Any] = []
+    sim_url = None
     try:
+        check_budget_config(cfg.budget)
+        check_gateway_config(cfg.gateway)
         check_server(str(cfg.mlflow.tracking_uri), float(cfg.mlflow.connect_timeout_s))
+        if cfg.launcher.kind == "local" and not cfg.gateway.get("url"):  # in pods, the cluster's gateway serves
+            from jobs.models import offline_hygiene, start_local_gateway
+
+            offline_hygiene()
+            procs, env["PROMPTGATE_GATEWAY_URL"], sim_url = start_local_gateway(cfg)
+            print(f"LLM gateway: {env['PROMPTGATE_GATEWAY_URL']} (cache {cfg.gateway.cache} at {cfg.gateway.cache_uri})")
     except Exception as e:  # noqa: BLE001 - a UserError: one line, exit 2
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -140,13 +170,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"--- {stage} done in {time.monotonic() - t0:.0f} s ---", flush=True)
         os.environ.update(env)
         print(summary(cfg, pipeline_id, ran))
+        if env.get("PROMPTGATE_GATEWAY_URL"):
+            print(gateway_totals(env["PROMPTGATE_GATEWAY_URL"]))
+        if sim_url:
+            print(simulator_faults(sim_url))
         print(f"\nAll {len(ran)} stages finished in {time.monotonic() - started:.0f} s.")
         return code if ran and ran[-1] == "gate" else 0
     finally:
-        if sim is not None:
-            from jobs.local_servers import stop_process
+        from jobs.local_servers import stop_process
 
-            stop_process(sim.pid)
+        for proc in reversed(procs):
+            stop_process(proc.pid)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 
+from jobs.local_servers import serve_until_interrupted
 from jobs.sim.server import SimSettings, make_server
 
 
@@ -17,16 +17,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
     args = parser.parse_args(argv)
     settings = SimSettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SimSettings)})
-    httpd = make_server(args.host, args.port, settings)
-    host, port = httpd.server_address[:2]
-    print(f"SIM_URL=http://{host}:{port}/v1", flush=True)
-    try:
-        httpd.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        httpd.server_close()
-        sys.stdout.flush()
+    serve_until_interrupted(make_server(args.host, args.port, settings), "SIM_URL", "/v1")
 
 
 if __name__ == "__main__":

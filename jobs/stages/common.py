@@ -25,8 +25,14 @@ def reuse(cfg: Any, experiment_id: str, stage: str, inputs: str) -> dict | None:
 
 
 def finish(stage: str, result: dict) -> dict:
-    """Record the result on the active run and return it."""
+    """Record the result on the active run and return it; a crossed budget stops the stage first."""
     import mlflow
+
+    from jobs.gateway import client as gateway
+
+    if gateway.current is not None:
+        gateway.current.check()
+        result = {**result, "spend": gateway.current.figures()}  # the run's metrics are logged by stage_run
 
     mlflow.set_tag(RESULT_TAG, json.dumps(result, sort_keys=True, default=str))
     return result

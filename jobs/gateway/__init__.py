@@ -1,0 +1,1 @@
+"""The LLM gateway every stage's LLM calls go through (server, cache stores, stage client)."""

@@ -1,0 +1,171 @@
+"""A stage's side of the gateway: start or find it, open the stage's session with its cache
+mode, budgets and prices, and settle up at the end (spend as MLflow metrics; exit 2 when a
+budget was crossed)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from jobs.errors import UserError, network_reason
+
+PLACEHOLDER_KEY = "promptgate-gateway"  # what clients send; only the gateway holds the upstream key
+SPEND_METRICS = ("tokens", "prompt_tokens", "completion_tokens", "usd", "requests", "cache_hits", "upstream_calls",
+                 "faults", "retries", "exhausted", "malformed", "refused")
+UNITS = ("tokens", "usd")
+
+
+class BudgetExceeded(UserError):
+    """A budget was crossed: the stage stops with exit 2, naming the budget."""
+
+
+def _call(url: str, body: Any | None = None, timeout_s: float = 10) -> dict:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout_s) as r:
+        return json.loads(r.read())
+
+
+def check_budget_config(budget: Any) -> None:
+    """Budgets are positive numbers or null, in known units, for known stages (no heavy imports)."""
+    from jobs.pipeline import STAGES
+
+    for scope in ("pipeline", "stage"):
+        for unit, value in (budget.get(scope) or {}).items():
+            where = f"budget.{scope}.{unit}"
+            if unit not in UNITS:
+                raise UserError(f"{where}: unknown unit '{unit}'; budgets are in {' or '.join(UNITS)}")
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+                raise UserError(f"{where}={value} must be a positive number or null (no limit)")
+    for stage, limits in (budget.get("per_stage") or {}).items():
+        if stage not in STAGES:
+            raise UserError(f"budget.per_stage.{stage}: unknown stage; stages are {', '.join(STAGES)}")
+        for unit, value in (limits or {}).items():
+            if unit not in UNITS or (value is not None and (not isinstance(value, (int, float)) or value <= 0)):
+                raise UserError(f"budget.per_stage.{stage}.{unit}={value}: give tokens or usd as a positive number")
+
+
+def check_gateway_config(gw: Any) -> None:
+    """The cache mode, store URI and retry settings make sense (no heavy imports)."""
+    from urllib.parse import urlparse
+
+    from jobs.gateway.cache import MODES
+
+    if gw.cache not in MODES:
+        raise UserError(f"gateway.cache={gw.cache}: use one of {', '.join(MODES)}")
+    scheme = urlparse(str(gw.cache_uri)).scheme
+    if scheme not in ("", "s3", "redis", "rediss", "file"):
+        raise UserError(f"gateway.cache_uri={gw.cache_uri}: use a folder, s3://bucket/prefix or redis://host:port/db")
+    if int(gw.max_retries) < 0 or float(gw.backoff_s) < 0 or float(gw.timeout_s) <= 0:
+        raise UserError("gateway.max_retries and gateway.backoff_s must not be negative, and gateway.timeout_s must be "
+                        "positive")
+    url = gw.get("url")
+    if url and urlparse(str(url)).scheme not in ("http", "https"):
+        raise UserError(f"gateway.url={url}: give the gateway's http:// or https:// base URL")
+
+
+def pipeline_spent(experiment_id: str, pipeline_id: str) -> dict[str, float]:
+    """What this pipeline's earlier stage runs spent upstream, from their MLflow metrics."""
+    from mlflow.tracking import MlflowClient
+
+    from jobs.tracking import TAG_PIPELINE
+
+    runs = MlflowClient().search_runs([experiment_id], f"tags.`{TAG_PIPELINE}` = '{pipeline_id}'", max_results=1000)
+    return {unit: sum(float(r.data.metrics.get(f"spend.{unit}", 0.0)) for r in runs) for unit in UNITS}
+
+
+def limits_for(cfg: Any, stage: str, spent: dict[str, float]) -> dict[str, list]:
+    """The tightest of the stage's own budget and what is left of the pipeline's, per unit."""
+    b = cfg.budget
+    out: dict[str, list] = {}
+    for unit in UNITS:
+        options = []
+        per_stage = ((b.get("per_stage") or {}).get(stage) or {}).get(unit)
+        if per_stage is not None:
+            options.append((float(per_stage), f"budget.per_stage.{stage}.{unit}"))
+        elif (b.stage or {}).get(unit) is not None:
+            options.append((float(b.stage[unit]), f"budget.stage.{unit}"))
+        if (b.pipeline or {}).get(unit) is not None:
+            left = float(b.pipeline[unit]) - spent[unit]
+            if left <= 0:
+                raise BudgetExceeded(f"budget.pipeline.{unit}={b.pipeline[unit]} is already spent by pipeline "
+                                     f"{cfg.pipeline_id} ({spent[unit]:g} {unit}); raise it or start a new pipeline_id")
+            options.append((left, f"budget.pipeline.{unit} ({b.pipeline[unit]} for the pipeline, {left:g} left)"))
+        if options:
+            out[unit] = list(min(options))
+    return out
+
+
+def start_gateway(upstream: str, gw: Any, api_key_env: str, timeout_s: float = 20) -> tuple[subprocess.Popen, str]:
+    """Start a gateway on a free loopback port; returns the process and its base URL."""
+    from jobs.local_servers import start_stdlib_server
+
+    args = ["--upstream", upstream, "--api-key-env", api_key_env, "--cache-uri", str(gw.cache_uri),
+            "--max-retries", str(gw.max_retries), "--backoff-s", str(gw.backoff_s), "--timeout-s", str(gw.timeout_s)]
+    return start_stdlib_server("jobs.gateway", args, "GATEWAY_URL", "/health", timeout_s)
+
+
+@dataclass
+class Session:
+    """One stage's account at the gateway."""
+
+    gateway_url: str
+    sid: str
+    stage: str
+    last: dict = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.gateway_url}/s/{self.sid}/v1"
+
+    def spend(self) -> dict:
+        try:
+            self.last = _call(f"{self.gateway_url}/gateway/sessions/{self.sid}")
+        except (urllib.error.URLError, OSError):
+            pass  # the gateway is gone: keep the last figures
+        return self.last
+
+    def check(self) -> None:
+        """Raise BudgetExceeded when a budget was crossed; call before writing results."""
+        tripped = self.spend().get("tripped")
+        if tripped:
+            raise BudgetExceeded(f"stage {self.stage} stopped: {tripped}. Raise the budget or lower the work "
+                                 "(e.g. optimizer.max_metric_calls, compare.n_repeats)")
+
+    def figures(self) -> dict:
+        s = self.spend()
+        return {k: float(s.get(k, 0)) for k in SPEND_METRICS}
+
+    def log(self) -> None:
+        """Spend as metrics on the active MLflow run."""
+        import mlflow
+
+        if mlflow.active_run() is not None:
+            mlflow.log_metrics({f"spend.{k}" if k in ("tokens", "prompt_tokens", "completion_tokens", "usd")
+                                else f"gateway.{k}": v for k, v in self.figures().items()})
+
+
+current: Session | None = None  # the session of the stage running in this process
+
+
+def open_session(cfg: Any, stage: str, gateway_url: str, experiment_id: str | None) -> Session:
+    global current
+    spent = pipeline_spent(experiment_id, str(cfg.pipeline_id)) if experiment_id else {u: 0.0 for u in UNITS}
+    limits = limits_for(cfg, stage, spent)
+    sid = f"{stage}-{uuid.uuid4().hex[:12]}"
+    spec = {"pipeline": str(cfg.pipeline_id), "stage": stage, "cache": str(cfg.gateway.cache), "limits": limits,
+            "prices": {k: list(v) for k, v in (cfg.model.get("prices") or {}).items()}}
+    try:
+        _call(f"{gateway_url}/gateway/sessions/{sid}", spec)
+    except urllib.error.HTTPError as e:
+        raise UserError(f"LLM gateway {gateway_url} refused the session: {e.read().decode(errors='replace')[:200]}") from None
+    except (urllib.error.URLError, OSError) as e:
+        raise UserError(f"LLM gateway {gateway_url} is not reachable ({network_reason(e)}); start it with "
+                        "`make run`, or set gateway.url=null to start one for the stage") from None
+    current = Session(gateway_url, sid, stage)
+    return current

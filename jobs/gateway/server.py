@@ -1,0 +1,291 @@
+"""promptgate's LLM gateway: the one OpenAI-compatible front for every LLM call of every stage.
+
+Each stage opens a *session* (``POST /gateway/sessions/<id>`` with its pipeline, stage, cache
+mode, budget limits and prices) and sends its clients to ``/s/<id>/v1``. Per request the
+gateway answers from the shared cache when it may, otherwise forwards upstream with urllib3's
+``Retry`` (backoff on 429, 5xx and timeouts), counts tokens, dollars and faults per session,
+and refuses further calls with HTTP 402 once a budget is crossed. ``GET /gateway/sessions/<id>``
+returns a session's spend; ``GET /gateway/stats`` the totals. Why not the LiteLLM proxy:
+README, "LLM gateway".
+
+The upstream API key lives only in this process (read from the environment at start); clients
+send a placeholder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import asdict, dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import unquote
+
+from jobs.gateway.cache import MODES, Store, open_store
+
+FAULT_STATUSES = (429, 500, 502, 503, 504)
+CACHE_IGNORED_FIELDS = ("stream_options", "user", "metadata")  # do not change the reply
+
+
+@dataclass
+class GatewaySettings:
+    upstream: str  # the upstream /v1 URL
+    api_key: str = ""  # sent upstream as the bearer token; never logged or returned
+    cache_uri: str = ".promptgate/llm-cache"  # folder, s3://bucket/prefix or redis://host:port/db
+    max_retries: int = 4  # retries per call on 429, 5xx and timeouts
+    backoff_s: float = 0.2  # urllib3 backoff factor: waits backoff_s * 2**(retry-1)
+    timeout_s: float = 60.0  # read timeout of one upstream attempt
+
+
+@dataclass
+class Spend:
+    pipeline: str = ""
+    stage: str = ""
+    cache: str = "readwrite"
+    limits: dict[str, Any] = field(default_factory=dict)  # {"tokens": [limit, name], "usd": [limit, name]}
+    prices: dict[str, list[float]] = field(default_factory=dict)  # model -> [usd per 1M input, per 1M output]
+    requests: int = 0  # calls the clients made
+    cache_hits: int = 0
+    upstream_calls: int = 0  # calls forwarded upstream (each may take several attempts)
+    faults: int = 0  # upstream attempts answered 429/5xx or timed out
+    retries: int = 0  # attempts repeated after a fault
+    exhausted: int = 0  # calls that still failed after every retry
+    malformed: int = 0  # JSON-mode replies whose content is not JSON
+    refused: int = 0  # calls refused because a budget was crossed
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    usd: float = 0.0
+    tripped: str | None = None  # the budget that was crossed, with the figures
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def view(self) -> dict[str, Any]:
+        return {**asdict(self), "tokens": self.tokens, "usd": round(self.usd, 8)}
+
+
+def cache_key(route: str, body: dict[str, Any]) -> str:
+    """The request minus fields that do not change the reply. ``seed`` stays in: compare's
+    repeat k and any sampled exploration send their own seed, so repeats never collapse."""
+    kept = {k: v for k, v in body.items() if k not in CACHE_IGNORED_FIELDS}
+    return hashlib.sha256(json.dumps([route, kept], sort_keys=True).encode()).hexdigest()
+
+
+def is_malformed(body: dict[str, Any], reply: dict[str, Any]) -> bool:
+    """A reply to a JSON-mode request whose content does not parse (a broken judge reply)."""
+    if not body.get("response_format") or body["response_format"].get("type") == "text":
+        return False
+    try:
+        content = reply["choices"][0]["message"].get("content")
+        json.loads(content or "")
+        return False
+    except (KeyError, IndexError, TypeError, ValueError):
+        return True
+
+
+class CountingRetry:
+    """Builds urllib3 ``Retry`` objects that count every faulty attempt of one call."""
+
+    @staticmethod
+    def make(settings: GatewaySettings, counter: list[int]) -> Any:
+        from urllib3.util.retry import Retry
+
+        class _Counting(Retry):
+            def increment(self, *args: Any, **kwargs: Any) -> Any:
+                counter[0] += 1
+                return super().increment(*args, **kwargs)
+
+        return _Counting(total=settings.max_retries, connect=settings.max_retries, read=settings.max_retries,
+                         status=settings.max_retries, backoff_factor=settings.backoff_s,
+                         status_forcelist=FAULT_STATUSES, allowed_methods=None, raise_on_status=False,
+                         respect_retry_after_header=True)
+
+
+class Gateway:
+    def __init__(self, settings: GatewaySettings, store: Store | None = None) -> None:
+        import urllib3
+
+        self.settings = settings
+        self.store = store if store is not None else open_store(settings.cache_uri)
+        self.pool = urllib3.PoolManager(maxsize=32, block=False)
+        self.sessions: dict[str, Spend] = {}
+        self.lock = threading.Lock()
+
+    # -------------------------------------------------------------- sessions and budgets
+    def session(self, sid: str) -> Spend:
+        with self.lock:
+            return self.sessions.setdefault(sid, Spend(pipeline="?", stage=sid))
+
+    def open_session(self, sid: str, spec: dict[str, Any]) -> Spend:
+        cache = spec.get("cache", "readwrite")
+        if cache not in MODES:
+            raise ValueError(f"cache must be one of {', '.join(MODES)}, not {cache!r}")
+        spend = Spend(pipeline=str(spec.get("pipeline", "")), stage=str(spec.get("stage", "")), cache=cache,
+                      limits=dict(spec.get("limits") or {}), prices=dict(spec.get("prices") or {}))
+        with self.lock:
+            self.sessions[sid] = spend
+        return spend
+
+    def _charge(self, spend: Spend, model: str, usage: dict[str, Any]) -> None:
+        p_in, p_out = (spend.prices.get(model) or spend.prices.get("*") or [0.0, 0.0])[:2]
+        prompt = int(usage.get("prompt_tokens") or 0)
+        completion = int(usage.get("completion_tokens") or 0)
+        with self.lock:
+            spend.prompt_tokens += prompt
+            spend.completion_tokens += completion
+            spend.usd += (prompt * p_in + completion * p_out) / 1e6
+            for unit, used in (("tokens", spend.tokens), ("usd", spend.usd)):
+                limit = spend.limits.get(unit)
+                if limit and spend.tripped is None and used > float(limit[0]):
+                    shown = f"{used:.4f}" if unit == "usd" else str(used)
+                    spend.tripped = f"{limit[1]} ({float(limit[0]):g} {unit}) crossed: stage {spend.stage} used {shown} {unit}"
+
+    def totals(self) -> dict[str, Any]:
+        keys = ("requests", "cache_hits", "upstream_calls", "faults", "retries", "exhausted", "malformed", "refused",
+                "prompt_tokens", "completion_tokens", "usd")
+        with self.lock:
+            out = {k: sum(getattr(s, k) for s in self.sessions.values()) for k in keys}
+        out["usd"] = round(out["usd"], 8)
+        return out
+
+    # -------------------------------------------------------------- calls
+    def forward(self, method: str, route: str, raw: bytes, spend: Spend) -> tuple[int, bytes]:
+        """Send one call upstream with retries; returns (status, body) and counts the faults."""
+        import urllib3
+
+        counter = [0]
+        url = self.settings.upstream.rstrip("/") + "/" + route
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {self.settings.api_key or 'none'}"}
+        if method == "POST":  # LLM calls; the /models reachability check is not one
+            with self.lock:
+                spend.upstream_calls += 1
+        try:
+            resp = self.pool.request(method, url, body=raw if method == "POST" else None, headers=headers,
+                                     retries=CountingRetry.make(self.settings, counter),
+                                     timeout=urllib3.Timeout(connect=10, read=self.settings.timeout_s))
+            status, data = resp.status, resp.data
+        except urllib3.exceptions.MaxRetryError as e:
+            status = 504 if isinstance(e.reason, urllib3.exceptions.ReadTimeoutError) else 502
+            data = error_body(f"upstream {self.settings.upstream} failed after {self.settings.max_retries} retries: "
+                              f"{type(e.reason).__name__}", "upstream_error")
+        exhausted = status in FAULT_STATUSES  # every attempt failed (urllib3 counts the last one too)
+        with self.lock:
+            spend.faults += counter[0]
+            spend.retries += counter[0] - (1 if exhausted else 0)
+            spend.exhausted += 1 if exhausted else 0
+        return status, data
+
+    def handle(self, method: str, route: str, raw: bytes, sid: str) -> tuple[int, bytes]:
+        spend = self.session(sid)
+        with self.lock:
+            spend.requests += 1
+            refused = spend.tripped
+            if refused:
+                spend.refused += 1
+        if refused:
+            return 402, error_body(f"promptgate budget: {refused}", "budget_exceeded")
+        if method != "POST":
+            return self.forward(method, route, raw, spend)
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            return 400, error_body("request body is not JSON", "invalid_request_error")
+        key = cache_key(route, body)
+        if spend.cache in ("read", "readwrite"):
+            hit = self.store.get(key)
+            if hit is not None:
+                with self.lock:
+                    spend.cache_hits += 1
+                return 200, hit
+        status, data = self.forward(method, route, raw, spend)
+        if status != 200:
+            return status, data
+        try:
+            reply = json.loads(data)
+        except ValueError:
+            with self.lock:
+                spend.malformed += 1
+            return 502, error_body("upstream reply is not JSON", "upstream_error")
+        self._charge(spend, str(body.get("model", "")), reply.get("usage") or {})
+        if is_malformed(body, reply):
+            with self.lock:
+                spend.malformed += 1
+            return 200, data  # passed on as it came, never cached: the caller records an error
+        if spend.cache == "readwrite":
+            self.store.put(key, data)
+        return 200, data
+
+
+def error_body(message: str, kind: str) -> bytes:
+    return json.dumps({"error": {"message": message, "type": kind}}).encode()
+
+
+class Handler(BaseHTTPRequestHandler):
+    server_version = "promptgate-gateway/1"
+    protocol_version = "HTTP/1.1"
+
+    @property
+    def gw(self) -> Gateway:
+        return self.server.gateway  # type: ignore[attr-defined]
+
+    def log_message(self, fmt: str, *args: Any) -> None:  # requests are counted, not logged
+        pass
+
+    def _send(self, status: int, data: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _json(self, status: int, obj: Any) -> None:
+        self._send(status, json.dumps(obj).encode())
+
+    def _route(self) -> tuple[str | None, str]:
+        """(session id, upstream route) for /s/<id>/v1/<route> and /v1/<route>; (None, path) otherwise."""
+        path = self.path.split("?")[0]
+        parts = [unquote(p) for p in path.strip("/").split("/")]
+        if len(parts) >= 3 and parts[0] == "s" and parts[2] == "v1":
+            return parts[1], "/".join(parts[3:])
+        if parts and parts[0] == "v1":
+            return "direct", "/".join(parts[1:])
+        return None, path.rstrip("/")
+
+    def do_GET(self) -> None:  # noqa: N802
+        sid, route = self._route()
+        if sid is not None:
+            self._send(*self.gw.handle("GET", route, b"", sid))
+        elif route in ("", "/health"):
+            self._json(200, {"status": "ok"})
+        elif route == "/gateway/stats":
+            self._json(200, {"totals": self.gw.totals(), "sessions": {k: v.view() for k, v in self.gw.sessions.items()}})
+        elif route.startswith("/gateway/sessions/"):
+            sid = unquote(route[len("/gateway/sessions/"):])
+            spend = self.gw.sessions.get(sid)
+            self._json(200, spend.view()) if spend else self._json(404, {"error": {"message": f"no session {sid}"}})
+        else:
+            self._json(404, {"error": {"message": f"no route {self.path}"}})
+
+    def do_POST(self) -> None:  # noqa: N802
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        sid, route = self._route()
+        if sid is not None:
+            self._send(*self.gw.handle("POST", route, raw, sid))
+        elif route.startswith("/gateway/sessions/"):
+            try:
+                spend = self.gw.open_session(unquote(route[len("/gateway/sessions/"):]), json.loads(raw or b"{}"))
+            except ValueError as e:
+                self._json(400, {"error": {"message": str(e)}})
+                return
+            self._json(200, spend.view())
+        else:
+            self._json(404, {"error": {"message": f"no route {self.path}"}})
+
+
+def make_server(settings: GatewaySettings, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
+    httpd = ThreadingHTTPServer((host, port), Handler)
+    httpd.daemon_threads = True
+    httpd.gateway = Gateway(settings)  # type: ignore[attr-defined]
+    return httpd
