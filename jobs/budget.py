@@ -14,6 +14,7 @@ class MetricBudget:
         self.cap = cap
         self.used = 0
         self.refused = 0
+        self.judge_errors = 0  # malformed replies or exhausted retries
         self._lock = threading.Lock()
 
     def take(self) -> bool:
@@ -35,8 +36,14 @@ class MetricBudget:
 NOT_SCORED = "not scored: the max_metric_calls budget is spent"
 
 
+JUDGE_ERROR = "judge error (no verdict; scored 0 for the search only)"
+
+
 def budgeted_scorer(judge: Any, budget: MetricBudget) -> Any:
-    """The judge as an MLflow scorer that stops calling the judge once the budget is spent."""
+    """The judge as an MLflow scorer that stops calling the judge once the budget is spent.
+    GEPA needs a number for every row, so a row the judge could not score (malformed reply,
+    retries exhausted) counts 0 in the search and is counted in ``budget.judge_errors``; no
+    reported pass rate comes from these scores (compare scores the candidate afresh)."""
     from mlflow.entities import Feedback
     from mlflow.genai.scorers import scorer
 
@@ -44,7 +51,12 @@ def budgeted_scorer(judge: Any, budget: MetricBudget) -> Any:
     def budgeted(inputs: Any = None, outputs: Any = None, expectations: Any = None) -> Feedback:
         if not budget.take():
             return Feedback(name=judge.name, value=False, rationale=NOT_SCORED)
-        return judge(inputs=inputs, outputs=outputs, expectations=expectations)
+        try:
+            return judge(inputs=inputs, outputs=outputs, expectations=expectations)
+        except Exception as e:  # noqa: BLE001 - any judge failure is one error row, not a crash
+            with budget._lock:
+                budget.judge_errors += 1
+            return Feedback(name=judge.name, value=False, rationale=f"{JUDGE_ERROR}: {str(e)[:200]}")
 
     return budgeted
 

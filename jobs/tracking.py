@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -131,8 +132,26 @@ def stage_run(cfg: Any, experiment_id: str, stage: str, inputs: str) -> Iterator
     pid = str(cfg.pipeline_id)
     parent = pipeline_run_id(experiment_id, pid)
     tags = {TAG_PIPELINE: pid, TAG_STAGE: stage, TAG_INPUTS: inputs, "mlflow.parentRunId": parent}
+    from jobs.gateway import client as gateway
+
+    kill_orphans(experiment_id, pid, stage, inputs)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{stage}-{pid}", tags=tags) as run:
-        yield run
+        try:
+            yield run
+        finally:
+            if gateway.current is not None:  # spend is reported whether the stage finished or not
+                gateway.current.log()
+
+
+def kill_orphans(experiment_id: str, pipeline_id: str, stage: str, inputs: str) -> None:
+    """Mark runs of an earlier attempt at the same work that never ended (a killed process
+    or pod) as KILLED, so the UI and lookups don't take them for live runs."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    for run in find_runs(experiment_id, pipeline_id, stage, status="RUNNING"):
+        if run.data.tags.get(TAG_INPUTS) == inputs:
+            client.set_terminated(run.info.run_id, "KILLED")
 
 
 def prompt_versions(name: str) -> list[Any]:
@@ -162,30 +181,46 @@ def pipeline_candidate(experiment_id: str, pipeline_id: str) -> int | None:
     return None
 
 
+def _holder_gone(tags: dict[str, str], stale_s: float) -> bool:
+    """The lock's holder was killed: its process is gone from this host, or it is older than stale_s."""
+    if time.time() - float(tags.get("acquired_at", "0")) > stale_s:
+        return True
+    if tags.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(tags.get("pid", "0")), 0)
+        return False
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError):
+        return False
+
+
 @contextmanager
-def alias_lock(prompt_name: str, alias: str, timeout_s: float = 120, stale_s: float = 900) -> Iterator[None]:
+def alias_lock(prompt_name: str, alias: str, timeout_s: float = 120, stale_s: float = 90) -> Iterator[None]:
     """Hold a lock on one alias across processes and machines.
 
     MLflow has no compare-and-set on aliases. Creating a registered model is atomic in
     its SQL store (the name is unique), so a model named after the alias serves as the
-    mutex. A lock older than ``stale_s`` (a holder that was killed) is broken.
+    mutex. A lock whose holder was killed (its pid is gone on this host, or it is older than
+    ``stale_s``; the work under it takes seconds) is broken.
     """
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     client = MlflowClient()
     name = f"promptgate-lock.{prompt_name}.{alias}"
+    holder = {"acquired_at": str(time.time()), "host": socket.gethostname(), "pid": str(os.getpid())}
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            client.create_registered_model(name, tags={"acquired_at": str(time.time())})
+            client.create_registered_model(name, tags=holder)
             break
         except MlflowException as e:
             if "RESOURCE_ALREADY_EXISTS" not in str(e.error_code):
                 raise
             try:
-                held_since = float(client.get_registered_model(name).tags.get("acquired_at", "0"))
-                if time.time() - held_since > stale_s:
+                if _holder_gone(client.get_registered_model(name).tags, stale_s):
                     client.delete_registered_model(name)
                     continue
             except MlflowException:

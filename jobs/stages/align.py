@@ -35,7 +35,8 @@ def labelled_traces(experiment_id: str, pipeline_id: str, name: str) -> list[Any
 
     traces = mlflow.search_traces(locations=[experiment_id], return_type="list", max_results=5000,
                                   filter_string=f"tag.`{tracking.TAG_PIPELINE}` = '{pipeline_id}'")
-    both = [t for t in traces if feedbacks(t, name, "HUMAN") and feedbacks(t, name, "LLM_JUDGE")]
+    both = sorted((t for t in traces if feedbacks(t, name, "HUMAN") and feedbacks(t, name, "LLM_JUDGE")),
+                  key=lambda t: t.info.tags.get(tracking.TAG_QUESTION, ""))  # a stable order: same split, same requests
     if both:
         return both
     other = sorted(set().union(*(human_feedback_names(t) for t in traces)) - {name}) if traces else []
@@ -67,7 +68,11 @@ def agreement(judge: Any, judge_cfg: Any, traces: list[Any], expert: dict[str, b
     """Score held-out traces with a judge and compare with the experts."""
     said, truth, errors = [], [], 0
     for t in traces:
-        fb = judge(**judge_fields(t))
+        try:
+            fb = judge(**judge_fields(t))
+        except Exception:  # noqa: BLE001 - a malformed reply or exhausted retries: an error, not a verdict
+            errors += 1
+            continue
         verdict = judges.passed(judge_cfg, fb.value)
         if verdict is None:
             errors += 1
@@ -125,7 +130,7 @@ def run(cfg: Any) -> dict:
     if (done := reuse(cfg, experiment_id, STAGE, inputs)) is not None:
         return done
 
-    with activate(cfg.model) as endpoint:
+    with activate(cfg, STAGE, experiment_id) as endpoint:
         import mlflow
 
         base = judges.build(cfg.judge, endpoint)

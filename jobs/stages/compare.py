@@ -106,7 +106,7 @@ def run(cfg: Any) -> dict:
             return finish(STAGE, {"outcome": "no_candidate", "baseline_version": baseline_version,
                                   "candidate_version": None, "run_id": run.info.run_id})
 
-    with activate(cfg.model) as endpoint:
+    with activate(cfg, STAGE, experiment_id) as endpoint:
         import mlflow
 
         from jobs.stages.align import recorded_judge

@@ -7,6 +7,7 @@ from typing import Any
 
 from jobs import datasets, judges, tracking
 from jobs.evaluation import evaluate_records
+from jobs.faults import pause_point
 from jobs.models import activate
 from jobs.stages.common import finish, recorded, reuse, say
 
@@ -29,7 +30,7 @@ def run(cfg: Any) -> dict:
     if (done := reuse(cfg, experiment_id, STAGE, inputs)) is not None:
         return done
 
-    with activate(cfg.model) as endpoint:
+    with activate(cfg, STAGE, experiment_id) as endpoint:
         import mlflow
 
         judge = judges.build(cfg.judge, endpoint)
@@ -40,6 +41,7 @@ def run(cfg: Any) -> dict:
                                "judge": cfg.judge.name, "max_workers": int(cfg.evaluate.max_workers)})
             outcomes, retried = evaluate_records(cfg, endpoint, experiment_id, run.info.run_id, records, prompt_uri,
                                                  scorers, {"promptgate.split": split}, lambda m: say(STAGE, m))
+            pause_point("evaluate.scored")
             ok = [o for o in outcomes.values() if o.ok]
             errors = len(outcomes) - len(ok)
             passes = sum(1 for o in ok if judges.passed(cfg.judge, o.value))

@@ -13,6 +13,7 @@ from typing import Any
 from jobs import judges, labels, tracking
 from jobs.traces import expectations_of, feedbacks, response_of
 from jobs.errors import UserError
+from jobs.faults import pause_point
 from jobs.stages.common import finish, reuse, say
 from jobs.storage import read_text
 
@@ -39,13 +40,16 @@ def read_label_file(cfg: Any) -> tuple[str, list[labels.Label]]:
                              cfg.judge.get("categories"), str(cfg.feedback.expert_id))
 
 
-def review_traces(experiment_id: str, pipeline_id: str) -> list[Any]:
+def review_traces(experiment_id: str, pipeline_id: str, evaluate_run_id: str) -> list[Any]:
+    """The traces tagged for review by the pipeline's finished evaluate run (not by an attempt
+    that was killed), in question order."""
     import mlflow
 
-    return mlflow.search_traces(
-        locations=[experiment_id], return_type="list", max_results=5000, include_spans=True,
+    traces = mlflow.search_traces(
+        locations=[experiment_id], run_id=evaluate_run_id, return_type="list", max_results=5000, include_spans=True,
         filter_string=f"tag.`{tracking.TAG_PIPELINE}` = '{pipeline_id}' AND tag.`{tracking.TAG_REVIEW}` = 'pending'",
     )
+    return sorted(traces, key=lambda t: t.info.tags.get(tracking.TAG_QUESTION, ""))
 
 
 def labels_for(cfg: Any, traces: list[Any]) -> list[tuple[Any, Any, str, str]]:
@@ -93,7 +97,8 @@ def run(cfg: Any) -> dict:
     experiment_id = tracking.connect(cfg)
     pid = str(cfg.pipeline_id)
     name = str(cfg.judge.name)
-    traces = review_traces(experiment_id, pid)
+    evaluate_run = tracking.latest_result(experiment_id, pid, "evaluate")
+    traces = review_traces(experiment_id, pid, evaluate_run.info.run_id) if evaluate_run else []
     if not traces:
         raise UserError(f"pipeline {pid} has no traces awaiting review; run `python -m jobs.evaluate pipeline_id={pid}` first")
     source = str(cfg.feedback.source)
@@ -116,6 +121,7 @@ def run(cfg: Any) -> dict:
             mlflow.log_feedback(trace_id=trace.info.trace_id, name=name, value=value, rationale=why,
                                 source=AssessmentSource(source_type="HUMAN", source_id=expert))
             written += 1
+            pause_point("feedback.first_label")
         judge_said = {t.info.trace_id: next((a.feedback.value for a in feedbacks(t, name, "LLM_JUDGE")), None)
                       for t in traces}
         agree = [judges.passed(cfg.judge, judge_said[t.info.trace_id]) == judges.passed(cfg.judge, v)

@@ -11,6 +11,7 @@ from typing import Any
 
 from jobs import tracking
 from jobs.errors import EXIT_REFUSED, UserError
+from jobs.faults import pause_point
 from jobs.stages.common import finish, reuse, say
 
 STAGE = "gate"
@@ -138,12 +139,20 @@ def run(cfg: Any) -> dict:
             gates = evaluate_gates(compare, cfg.gate)
             decision, reasons = decide(gates)
         with tracking.alias_lock(name, "production"):  # no other gate moves production between check and move
-            production = int(MlflowClient().get_prompt_version_by_alias(name, "production").version)
-            if decision == "promote" and production != int(baseline):
+            client = MlflowClient()
+            production = int(client.get_prompt_version_by_alias(name, "production").version)
+            pid = str(cfg.pipeline_id)
+            if decision == "promote" and production == int(candidate) and \
+                    client.get_prompt_version(name, candidate).tags.get(TAG + "promoting_pipeline") == pid:
+                production = int(baseline)  # this pipeline moved it before it was killed: record, don't move again
+                say(STAGE, f"production already points at v{candidate}, moved by an earlier attempt of this pipeline")
+            elif decision == "promote" and production != int(baseline):
                 decision, reasons = "refuse", [f"production moved concurrently: compare measured against "
                                                f"v{baseline}, production is now v{production}"]
-            if decision == "promote":
+            elif decision == "promote":
+                client.set_prompt_version_tag(name, candidate, TAG + "promoting_pipeline", pid)  # before the move
                 mlflow.genai.set_prompt_alias(name, alias="production", version=int(candidate))
+                pause_point("gate.moved")
         tags = {"decision": decision, "reasons": "; ".join(reasons) or "every gate passed",
                 "pipeline_id": str(cfg.pipeline_id), "previous_production": str(production),
                 "compare_run_id": compare_run.info.run_id,

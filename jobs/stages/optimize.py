@@ -13,6 +13,7 @@ from jobs import datasets, tracking
 from jobs.budget import GepaSummaryLogger, MetricBudget, budgeted_scorer
 from jobs.datasets import Record
 from jobs.errors import UserError
+from jobs.faults import pause_point
 from jobs.models import activate
 from jobs.stages.common import finish, recorded, reuse, say
 
@@ -75,6 +76,19 @@ def sweep_overrides() -> str:
     return " ".join(HydraConfig.get().overrides.task) if HydraConfig.initialized() else ""
 
 
+def adopt_earlier_twin(client: Any, name: str, produced: Any, pipeline_id: str) -> Any:
+    """A killed attempt may have registered this same text already (optimize_prompts registers
+    before we can tag). Keep that version and drop the new one, so a rerun adds no duplicate."""
+    for v in tracking.prompt_versions(name):
+        owner = v.tags.get(TAG + "pipeline_id")
+        if (int(v.version) < int(produced.version) and v.template.strip() == produced.template.strip()
+                and owner in (None, pipeline_id)):
+            client.delete_prompt_version(name, str(produced.version))
+            say(STAGE, f"v{v.version} already holds this text (an interrupted earlier attempt); reusing it")
+            return v
+    return produced
+
+
 def run(cfg: Any) -> dict:
     o = cfg.optimizer
     records = datasets.from_config(cfg.dataset, "train")
@@ -89,7 +103,7 @@ def run(cfg: Any) -> dict:
     if (done := reuse(cfg, experiment_id, STAGE, inputs)) is not None:
         return done
 
-    with activate(cfg.model) as endpoint:
+    with activate(cfg, STAGE, experiment_id) as endpoint:
         import mlflow
         from mlflow import MlflowClient
         from mlflow.genai.optimize import GepaPromptOptimizer
@@ -127,11 +141,13 @@ def run(cfg: Any) -> dict:
                                                    prompt_uris=[seed_uri], optimizer=optimizer,
                                                    scorers=[budgeted_scorer(judge, budget)])
             produced = result.optimized_prompts[0]
+            pause_point("optimize.registered")
             initial, final = result.initial_eval_score, result.final_eval_score
             improved = (initial is not None and final is not None and final > initial
                         and produced.template.strip() != seed_text.strip())
             metrics = {"initial_train_score": initial or 0.0, "final_train_score": final or 0.0,
-                       "metric_calls": budget.used, "metric_calls_refused": budget.refused, "max_metric_calls": cap}
+                       "metric_calls": budget.used, "metric_calls_refused": budget.refused, "max_metric_calls": cap,
+                       "judge_errors": budget.judge_errors}
             mlflow.log_metrics(metrics)
             outcome: dict[str, Any] = {**metrics, **judge_info, "seed_version": seed_version, "run_id": run.info.run_id}
             if not improved:
@@ -140,6 +156,7 @@ def run(cfg: Any) -> dict:
                 say(STAGE, f"no candidate beat the seed on train ({initial} -> {final}); nothing registered")
                 mlflow.set_tag(TAG + "outcome", "no_improvement")
                 return finish(STAGE, {**outcome, "outcome": "no_improvement", "candidate_version": None})
+            produced = adopt_earlier_twin(client, name, produced, str(cfg.pipeline_id))
             tags = {"initial_train_score": f"{initial:.4f}", "final_train_score": f"{final:.4f}",
                     "metric_calls": str(budget.used), "max_metric_calls": str(cap), "judge_name": judge_info["judge_name"],
                     "judge_version": str(judge_info["judge_version"]), "pipeline_id": str(cfg.pipeline_id),

@@ -1,0 +1,55 @@
+"""What a retried or interrupted pipeline left in MLflow: duplicates and the decision.
+Used by the kill-and-rerun test and by ``make bench-reliability``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from typing import Any
+
+from jobs import tracking
+from jobs.faults import PAUSE_ENV
+from jobs.paths import ROOT
+
+KILL_POINTS = {"evaluate": "evaluate.scored", "feedback": "feedback.first_label", "optimize": "optimize.registered",
+               "gate": "gate.moved"}
+
+
+def kill_at_pause(stage: str, overrides: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """Run a stage until it reaches its pause point, SIGKILL it there; returns (exit code, output)."""
+    point = KILL_POINTS[stage]
+    proc = subprocess.Popen([sys.executable, "-m", f"jobs.{stage}", *overrides], env={**env, PAUSE_ENV: point},
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    seen = []
+    for line in proc.stdout:  # type: ignore[union-attr]
+        seen.append(line)
+        if line.startswith(f"PAUSED AT {point}"):
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+    proc.wait(timeout=120)
+    return proc.returncode, "".join(seen)
+
+
+def duplicates(client: Any, experiment_id: str, pipeline_id: str, prompt: str, judge: str) -> dict[str, int]:
+    """Counts that must be zero after any number of retries of one pipeline."""
+    import mlflow
+
+    versions = [v for v in client.search_prompt_versions(prompt)]
+    texts = [v.template.strip() for v in versions]
+    traces = mlflow.search_traces(locations=[experiment_id], return_type="list", max_results=5000,
+                                  filter_string=f"tag.`{tracking.TAG_PIPELINE}` = '{pipeline_id}'")
+    extra_labels = 0
+    for t in traces:
+        n = sum(1 for a in t.info.assessments or [] if a.name == judge and a.source.source_type == "HUMAN")
+        extra_labels += max(0, n - 1)
+    finished = {stage: len(tracking.find_runs(experiment_id, pipeline_id, stage)) for stage in KILL_POINTS}
+    return {
+        "prompt_versions": len(texts) - len(set(texts)),
+        "human_labels": extra_labels,
+        "finished_runs": sum(max(0, n - 1) for n in finished.values()),
+        "judge_versions": max(0, len({tracking.result_of(r).get("judge_version")
+                                      for r in tracking.find_runs(experiment_id, pipeline_id, "align")}) - 1),
+    }
