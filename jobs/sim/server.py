@@ -2,8 +2,8 @@
 
 Endpoints: ``POST /v1/chat/completions``, ``POST /v1/embeddings``, ``GET /v1/models``,
 ``GET /sim/stats`` (calls by role, faults injected) and ``POST /sim/reset``.
-Fault knobs (fractions of requests, drawn deterministically from the seed and a request
-counter): 429s, 5xx errors, timeouts (the reply is held past ``timeout_s``), malformed
+Fault knobs (fractions of requests, drawn deterministically from the seed, the request body
+and how many times that body came before, so thread scheduling does not change them): 429s, 5xx errors, timeouts (the reply is held past ``timeout_s``), malformed
 JSON in judge replies, and a fixed latency.
 """
 
@@ -43,6 +43,7 @@ class SimState:
     calls: Counter = field(default_factory=Counter)
     faults: Counter = field(default_factory=Counter)
     tokens: Counter = field(default_factory=Counter)
+    seen: Counter = field(default_factory=Counter)  # attempts per request body
     counter: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -50,6 +51,12 @@ class SimState:
         with self.lock:
             self.counter += 1
             return self.counter
+
+    def attempt(self, body_key: str) -> int:
+        """How many times this request body came before (a retry is attempt 1, 2, ...)."""
+        with self.lock:
+            self.seen[body_key] += 1
+            return self.seen[body_key] - 1
 
 
 def count_tokens(text: str) -> int:
@@ -108,7 +115,7 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/sim/reset":
             s = self.state
             with s.lock:
-                s.calls.clear(), s.faults.clear(), s.tokens.clear()
+                s.calls.clear(), s.faults.clear(), s.tokens.clear(), s.seen.clear()
                 s.counter = 0
             self._send(200, {"status": "reset"})
             return
@@ -119,9 +126,11 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, {"error": {"message": f"no route {self.path}"}})
 
-    def _fault(self, role: str) -> str | None:
+    def _fault(self, role: str, req: dict[str, Any]) -> str | None:
         st = self.state.settings
-        draw = roles.unit_draw(st.seed, "fault", self.state.next_index())
+        body_key = hashlib.sha256(json.dumps(req, sort_keys=True).encode()).hexdigest()
+        self.state.next_index()
+        draw = roles.unit_draw(st.seed, "fault", body_key, self.state.attempt(body_key))
         edges = (("429", st.rate_429), ("5xx", st.rate_5xx), ("timeout", st.rate_timeout))
         acc = 0.0
         for name, rate in edges:
@@ -139,7 +148,7 @@ class Handler(BaseHTTPRequestHandler):
             s.calls[role] += 1
         if s.settings.latency_ms:
             time.sleep(s.settings.latency_ms / 1000)
-        fault = self._fault(role)
+        fault = self._fault(role, req)
         if fault:
             with s.lock:
                 s.faults[f"{role}:{fault}"] += 1
