@@ -2,7 +2,7 @@
 # Build from the repository root: docker build -f docker/mlflow.Dockerfile -t $MLFLOW_IMG .
 
 FROM python:3.11-slim-bookworm
-RUN pip install --no-cache-dir mlflow==3.17.2 psycopg2-binary==2.9.10 boto3==1.40.61 \
+RUN pip install --no-cache-dir mlflow==3.17.2 "psycopg[binary]==3.3.9" boto3==1.40.61 \
     && groupadd --gid 10001 mlflow \
     && useradd --uid 10001 --gid 10001 --home-dir /tmp --no-create-home --shell /usr/sbin/nologin mlflow
 ENV HOME=/tmp \

@@ -27,7 +27,7 @@ class JobSettings:
     image_pull_policy: str = "IfNotPresent"  # Always for mutable tags
     service_account: str = "promptgate-stage"  # stage pods' account: no API rights, no token
     config_map: str = "promptgate-config"  # env of every stage pod (MLFLOW_TRACKING_URI, ...)
-    secret_env: Dict[str, str] = field(default_factory=lambda: {"OPENAI_API_KEY": "llm/OPENAI_API_KEY"})  # NAME: secret/key
+    secret_env: Dict[str, str] = field(default_factory=dict)  # NAME: secret/key; none by default: the LLM key lives only in the gateway
     extra_env: Dict[str, str] = field(default_factory=dict)  # plain env added to every stage pod
     requests: Dict[str, str] = field(default_factory=lambda: {"cpu": "500m", "memory": "1Gi"})  # a stage pod asks for
     limits: Dict[str, str] = field(default_factory=lambda: {"cpu": "2", "memory": "3Gi"})  # a stage pod may use at most

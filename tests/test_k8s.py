@@ -28,11 +28,11 @@ from .conftest import COMPARE_OVERRIDES, stage_result
 TOOLS = ROOT / ".venv-tools" / "bin"
 GOLDEN = Path(__file__).parent / "golden"
 KINDS = {
-    "dev": {"ConfigMap": 1, "Deployment": 1, "Job": 1, "LimitRange": 1, "Namespace": 1, "NetworkPolicy": 5,
-            "ResourceQuota": 1, "Role": 1, "RoleBinding": 1, "Secret": 4, "Service": 3, "ServiceAccount": 3,
+    "dev": {"ConfigMap": 1, "Deployment": 2, "Job": 1, "LimitRange": 1, "Namespace": 1, "NetworkPolicy": 6,
+            "ResourceQuota": 1, "Role": 1, "RoleBinding": 1, "Secret": 4, "Service": 4, "ServiceAccount": 3,
             "StatefulSet": 2},
-    "prod": {"ConfigMap": 1, "Deployment": 1, "Job": 1, "LimitRange": 1, "Namespace": 1, "NetworkPolicy": 4,
-             "ResourceQuota": 1, "Role": 1, "RoleBinding": 1, "Secret": 3, "Service": 2, "ServiceAccount": 3,
+    "prod": {"ConfigMap": 1, "Deployment": 2, "Job": 1, "LimitRange": 1, "Namespace": 1, "NetworkPolicy": 5,
+             "ResourceQuota": 1, "Role": 1, "RoleBinding": 1, "Secret": 3, "Service": 3, "ServiceAccount": 3,
              "StatefulSet": 1},
 }
 
