@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -64,6 +65,9 @@ class Spend:
 
     def view(self) -> dict[str, Any]:
         return {**asdict(self), "tokens": self.tokens, "usd": round(self.usd, 8)}
+
+
+MISS_LOG_ENV = "PROMPTGATE_GATEWAY_MISS_LOG"  # a file: each request sent upstream, as a JSON line with its stage and key
 
 
 def cache_key(route: str, body: dict[str, Any]) -> str:
@@ -199,6 +203,9 @@ class Gateway:
                 with self.lock:
                     spend.cache_hits += 1
                 return 200, hit
+        if os.environ.get(MISS_LOG_ENV):  # diagnosis: why a rerun with "unchanged inputs" still went upstream
+            with open(os.environ[MISS_LOG_ENV], "a") as f:
+                f.write(json.dumps({"stage": spend.stage, "key": key, "body": body}) + "\n")
         status, data = self.forward(method, route, raw, spend)
         if status != 200:
             return status, data

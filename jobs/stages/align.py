@@ -56,7 +56,8 @@ def split(traces: list[Any], expert: dict[str, bool], holdout_fraction: float, s
     rng = random.Random(seed)
     align_part, holdout = [], []
     for verdict in (True, False):
-        group = sorted((t for t in traces if expert[t.info.trace_id] is verdict), key=lambda t: t.info.trace_id)
+        group = sorted((t for t in traces if expert[t.info.trace_id] is verdict),  # by question: trace ids change per run
+                       key=lambda t: (t.info.tags.get(tracking.TAG_QUESTION, ""), t.info.trace_id))
         rng.shuffle(group)
         k = round(len(group) * holdout_fraction)
         holdout += group[:k]
