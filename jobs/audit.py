@@ -14,7 +14,7 @@ from jobs.faults import PAUSE_ENV
 from jobs.paths import ROOT
 
 KILL_POINTS = {"evaluate": "evaluate.scored", "feedback": "feedback.first_label", "optimize": "optimize.registered",
-               "gate": "gate.moved"}
+               "gate": "gate.decided"}
 
 
 def kill_at_pause(stage: str, overrides: list[str], env: dict[str, str]) -> tuple[int, str]:

@@ -8,7 +8,7 @@ import os
 import time
 
 PAUSE_ENV = "PROMPTGATE_PAUSE_AT"
-POINTS = ("evaluate.scored", "feedback.first_label", "optimize.registered", "gate.moved")
+POINTS = ("evaluate.scored", "feedback.first_label", "optimize.registered", "gate.decided")
 
 
 def pause_point(name: str) -> None:

@@ -152,7 +152,7 @@ def run(cfg: Any) -> dict:
             elif decision == "promote":
                 client.set_prompt_version_tag(name, candidate, TAG + "promoting_pipeline", pid)  # before the move
                 mlflow.genai.set_prompt_alias(name, alias="production", version=int(candidate))
-                pause_point("gate.moved")
+        pause_point("gate.decided")  # the alias moved (if promoting), nothing recorded yet: the awkward moment
         tags = {"decision": decision, "reasons": "; ".join(reasons) or "every gate passed",
                 "pipeline_id": str(cfg.pipeline_id), "previous_production": str(production),
                 "compare_run_id": compare_run.info.run_id,
