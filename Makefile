@@ -23,7 +23,7 @@ install: $(VENV)/.installed ## Create .venv from the lock file with uv (installs
 
 $(VENV)/.installed: pyproject.toml uv.lock
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
-	@UV=$$(command -v uv || echo "python3 -m uv"); $$UV sync --frozen --extra test --python python3
+	@UV=$$(command -v uv || echo "python3 -m uv"); $$UV sync --frozen --extra test --compile-bytecode --python python3
 	@touch $@
 
 .PHONY: tools
@@ -31,7 +31,7 @@ tools: $(TOOLS_VENV)/.installed ## Install the manifest and image checkers (chec
 
 $(TOOLS_VENV)/.installed: tools/requirements.lock
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
-	@UV=$$(command -v uv || echo "python3 -m uv"); $$UV venv --quiet --allow-existing --python python3 $(TOOLS_VENV) && $$UV pip sync --quiet --python $(TOOLS_VENV)/bin/python tools/requirements.lock
+	@UV=$$(command -v uv || echo "python3 -m uv"); $$UV venv --quiet --allow-existing --python python3 $(TOOLS_VENV) && $$UV pip sync --quiet --compile-bytecode --python $(TOOLS_VENV)/bin/python tools/requirements.lock
 	@touch $@
 
 ##@ Local MLflow
@@ -94,11 +94,14 @@ job: install ## Print a stage's Job YAML: make job STAGE=evaluate ARGS="pipeline
 	@$(PY) -m jobs.render_job $(STAGE) $(ARGS)
 
 ##@ Benchmarks
-.PHONY: bench bench-gate
-bench: bench-gate ## Run every benchmark
+.PHONY: bench bench-gate bench-reliability
+bench: bench-gate bench-reliability ## Run every benchmark
 
 bench-gate: install ## Decision quality of the statistics and the default gate: false promotions and power
 	@$(PY) -m bench.gate_bench $(ARGS)
+
+bench-reliability: install ## Cache cold vs warm, a pipeline under 20% faults, and the kill-and-rerun matrix
+	@$(PY) -m bench.reliability_bench $(ARGS)
 
 ##@ Cleanup
 .PHONY: clean

@@ -10,14 +10,17 @@ import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from jobs.gateway.client import start_gateway
 from jobs.local_servers import free_port, start_mlflow, start_sim, stop_process
 from jobs.paths import ROOT
 
 ARTIFACT_BUCKET = "promptgate-artifacts"
 DATA_BUCKET = "promptgate-data"
+FAKE_API_KEY = "sk-promptgate-FAKE-7f3a9c2e41d8b6a05e1f"  # recognisable; the secrets scan looks for it
 S3_KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
@@ -27,20 +30,39 @@ class Servers:
     sim_url: str
     s3_endpoint: str
     state_dir: Path
+    gateway_url: str
+
+    @property
+    def stage_log(self) -> Path:
+        """Everything the stages run through ``stage`` printed (the secrets scan reads it)."""
+        return self.state_dir / "stage-output.log"
 
     def env(self, **extra: str) -> dict[str, str]:
         """Environment for a stage process that talks to these servers."""
         env = {**os.environ, **S3_KEYS, "MLFLOW_TRACKING_URI": self.mlflow_uri, "PROMPTGATE_SIM_URL": self.sim_url,
                "AWS_ENDPOINT_URL": self.s3_endpoint, "PROMPTGATE_STATE_DIR": str(self.state_dir),
-               "PYTHONPATH": str(ROOT), "PROMPTGATE_EMIT_RESULT": "1"}
-        env.pop("OPENAI_API_KEY", None)
+               "PYTHONPATH": str(ROOT), "PROMPTGATE_EMIT_RESULT": "1", "PROMPTGATE_GATEWAY_URL": self.gateway_url,
+               "OPENAI_API_KEY": FAKE_API_KEY}
         env.update(extra)
         return env
 
     def stage(self, stage: str, *overrides: str, timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
         """Run ``python -m jobs.<stage>`` as a real process, as make and the Jobs do."""
-        return subprocess.run([sys.executable, "-m", f"jobs.{stage}", *overrides], env=self.env(**env), cwd=ROOT,
+        proc = subprocess.run([sys.executable, "-m", f"jobs.{stage}", *overrides], env=self.env(**env), cwd=ROOT,
                               capture_output=True, text=True, timeout=timeout)
+        self.keep_log(f"{stage} {' '.join(overrides)}", proc.stdout, proc.stderr)
+        return proc
+
+    def keep_log(self, what: str, *texts: str) -> None:
+        with open(self.stage_log, "a") as f:
+            f.write(f"=== {what}\n" + "\n".join(t or "" for t in texts) + "\n")
+
+    def gateway_stats(self) -> dict:
+        import json
+        import urllib.request
+
+        with urllib.request.urlopen(self.gateway_url + "/gateway/stats", timeout=10) as r:
+            return json.loads(r.read())
 
 
 @pytest.fixture(scope="session")
@@ -68,12 +90,21 @@ def sim_url():
     stop_process(proc.pid)
 
 
+def gateway_settings(cache_uri: str, **kw) -> SimpleNamespace:
+    """What conf/gateway holds, for starting a gateway outside a stage."""
+    return SimpleNamespace(**{"cache_uri": cache_uri, "max_retries": 4, "backoff_s": 0.05, "timeout_s": 30, **kw})
+
+
 @pytest.fixture(scope="session")
 def servers(tmp_path_factory, s3_endpoint, sim_url):
     state = tmp_path_factory.mktemp("state")
     env = {**S3_KEYS, "MLFLOW_S3_ENDPOINT_URL": s3_endpoint}
-    mlflow_proc, uri = start_mlflow(state, free_port(), artifacts=f"s3://{ARTIFACT_BUCKET}/mlflow", env=env)
-    yield Servers(uri, sim_url, s3_endpoint, state)
+    mlflow_proc, uri = start_mlflow(state, free_port(), artifacts=f"s3://{ARTIFACT_BUCKET}/mlflow", env=env,
+                                   timeout_s=900)  # ~30 s normally; minutes on a loaded 2-core machine
+    os.environ["PROMPTGATE_FAKE_KEY"] = FAKE_API_KEY  # the gateway's upstream key, as a user would export it
+    gateway_proc, gateway_url = start_gateway(sim_url, gateway_settings(str(state / "llm-cache")), "PROMPTGATE_FAKE_KEY")
+    yield Servers(uri, sim_url, s3_endpoint, state, gateway_url)
+    stop_process(gateway_proc.pid)
     stop_process(mlflow_proc.pid)
 
 

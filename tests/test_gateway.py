@@ -1,0 +1,184 @@
+"""The LLM gateway over real HTTP: the simulator upstream, the gateway in front, the openai SDK
+as the client. Cache keys, cache modes, retries counted against what the simulator
+injected, malformed judge replies, budgets, and the S3 and Redis stores."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import urllib.request
+import uuid
+
+import pytest
+from openai import OpenAI
+
+from jobs.gateway.cache import DiskStore, open_store
+from jobs.gateway.server import GatewaySettings
+from jobs.gateway.server import make_server as make_gateway
+from jobs.sim.server import SimSettings
+from jobs.sim.server import make_server as make_sim
+
+REQUIRE_SERVICES = os.environ.get("PROMPTGATE_REQUIRE_SERVICES") == "1"
+
+
+def serve(httpd):
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    host, port = httpd.server_address[:2]
+    return f"http://{host}:{port}"
+
+
+@pytest.fixture()
+def stack(tmp_path):
+    """A simulator and a gateway in front of it; call it with the simulator's fault knobs."""
+    started = []
+
+    def make(cache_uri=None, **faults):
+        sim = make_sim(settings=SimSettings(**faults))
+        sim_url = serve(sim)
+        gw = make_gateway(GatewaySettings(upstream=sim_url + "/v1", cache_uri=cache_uri or str(tmp_path / "cache"),
+                                          max_retries=6, backoff_s=0.001, timeout_s=5))
+        started.extend([sim, gw])
+        return sim_url, serve(gw)
+
+    yield make
+    for httpd in started:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def get(url):
+    with urllib.request.urlopen(url) as r:
+        return json.loads(r.read())
+
+
+def open_session(gw, cache="readwrite", limits=None):
+    sid = uuid.uuid4().hex[:8]
+    body = json.dumps({"pipeline": "p", "stage": "evaluate", "cache": cache, "limits": limits or {},
+                       "prices": {"sim-agent": [1.0, 2.0]}}).encode()
+    urllib.request.urlopen(urllib.request.Request(f"{gw}/gateway/sessions/{sid}", data=body,
+                                                  headers={"Content-Type": "application/json"}))
+    return sid, OpenAI(base_url=f"{gw}/s/{sid}/v1", api_key="placeholder", max_retries=0)
+
+
+def ask(client, text, seed=None, model="sim-agent"):
+    return client.chat.completions.create(model=model, messages=[{"role": "user", "content": text}], seed=seed)
+
+
+def test_repeat_index_is_part_of_the_cache_key(stack):
+    sim, gw = stack()
+    sid, client = open_session(gw)
+    for seed in (0, 1, 0, 1):  # compare's repeats 0 and 1, asked twice
+        ask(client, "same question", seed=seed)
+    spend = get(f"{gw}/gateway/sessions/{sid}")
+    assert spend["upstream_calls"] == 2 and spend["cache_hits"] == 2
+    assert get(f"{sim}/sim/stats")["calls"]["chat"] == 2
+
+
+def test_cache_modes(stack):
+    sim, gw = stack()
+    _, off = open_session(gw, cache="off")
+    ask(off, "q1"), ask(off, "q1")
+    _, read = open_session(gw, cache="read")
+    ask(read, "q2"), ask(read, "q2")  # read never writes
+    _, rw = open_session(gw, cache="readwrite")
+    ask(rw, "q2"), ask(rw, "q2")
+    _, read_again = open_session(gw, cache="read")
+    ask(read_again, "q2")  # now it hits what readwrite stored
+    t = get(f"{gw}/gateway/stats")["totals"]
+    assert get(f"{sim}/sim/stats")["calls"]["chat"] == 5 and t["cache_hits"] == 2
+
+
+def test_second_gateway_on_the_same_store_makes_no_upstream_calls(stack, tmp_path):
+    """What a second `make run` relies on: a new gateway process, the same cache folder."""
+    store = str(tmp_path / "shared")
+    sim1, gw1 = stack(cache_uri=store)
+    _, c1 = open_session(gw1)
+    answers = [ask(c1, f"question {i}", seed=k).choices[0].message.content for i in range(3) for k in range(2)]
+    sim2, gw2 = stack(cache_uri=store)
+    _, c2 = open_session(gw2)
+    again = [ask(c2, f"question {i}", seed=k).choices[0].message.content for i in range(3) for k in range(2)]
+    assert again == answers
+    assert get(f"{sim2}/sim/stats")["calls"] == {} and get(f"{gw2}/gateway/stats")["totals"]["upstream_calls"] == 0
+
+
+def test_retries_absorb_faults_and_count_exactly_what_was_injected(stack):
+    sim, gw = stack(rate_429=0.1, rate_5xx=0.05, rate_timeout=0.05, timeout_s=0.05)
+    sid, client = open_session(gw, cache="off")
+    for i in range(60):
+        assert ask(client, f"q{i}").choices[0].message.content  # every call ends well
+    injected = sum(get(f"{sim}/sim/stats")["faults"].values())
+    spend = get(f"{gw}/gateway/sessions/{sid}")
+    assert injected > 5
+    assert spend["faults"] == injected and spend["retries"] == injected and spend["exhausted"] == 0
+
+
+def test_exhausted_retries_reach_the_client_as_an_error(stack):
+    sim, gw = stack(rate_429=1.0)
+    sid, client = open_session(gw, cache="off")
+    with pytest.raises(Exception, match="429|rate"):
+        ask(client, "q")
+    spend = get(f"{gw}/gateway/sessions/{sid}")
+    assert spend["exhausted"] == 1 and spend["faults"] == 7 == get(f"{sim}/sim/stats")["faults"]["chat:429"]
+
+
+def test_malformed_judge_reply_is_passed_on_counted_and_never_cached(stack):
+    sim, gw = stack(rate_malformed=1.0)
+    sid, client = open_session(gw)
+    body = dict(model="sim-judge", response_format={"type": "json_object"},
+                messages=[{"role": "system", "content": "You are an expert judge. Reply in JSON with result and rationale."},
+                          {"role": "user", "content": "inputs: q\noutputs: a"}])
+    for _ in range(2):
+        content = client.chat.completions.create(**body).choices[0].message.content
+        with pytest.raises(ValueError):
+            json.loads(content)
+    spend = get(f"{gw}/gateway/sessions/{sid}")
+    assert spend["malformed"] == 2 and spend["cache_hits"] == 0 and spend["upstream_calls"] == 2
+
+
+def test_budget_stops_calls_and_names_the_budget(stack):
+    sim, gw = stack()
+    sid, client = open_session(gw, cache="off", limits={"tokens": [20, "budget.stage.tokens"]})
+    ask(client, "a question of some length here")
+    ask(client, "another question of some length")
+    with pytest.raises(Exception, match="budget.stage.tokens"):
+        ask(client, "one more")
+    spend = get(f"{gw}/gateway/sessions/{sid}")
+    assert spend["tripped"].startswith("budget.stage.tokens (20 tokens) crossed")
+    assert spend["refused"] == 1 and spend["tokens"] > 20 and spend["usd"] > 0
+    assert get(f"{sim}/sim/stats")["calls"]["chat"] == 2
+
+
+def test_disk_store_round_trip(tmp_path):
+    store = DiskStore(str(tmp_path))
+    assert store.get("ab12") is None
+    store.put("ab12", b"{}")
+    assert store.get("ab12") == b"{}"
+
+
+def test_s3_store_on_moto(s3_endpoint, monkeypatch):
+    from tests.conftest import ARTIFACT_BUCKET, S3_KEYS
+
+    for k, v in {**S3_KEYS, "AWS_ENDPOINT_URL": s3_endpoint}.items():
+        monkeypatch.setenv(k, v)
+    store = open_store(f"s3://{ARTIFACT_BUCKET}/llm-cache")
+    key = uuid.uuid4().hex
+    assert store.get(key) is None
+    store.put(key, b'{"ok": true}')
+    assert open_store(f"s3://{ARTIFACT_BUCKET}/llm-cache").get(key) == b'{"ok": true}'
+
+
+def test_redis_store():
+    import redis
+
+    try:
+        redis.Redis.from_url("redis://127.0.0.1:6379/0").ping()
+    except redis.exceptions.ConnectionError:
+        if REQUIRE_SERVICES:
+            pytest.fail("Redis on 127.0.0.1:6379 is required here (PROMPTGATE_REQUIRE_SERVICES=1) but not reachable")
+        pytest.skip("no Redis on 127.0.0.1:6379; the Redis cache store is not tested on this machine")
+    store = open_store("redis://127.0.0.1:6379/0")
+    key = uuid.uuid4().hex
+    assert store.get(key) is None
+    store.put(key, b"{}")
+    assert store.get(key) == b"{}"

@@ -1,0 +1,230 @@
+"""Retry-safe stages and shared state: SIGKILL each stage at its most awkward point and rerun
+it under the same pipeline id; two pipelines gating one prompt on a PostgreSQL-backed
+server; a whole pipeline with 20% injected faults; and no API key anywhere in MLflow."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from jobs import tracking
+from jobs.audit import KILL_POINTS, duplicates, kill_at_pause
+from jobs.paths import ROOT
+from tests.conftest import COMPARE_OVERRIDES, FAKE_API_KEY, new_pipeline_id, stage_result
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+REQUIRE_SERVICES = os.environ.get("PROMPTGATE_REQUIRE_SERVICES") == "1"
+
+
+def kill_when_paused(servers, stage: str, *overrides: str) -> str:
+    code, out = kill_at_pause(stage, list(overrides), servers.env())
+    servers.keep_log(f"{stage} (killed)", out)
+    assert code == -signal.SIGKILL, f"{stage} ended by itself before its pause point:\n{out[-3000:]}"
+    return out
+
+
+def human_labels(client, experiment_id: str, pid: str, judge: str) -> dict[str, int]:
+    import mlflow
+
+    traces = mlflow.search_traces(locations=[experiment_id], return_type="list", max_results=5000,
+                                  filter_string=f"tag.`{tracking.TAG_PIPELINE}` = '{pid}'")
+    out = {}
+    for t in traces:
+        n = sum(1 for a in t.info.assessments or [] if a.name == judge and a.source.source_type == "HUMAN")
+        if n:
+            out[t.info.trace_id] = n
+    return out
+
+
+def test_kill_each_stage_and_rerun(servers, mlflow_client, decided):
+    """A new pipeline with the session pipeline's inputs under a prompt of its own. Each of
+    evaluate, feedback, optimize and gate is killed after its first write, then rerun."""
+    from mlflow.genai.scorers.registry import list_scorer_versions
+
+    reference_pid, reference = decided
+    pid, prompt = new_pipeline_id("kill"), f"kill-{uuid.uuid4().hex[:6]}"
+    exp = mlflow_client.get_experiment_by_name("promptgate-baseball").experiment_id
+    judge_versions_before = len(list_scorer_versions(name="hitting_quality", experiment_id=exp))
+    upstream_before = servers.gateway_stats()["totals"]["upstream_calls"]
+    common = (f"pipeline_id={pid}", f"prompt.name={prompt}", *COMPARE_OVERRIDES)
+    for stage in ("register", "evaluate", "feedback", "align", "optimize", "compare", "gate"):
+        if stage in KILL_POINTS:
+            kill_when_paused(servers, stage, *common)
+        proc = servers.stage(stage, *common)
+        assert proc.returncode == 0, f"{stage} rerun failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+
+    # no duplicates: prompt versions, judge versions, HUMAN assessments, alias moves
+    assert duplicates(mlflow_client, exp, pid, prompt, "hitting_quality") == {
+        "prompt_versions": 0, "human_labels": 0, "finished_runs": 0, "judge_versions": 0}
+    versions = tracking_versions(mlflow_client, prompt)
+    assert sorted(versions) == [1, 2], versions  # the seed and one candidate
+    assert len(list_scorer_versions(name="hitting_quality", experiment_id=exp)) - judge_versions_before <= 1
+    _, evaluated = stage_result(mlflow_client, pid, "evaluate")
+    labels = human_labels(mlflow_client, exp, pid, "hitting_quality")
+    assert set(labels.values()) == {1} and len(labels) == evaluated["reviewable"]
+    killed = mlflow_client.search_runs([exp], f"tags.`{tracking.TAG_PIPELINE}` = '{pid}' AND attributes.status = 'KILLED'")
+    assert sorted(r.data.tags[tracking.TAG_STAGE] for r in killed) == sorted(KILL_POINTS)
+    gate_runs = tracking.find_runs(exp, pid, "gate")
+    assert len(gate_runs) == 1
+
+    # the same decision as the session's uninterrupted pipeline
+    _, mine = stage_result(mlflow_client, pid, "gate")
+    _, theirs = stage_result(mlflow_client, reference_pid, "gate")
+    assert (mine["decision"], mine["reasons"]) == (theirs["decision"], theirs["reasons"])
+    if mine["decision"] == "promote":
+        assert int(mlflow_client.get_prompt_version_by_alias(prompt, "production").version) == mine["candidate_version"]
+        assert mine["previous_production"] == 1
+
+    # unchanged inputs under a new pipeline id: (nearly) every LLM call came from the shared cache.
+    # Known gap (issue 6 still open): GEPA's capped metric calls and MemAlign's embedding batches
+    # depend on thread timing, so a few dozen of ~1500 calls still differ from the first run.
+    reference_runs = mlflow_client.search_runs([exp], f"tags.`{tracking.TAG_PIPELINE}` = '{reference_pid}'")
+    reference_upstream = sum(r.data.metrics.get("gateway.upstream_calls", 0) for r in reference_runs)
+    rerun_upstream = servers.gateway_stats()["totals"]["upstream_calls"] - upstream_before
+    assert reference_upstream > 200 and rerun_upstream <= 0.05 * reference_upstream, (rerun_upstream, reference_upstream)
+
+
+def tracking_versions(client, prompt: str) -> list[int]:
+    return [int(v.version) for v in client.search_prompt_versions(prompt)]
+
+
+# ------------------------------------------------------------------ PostgreSQL-backed server
+@pytest.fixture(scope="module")
+def postgres_mlflow(tmp_path_factory):
+    """An MLflow server on a fresh PostgreSQL database, as on the cluster."""
+    import psycopg
+
+    from jobs.local_servers import free_port, start_mlflow, stop_process
+
+    try:
+        admin = psycopg.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=5,
+                                autocommit=True)
+    except psycopg.OperationalError as e:
+        if REQUIRE_SERVICES:
+            pytest.fail(f"PostgreSQL on 127.0.0.1:5432 is required here (PROMPTGATE_REQUIRE_SERVICES=1): {e}")
+        pytest.skip(f"no PostgreSQL on 127.0.0.1:5432 ({str(e).strip()}); the concurrent-gate test needs one")
+    db = f"promptgate_test_{uuid.uuid4().hex[:8]}"
+    admin.execute(f"CREATE DATABASE {db}")
+    state = tmp_path_factory.mktemp("pg-mlflow")
+    proc, uri = start_mlflow(state, free_port(), backend_uri=f"postgresql://postgres@127.0.0.1:5432/{db}",
+                             timeout_s=600)
+    yield uri
+    stop_process(proc.pid)
+    admin.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+    admin.close()
+
+
+def test_two_pipelines_gate_one_prompt_on_postgres(servers, postgres_mlflow):
+    """Both pipelines measured against v1 and pass every gate; exactly one moves production."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from tests.test_decision import GOOD
+
+    mlflow.set_tracking_uri(postgres_mlflow)
+    client = MlflowClient(postgres_mlflow)
+    exp = mlflow.set_experiment("promptgate-baseball").experiment_id
+    prompt = f"pg-gate-{uuid.uuid4().hex[:6]}"
+    for i in range(3):
+        mlflow.genai.register_prompt(name=prompt, template=f"prompt text {i}")
+    mlflow.genai.set_prompt_alias(prompt, alias="production", version=1)
+    pids = [f"pg-both-{k}-{uuid.uuid4().hex[:6]}" for k in (2, 3)]
+    for pid, candidate in zip(pids, (2, 3)):
+        for stage, result in (("compare", {**GOOD, "candidate_version": candidate}),
+                              ("optimize", {"outcome": "candidate", "candidate_version": candidate})):
+            run = client.create_run(exp, tags={tracking.TAG_PIPELINE: pid, tracking.TAG_STAGE: stage,
+                                               tracking.RESULT_TAG: json.dumps(result)})
+            client.set_terminated(run.info.run_id, "FINISHED")
+    env = servers.env(MLFLOW_TRACKING_URI=postgres_mlflow)
+    procs = [subprocess.Popen([sys.executable, "-m", "jobs.gate", f"pipeline_id={pid}", f"prompt.name={prompt}"],
+                              env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for pid in pids]
+    outs = [p.communicate(timeout=900) for p in procs]
+    mlflow.set_tracking_uri(servers.mlflow_uri)
+    assert [p.returncode for p in procs] == [0, 0], outs
+    promoted = [o for o, _ in outs if "PROMOTED: production v1 -> v" in o]
+    refused = [o for o, _ in outs if "REFUSED: production stays v" in o and "production moved concurrently" in o]
+    assert len(promoted) == 1 and len(refused) == 1, outs
+    winner = 2 if "-> v2" in promoted[0] else 3
+    assert int(client.get_prompt_version_by_alias(prompt, "production").version) == winner
+    loser_tags = client.get_prompt_version(prompt, 5 - winner).tags
+    assert loser_tags["promptgate.gate.decision"] == "refuse" and "moved concurrently" in loser_tags["promptgate.gate.reasons"]
+
+
+# ------------------------------------------------------------------ faults
+FAULTS = {"rate_429": 0.08, "rate_timeout": 0.04, "rate_malformed": 0.08, "timeout_s": 0.5}  # 20% of judge calls
+
+
+def test_pipeline_with_20_percent_faults(servers, mlflow_client):
+    """The whole pipeline on a simulator of its own that injects faults, with the cache off.
+    Every injected fault shows up in MLflow, and the decision follows the error-rate gate."""
+    pid, prompt = new_pipeline_id("faults"), f"faults-{uuid.uuid4().hex[:6]}"
+    sim = [f"model.sim.{k}={v}" for k, v in FAULTS.items()]
+    env = servers.env(PROMPTGATE_SIM_URL="", PROMPTGATE_GATEWAY_URL="")  # its own simulator and gateway
+    proc = subprocess.run([sys.executable, "-m", "jobs.pipeline", f"pipeline_id={pid}", f"prompt.name={prompt}",
+                           "gateway.cache=off", "compare.n_repeats=1", "optimizer=gepa_default", *sim],
+                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=3000)
+    servers.keep_log("faults pipeline", proc.stdout, proc.stderr)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    injected = json.loads(re.search(r"^simulator injected: (\{.*\})$", proc.stdout, re.M).group(1))
+    exp = mlflow_client.get_experiment_by_name("promptgate-baseball").experiment_id
+    runs = mlflow_client.search_runs([exp], f"tags.`{tracking.TAG_PIPELINE}` = '{pid}'")
+    recorded = {k: sum(r.data.metrics.get(f"gateway.{k}", 0) for r in runs) for k in ("faults", "malformed", "exhausted")}
+    transport = sum(n for kind, n in injected.items() if not kind.endswith(":malformed"))
+    malformed = sum(n for kind, n in injected.items() if kind.endswith(":malformed"))
+    assert transport > 0 and malformed > 0, injected
+    assert recorded["faults"] == transport and recorded["malformed"] == malformed, (recorded, injected)
+
+    # malformed judge replies became ERROR rows, never a pass or fail, never sent to experts
+    for stage in ("evaluate", "compare"):
+        run, result = stage_result(mlflow_client, pid, stage)
+        errors = result["errors"] if stage == "evaluate" else result["baseline_errors"] + result["candidate_errors"]
+        assert errors >= run.data.metrics.get("gateway.malformed", 0), (stage, result)  # each one is an ERROR row
+    _, evaluated = stage_result(mlflow_client, pid, "evaluate")
+    _, feedback = stage_result(mlflow_client, pid, "feedback")
+    assert feedback["labels_written"] == evaluated["reviewable"] == evaluated["rows"] - evaluated["errors"]
+
+    # the decision follows the error-rate gate
+    _, compare = stage_result(mlflow_client, pid, "compare")
+    _, gate = stage_result(mlflow_client, pid, "gate")
+    assert compare["outcome"] == "compared", f"GEPA found no candidate under faults, so no gate was tried: {compare}"
+    rate = max(compare["baseline_error_rate"], compare["candidate_error_rate"])
+    error_gate = next(g for g in gate["gates"] if g["name"] == "max_error_rate")
+    assert error_gate["value"] == pytest.approx(rate, abs=1e-4)
+    assert error_gate["passed"] == (rate <= error_gate["threshold"])
+    if not error_gate["passed"]:
+        assert gate["decision"] == "refuse"
+
+
+# ------------------------------------------------------------------ secrets
+def test_api_key_appears_nowhere(servers, mlflow_client, decided, tmp_path):
+    """The session's stages and gateway ran with FAKE_API_KEY exported, as a user's would."""
+    import mlflow
+
+    hits = []
+
+    def scan(where: str, text: str) -> None:
+        if FAKE_API_KEY in text or FAKE_API_KEY[-12:] in text:
+            hits.append(where)
+
+    exp = mlflow_client.get_experiment_by_name("promptgate-baseball").experiment_id
+    for run in mlflow_client.search_runs([exp], max_results=5000):
+        scan(f"run {run.info.run_id} params/tags", json.dumps([run.data.params, run.data.tags]))
+        local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, dst_path=str(tmp_path / run.info.run_id))
+        for root, _, files in os.walk(local):
+            for f in files:
+                scan(f"artifact {f} of run {run.info.run_id}", open(os.path.join(root, f), errors="replace").read())
+    for trace in mlflow.search_traces(locations=[exp], return_type="list", max_results=5000, include_spans=True):
+        scan(f"trace {trace.info.trace_id}", trace.to_json())
+    for pv in mlflow_client.search_prompt_versions("baseball-hitting-assistant"):
+        scan(f"prompt version {pv.version}", json.dumps([pv.template, pv.tags]))
+    scan("stage output", servers.stage_log.read_text())
+    assert servers.stage_log.stat().st_size > 10_000  # the stages' output really was captured
+    assert not hits, hits
