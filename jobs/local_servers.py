@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +128,22 @@ def mlflow_down(state_dir: Path, port: int) -> None:
 
 
 # ------------------------------------------------------------------ simulator and gateway
+class QuietJSONHandler(BaseHTTPRequestHandler):
+    """The simulator's and the gateway's shared HTTP plumbing: keep-alive, no access log, JSON replies."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt: str, *args: Any) -> None:  # requests are counted, not logged
+        pass
+
+    def _send_bytes(self, status: int, data: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
 def start_stdlib_server(module: str, args: list[str], announce: str, health: str,
                         timeout_s: float = 20) -> tuple[subprocess.Popen, str]:
     """Start ``python -m <module> --port 0 ...``, read the URL it announces, wait until healthy."""

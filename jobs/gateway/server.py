@@ -19,11 +19,12 @@ import json
 import os
 import threading
 from dataclasses import asdict, dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote
 
 from jobs.gateway.cache import MODES, Store, open_store
+from jobs.local_servers import QuietJSONHandler
 
 FAULT_STATUSES = (429, 500, 502, 503, 504)
 CACHE_IGNORED_FIELDS = ("stream_options", "user", "metadata")  # do not change the reply
@@ -229,26 +230,15 @@ def error_body(message: str, kind: str) -> bytes:
     return json.dumps({"error": {"message": message, "type": kind}}).encode()
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(QuietJSONHandler):
     server_version = "promptgate-gateway/1"
-    protocol_version = "HTTP/1.1"
 
     @property
     def gw(self) -> Gateway:
         return self.server.gateway  # type: ignore[attr-defined]
 
-    def log_message(self, fmt: str, *args: Any) -> None:  # requests are counted, not logged
-        pass
-
-    def _send(self, status: int, data: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
     def _json(self, status: int, obj: Any) -> None:
-        self._send(status, json.dumps(obj).encode())
+        self._send_bytes(status, json.dumps(obj).encode())
 
     def _route(self) -> tuple[str | None, str]:
         """(session id, upstream route) for /s/<id>/v1/<route> and /v1/<route>; (None, path) otherwise."""
@@ -263,7 +253,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802
         sid, route = self._route()
         if sid is not None:
-            self._send(*self.gw.handle("GET", route, b"", sid))
+            self._send_bytes(*self.gw.handle("GET", route, b"", sid))
         elif route in ("", "/health"):
             self._json(200, {"status": "ok"})
         elif route == "/gateway/stats":
@@ -279,7 +269,7 @@ class Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         sid, route = self._route()
         if sid is not None:
-            self._send(*self.gw.handle("POST", route, raw, sid))
+            self._send_bytes(*self.gw.handle("POST", route, raw, sid))
         elif route.startswith("/gateway/sessions/"):
             try:
                 spend = self.gw.open_session(unquote(route[len("/gateway/sessions/"):]), json.loads(raw or b"{}"))

@@ -17,9 +17,10 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
+from jobs.local_servers import QuietJSONHandler
 from jobs.sim import roles
 
 MODELS = ("sim-agent", "sim-judge", "sim-reflect", "sim-embed")
@@ -73,24 +74,15 @@ def embed(text: str, dims: int = 256) -> list[float]:
     return [v / norm for v in vec]
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(QuietJSONHandler):
     server_version = "promptgate-sim/1"
-    protocol_version = "HTTP/1.1"
 
     @property
     def state(self) -> SimState:
         return self.server.state  # type: ignore[attr-defined]
 
-    def log_message(self, fmt: str, *args: Any) -> None:  # quiet by default
-        pass
-
     def _send(self, status: int, body: Any, raw: bool = False) -> None:
-        data = body.encode() if raw else json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self._send_bytes(status, body.encode() if raw else json.dumps(body).encode())
 
     def do_GET(self) -> None:  # noqa: N802
         path = self.path.split("?")[0].rstrip("/")
