@@ -11,6 +11,8 @@ ARGS ?=
 IMG ?= promptgate-jobs:dev
 export PROMPTGATE_STATE_DIR := $(STATE_DIR)
 export MLFLOW_TRACKING_URI ?= http://127.0.0.1:$(MLFLOW_PORT)
+# Stages send the same LLM requests every run (jobs/launchers.py: STAGE_ENV).
+export PYTHONHASHSEED := 0
 
 ##@ General
 .PHONY: help

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from jobs import tracking
 from jobs.audit import KILL_POINTS, duplicates, kill_at_pause
+from jobs.launchers import STAGE_ENV
 from jobs.local_servers import free_port, start_mlflow, start_sim, stop_process
 from jobs.paths import ROOT
 from jobs.pipeline import STAGES
@@ -55,7 +56,7 @@ def main() -> None:
     state = Path(tempfile.mkdtemp(prefix="promptgate-bench-"))
     mlflow_proc, uri = start_mlflow(state, free_port(), timeout_s=900)
     sim_proc, sim_url = start_sim({"seed": 7})
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PROMPTGATE_STATE_DIR": str(state), "PYTHONPATH": str(ROOT),
+    env = {**os.environ, **STAGE_ENV, "MLFLOW_TRACKING_URI": uri, "PROMPTGATE_STATE_DIR": str(state), "PYTHONPATH": str(ROOT),
            "PROMPTGATE_CACHE_URI": str(state / "llm-cache"), "PROMPTGATE_SIM_URL": sim_url}
     env.pop("PROMPTGATE_GATEWAY_URL", None)
     os.environ["MLFLOW_TRACKING_URI"] = uri

@@ -27,6 +27,7 @@ ENV PATH=/app/.venv/bin:$PATH \
     PYTHONPATH=/app \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONHASHSEED=0 \
     HOME=/tmp \
     PROMPTGATE_STATE_DIR=/tmp/promptgate \
     MPLCONFIGDIR=/tmp/matplotlib \

@@ -8,10 +8,16 @@ from typing import Any
 
 
 class MetricBudget:
-    """Counts judged rows; refuses past the cap. Also a GEPA stop callback."""
+    """Counts judged rows; refuses past the cap. Also a GEPA stop callback, asked before each
+    iteration, that lets an iteration start only if the cap splits none of its batches: the
+    parent and child minibatches must fit, and what is left must be nothing or the whole
+    validation set. GEPA scores a batch's rows on parallel threads, so which rows of a split
+    batch got through would depend on thread timing, and a rerun would miss the cache."""
 
-    def __init__(self, cap: int):
+    def __init__(self, cap: int, minibatch: int = 0, n_val: int = 0):
         self.cap = cap
+        self.minibatch = minibatch
+        self.n_val = n_val
         self.used = 0
         self.refused = 0
         self.judge_errors = 0  # malformed replies or exhausted retries
@@ -29,8 +35,9 @@ class MetricBudget:
     def spent(self) -> bool:
         return self.used >= self.cap
 
-    def __call__(self, _gepa_state: Any = None) -> bool:  # GEPA's StopperProtocol
-        return self.spent
+    def __call__(self, _gepa_state: Any = None) -> bool:  # GEPA's StopperProtocol, asked between iterations
+        left_for_val = self.cap - self.used - 2 * self.minibatch
+        return self.spent or left_for_val < 0 or 0 < left_for_val < self.n_val
 
 
 NOT_SCORED = "not scored: the max_metric_calls budget is spent"

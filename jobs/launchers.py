@@ -11,6 +11,13 @@ from dataclasses import dataclass, field
 from jobs.paths import ROOT
 
 
+# Stage processes hash strings the same way every run: MemAlign and the judges' distilled
+# guidelines put Python sets into LLM requests, and a set's order follows the hash seed, so
+# without this a rerun with unchanged inputs sends different requests and misses the cache.
+# The jobs image sets the same variable (docker/jobs.Dockerfile).
+STAGE_ENV = {"PYTHONHASHSEED": "0"}
+
+
 def stage_command(stage: str, overrides: list[str]) -> list[str]:
     """The command that runs a stage: the same locally and as a container's args."""
     return ["python", "-m", f"jobs.{stage}", *overrides]
@@ -23,7 +30,7 @@ class LocalLauncher:
     def run(self, stage: str, overrides: list[str]) -> int:
         cmd = stage_command(stage, overrides)
         cmd[0] = sys.executable
-        env = {**os.environ, **self.env, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        env = {**os.environ, **STAGE_ENV, **self.env, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
         return subprocess.call(cmd, env=env, cwd=os.getcwd())
 
 

@@ -41,6 +41,20 @@ def offline_hygiene() -> None:
     os.environ.setdefault("MLFLOW_GENAI_EVAL_SKIP_TRACE_VALIDATION", "true")
     os.environ.setdefault("MLFLOW_MODEL_CATALOG_URI", "")  # no fetch from GitHub: the machine is offline
     os.environ.setdefault("DSPY_CACHEDIR", os.path.join(os.environ.get("PROMPTGATE_STATE_DIR", ".promptgate"), "dspy-cache"))
+    block_absent_pyspark()
+
+
+def block_absent_pyspark() -> None:
+    """MLflow's trace export asks ``from pyspark import TaskContext`` on every trace. Without
+    pyspark each attempt walks the import system, through MLflow's import-hook finder and its
+    lock, under the module lock; a thread setting up autologging takes the two the other way
+    round, and once a stage hung there. ``None`` in ``sys.modules`` makes the import fail at
+    once, without either lock (Python's documented way to block an import)."""
+    import importlib.util
+    import sys
+
+    if "pyspark" not in sys.modules and importlib.util.find_spec("pyspark") is None:
+        sys.modules["pyspark"] = None  # type: ignore[assignment]
 
 
 def check_reachable(base_url: str, api_key: str, timeout_s: float = 20) -> None:

@@ -20,6 +20,20 @@ def test_budget_never_exceeds_its_cap_under_threads():
     assert budget(None) is True  # as a GEPA stop callback it now says stop
 
 
+@pytest.mark.parametrize("used,stops", [
+    (10, False),  # 40 - 10 - 8 = 22 left: the validation set (20) fits whole
+    (12, False),  # 20 left: fits exactly
+    (13, True),  # 19 left: the validation batch would be split
+    (32, False),  # 0 left: the minibatches fit and the validation set is refused whole
+    (33, True),  # the child's minibatch would be split
+])
+def test_gepa_iteration_starts_only_if_no_batch_is_split(used, stops):
+    budget = MetricBudget(40, minibatch=4, n_val=20)
+    for _ in range(used):
+        budget.take()
+    assert budget(None) is stops
+
+
 def test_minimum_budget_and_split():
     records = [Record(f"r{i}", {"question": str(i)}, {"a": 1}) for i in range(20)]
     train, val = split_train(records, 0.0, 0)

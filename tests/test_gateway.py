@@ -75,6 +75,18 @@ def test_repeat_index_is_part_of_the_cache_key(stack):
     assert get(f"{sim}/sim/stats")["calls"]["chat"] == 2
 
 
+def test_run_ids_in_a_request_do_not_change_its_cache_key():
+    from jobs.gateway.server import cache_key
+
+    def body(run_id):
+        return {"model": "m", "messages": [{"role": "user", "content": f"trace lc_run--{run_id}-0 said: hi"}]}
+
+    assert cache_key("chat/completions", body("01a205fe-b185-732e-bff6-ed9b1d83d536")) == \
+        cache_key("chat/completions", body("01a20605-083e-75e8-a033-eb0577630346"))
+    assert cache_key("chat/completions", body("01a205fe-b185-732e-bff6-ed9b1d83d536")) != \
+        cache_key("chat/completions", {"model": "m", "messages": [{"role": "user", "content": "trace said: hi"}]})
+
+
 def test_cache_modes(stack):
     sim, gw = stack()
     _, off = open_session(gw, cache="off")
@@ -100,6 +112,20 @@ def test_second_gateway_on_the_same_store_makes_no_upstream_calls(stack, tmp_pat
     again = [ask(c2, f"question {i}", seed=k).choices[0].message.content for i in range(3) for k in range(2)]
     assert again == answers
     assert get(f"{sim2}/sim/stats")["calls"] == {} and get(f"{gw2}/gateway/stats")["totals"]["upstream_calls"] == 0
+
+
+def test_embeddings_are_cached_per_text_whatever_the_batching(stack):
+    sim, gw = stack()
+    sid, client = open_session(gw)
+    first = client.embeddings.create(model="sim-embed", input=["a", "b", "c"])
+    regrouped = client.embeddings.create(model="sim-embed", input=["c", "a"])  # another batch, same texts
+    mixed = client.embeddings.create(model="sim-embed", input=["b", "d"])  # only "d" is new
+    by_text = dict(zip(["a", "b", "c"], (d.embedding for d in first.data)))
+    assert [d.embedding for d in regrouped.data] == [by_text["c"], by_text["a"]]
+    assert mixed.data[0].embedding == by_text["b"] and [d.index for d in mixed.data] == [0, 1]
+    spend = get(f"{gw}/gateway/sessions/{sid}")
+    assert spend["upstream_calls"] == 2 and spend["cache_hits"] == 1  # the regrouped batch cost nothing
+    assert get(f"{sim}/sim/stats")["calls"]["embeddings"] == 2
 
 
 def test_retries_absorb_faults_and_count_exactly_what_was_injected(stack):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import threading
 from dataclasses import asdict, dataclass, field
 from http.server import ThreadingHTTPServer
@@ -71,11 +72,18 @@ class Spend:
 MISS_LOG_ENV = "PROMPTGATE_GATEWAY_MISS_LOG"  # a file: each request sent upstream, as a JSON line with its stage and key
 
 
+# Ids minted afresh each run (trace, span and LangChain run ids): GEPA's reflection prompt
+# quotes the traces with them, so a rerun's request differs only there.
+RUN_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def cache_key(route: str, body: dict[str, Any]) -> str:
-    """The request minus fields that do not change the reply. ``seed`` stays in: compare's
-    repeat k and any sampled exploration send their own seed, so repeats never collapse."""
+    """The request minus what does not change the reply: fields like ``user``, and UUIDs,
+    which are masked. ``seed`` stays in: compare's repeat k and any sampled exploration send
+    their own seed, so repeats never collapse. Upstream gets the request unchanged."""
     kept = {k: v for k, v in body.items() if k not in CACHE_IGNORED_FIELDS}
-    return hashlib.sha256(json.dumps([route, kept], sort_keys=True).encode()).hexdigest()
+    text = RUN_ID.sub("<id>", json.dumps([route, kept], sort_keys=True))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def is_malformed(body: dict[str, Any], reply: dict[str, Any]) -> bool:
@@ -197,6 +205,8 @@ class Gateway:
             body = json.loads(raw or b"{}")
         except ValueError:
             return 400, error_body("request body is not JSON", "invalid_request_error")
+        if route == "embeddings" and isinstance(body.get("input"), list):
+            return self.handle_embeddings(route, body, spend)
         key = cache_key(route, body)
         if spend.cache in ("read", "readwrite"):
             hit = self.store.get(key)
@@ -204,9 +214,7 @@ class Gateway:
                 with self.lock:
                     spend.cache_hits += 1
                 return 200, hit
-        if os.environ.get(MISS_LOG_ENV):  # diagnosis: why a rerun with "unchanged inputs" still went upstream
-            with open(os.environ[MISS_LOG_ENV], "a") as f:
-                f.write(json.dumps({"stage": spend.stage, "key": key, "body": body}) + "\n")
+        log_miss(spend, key, body)
         status, data = self.forward(method, route, raw, spend)
         if status != 200:
             return status, data
@@ -224,6 +232,58 @@ class Gateway:
         if spend.cache == "readwrite":
             self.store.put(key, data)
         return 200, data
+
+
+    def handle_embeddings(self, route: str, body: dict[str, Any], spend: Spend) -> tuple[int, bytes]:
+        """Embeddings are cached per input text, not per request: MemAlign's batches depend on
+        thread timing, so the same texts arrive grouped differently from run to run. Only the
+        texts not yet cached go upstream; the reply is assembled in the request's order."""
+        texts = body["input"]
+        keys = [cache_key(route, {**body, "input": t}) for t in texts]
+        found: dict[int, Any] = {}
+        if spend.cache in ("read", "readwrite"):
+            for i, key in enumerate(keys):
+                hit = self.store.get(key)
+                if hit is not None:
+                    found[i] = json.loads(hit)
+        missing = [i for i in range(len(texts)) if i not in found]
+        usage: dict[str, Any] = {"prompt_tokens": 0, "total_tokens": 0}
+        model = str(body.get("model", ""))
+        if missing:
+            sent = {**body, "input": [texts[i] for i in missing]}
+            log_miss(spend, cache_key(route, sent), sent)
+            status, data = self.forward("POST", route, json.dumps(sent).encode(), spend)
+            if status != 200:
+                return status, data
+            try:
+                reply = json.loads(data)
+                items = sorted(reply["data"], key=lambda d: d["index"])
+            except (ValueError, KeyError, TypeError):
+                with self.lock:
+                    spend.malformed += 1
+                return 502, error_body("upstream embeddings reply is malformed", "upstream_error")
+            if len(items) != len(missing):
+                return 502, error_body(f"upstream returned {len(items)} embeddings for {len(missing)} inputs",
+                                       "upstream_error")
+            usage = reply.get("usage") or usage
+            model = reply.get("model", model)
+            self._charge(spend, str(body.get("model", "")), usage)
+            for i, item in zip(missing, items):
+                found[i] = item
+                if spend.cache == "readwrite":
+                    self.store.put(keys[i], json.dumps(item).encode())
+        if not missing:  # a request counts as a hit only when no text of it went upstream
+            with self.lock:
+                spend.cache_hits += 1
+        data_out = [{**found[i], "index": i} for i in range(len(texts))]
+        return 200, json.dumps({"object": "list", "data": data_out, "model": model, "usage": usage}).encode()
+
+
+def log_miss(spend: Spend, key: str, body: dict[str, Any]) -> None:
+    """Diagnosis: each request sent upstream, so two runs' misses can be compared."""
+    if os.environ.get(MISS_LOG_ENV):
+        with open(os.environ[MISS_LOG_ENV], "a") as f:
+            f.write(json.dumps({"stage": spend.stage, "key": key, "body": body}) + "\n")
 
 
 def error_body(message: str, kind: str) -> bytes:

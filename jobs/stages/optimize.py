@@ -114,7 +114,7 @@ def run(cfg: Any) -> dict:
         client = MlflowClient()
         judge, judge_info = recorded_judge(cfg, experiment_id, endpoint)
         cap = int(o.max_metric_calls)
-        budget = MetricBudget(cap)
+        budget = MetricBudget(cap, minibatch=int(o.minibatch_size), n_val=len(val))
         seed_uri = f"prompts:/{name}/{seed_version}"
         seed_text = mlflow.genai.load_prompt(seed_uri).template
         agent = build_predict_fn(cfg.agent, endpoint, seed_uri)
