@@ -174,5 +174,10 @@ def recorded_judge(cfg: Any, experiment_id: str, endpoint: Any) -> tuple[Any, di
         from mlflow.genai.scorers import get_scorer
 
         judge = get_scorer(name=result["judge_name"], version=int(result["judge_version"]), experiment_id=experiment_id)
+        # MemAlign's judge loads its memory on first call and marks itself loaded before the
+        # examples are in, so other threads' first calls judged without examples (MLflow 3.17).
+        # Load it here, before the stage scores rows in parallel.
+        if callable(getattr(judge, "_lazy_init", None)):
+            judge._lazy_init()
         return judge, {"judge_name": result["judge_name"], "judge_version": int(result["judge_version"])}
     return judges.build(cfg.judge, endpoint), {"judge_name": str(cfg.judge.name), "judge_version": "base"}
