@@ -4,6 +4,7 @@ once per test session; tests keep their own work small."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,6 +16,8 @@ from types import SimpleNamespace
 import pytest
 
 from jobs.gateway.client import start_gateway
+from jobs.gateway.server import MISS_LOG_ENV
+from jobs.launchers import STAGE_ENV
 from jobs.local_servers import free_port, start_mlflow, start_sim, stop_process
 from jobs.paths import ROOT
 
@@ -39,7 +42,7 @@ class Servers:
 
     def env(self, **extra: str) -> dict[str, str]:
         """Environment for a stage process that talks to these servers."""
-        env = {**os.environ, **S3_KEYS, "MLFLOW_TRACKING_URI": self.mlflow_uri, "PROMPTGATE_SIM_URL": self.sim_url,
+        env = {**os.environ, **STAGE_ENV, **S3_KEYS, "MLFLOW_TRACKING_URI": self.mlflow_uri, "PROMPTGATE_SIM_URL": self.sim_url,
                "AWS_ENDPOINT_URL": self.s3_endpoint, "PROMPTGATE_STATE_DIR": str(self.state_dir),
                "PYTHONPATH": str(ROOT), "PROMPTGATE_EMIT_RESULT": "1", "PROMPTGATE_GATEWAY_URL": self.gateway_url,
                "OPENAI_API_KEY": FAKE_API_KEY}
@@ -56,6 +59,11 @@ class Servers:
     def keep_log(self, what: str, *texts: str) -> None:
         with open(self.stage_log, "a") as f:
             f.write(f"=== {what}\n" + "\n".join(t or "" for t in texts) + "\n")
+
+    def gateway_misses(self) -> list[dict]:
+        """Every request the session gateway sent upstream, oldest first (stage, key, body)."""
+        path = self.state_dir / "gateway-misses.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
     def gateway_stats(self) -> dict:
         import json
@@ -102,6 +110,7 @@ def servers(tmp_path_factory, s3_endpoint, sim_url):
     mlflow_proc, uri = start_mlflow(state, free_port(), artifacts=f"s3://{ARTIFACT_BUCKET}/mlflow", env=env,
                                    timeout_s=900)  # ~30 s normally; minutes on a loaded 2-core machine
     os.environ["PROMPTGATE_FAKE_KEY"] = FAKE_API_KEY  # the gateway's upstream key, as a user would export it
+    os.environ[MISS_LOG_ENV] = str(state / "gateway-misses.jsonl")  # what went upstream, to explain a cache miss
     gateway_proc, gateway_url = start_gateway(sim_url, gateway_settings(str(state / "llm-cache")), "PROMPTGATE_FAKE_KEY")
     yield Servers(uri, sim_url, s3_endpoint, state, gateway_url)
     stop_process(gateway_proc.pid)
