@@ -25,6 +25,7 @@ ARTIFACT_BUCKET = "promptgate-artifacts"
 DATA_BUCKET = "promptgate-data"
 FAKE_API_KEY = "sk-promptgate-FAKE-7f3a9c2e41d8b6a05e1f"  # recognisable; the secrets scan looks for it
 S3_KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+SESSION_PROMPT = "baseball-hitting-assistant"  # the prompt the session pipeline registers (conf default)
 
 
 @dataclass
@@ -177,7 +178,7 @@ def learned(servers, foundation):
 
     # the alias is shared by every pipeline of the prompt: note where it pointed right after optimize
     results["candidate_alias"] = int(MlflowClient(servers.mlflow_uri).get_prompt_version_by_alias(
-        "baseball-hitting-assistant", "candidate").version)
+        SESSION_PROMPT, "candidate").version)
     return pid, results
 
 

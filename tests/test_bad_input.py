@@ -8,10 +8,10 @@ import time
 import pytest
 
 from jobs.local_servers import free_port
-from tests.conftest import new_pipeline_id
+from tests.conftest import SESSION_PROMPT, new_pipeline_id
 
 pytestmark = pytest.mark.integration
-PROMPT = "baseball-hitting-assistant"
+PROMPT = SESSION_PROMPT
 
 
 def versions(client):

@@ -15,10 +15,10 @@ from jobs import tracking
 from jobs.paths import ROOT
 from jobs.stages.common import RESULT_TAG
 
-from .conftest import COMPARE_OVERRIDES, printed_result
+from .conftest import COMPARE_OVERRIDES, SESSION_PROMPT, printed_result
 
 pytestmark = pytest.mark.integration
-PROMPT = "baseball-hitting-assistant"
+PROMPT = SESSION_PROMPT
 
 
 def test_compare_logged_paired_statistics_table_and_chart(decided, mlflow_client):

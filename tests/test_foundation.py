@@ -6,9 +6,10 @@ import pytest
 
 from jobs import tracking
 from jobs.paths import ROOT
+from tests.conftest import SESSION_PROMPT
 
 pytestmark = pytest.mark.integration
-PROMPT = "baseball-hitting-assistant"
+PROMPT = SESSION_PROMPT
 JUDGE = "hitting_quality"
 
 

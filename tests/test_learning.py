@@ -11,10 +11,10 @@ import pytest
 from jobs import tracking
 from jobs.paths import ROOT
 
-from .conftest import printed_result
+from .conftest import SESSION_PROMPT, printed_result
 
 pytestmark = pytest.mark.integration
-PROMPT = "baseball-hitting-assistant"
+PROMPT = SESSION_PROMPT
 JUDGE = "hitting_quality"
 
 
