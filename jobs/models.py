@@ -6,7 +6,9 @@ dspy/LiteLLM) at the configured OpenAI-compatible endpoint through the environme
 
 from __future__ import annotations
 
+import faulthandler
 import os
+import signal
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
@@ -42,6 +44,8 @@ def offline_hygiene() -> None:
     os.environ.setdefault("MLFLOW_MODEL_CATALOG_URI", "")  # no fetch from GitHub: the machine is offline
     os.environ.setdefault("DSPY_CACHEDIR", os.path.join(os.environ.get("PROMPTGATE_STATE_DIR", ".promptgate"), "dspy-cache"))
     block_absent_pyspark()
+    if hasattr(signal, "SIGUSR1"):  # `kill -USR1 <pid>` prints every thread's stack: how to see where a stage is stuck
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 
 def block_absent_pyspark() -> None:
@@ -55,6 +59,32 @@ def block_absent_pyspark() -> None:
 
     if "pyspark" not in sys.modules and importlib.util.find_spec("pyspark") is None:
         sys.modules["pyspark"] = None  # type: ignore[assignment]
+
+
+def narrow_import_hook_lock() -> None:
+    """MLflow 3.17's ``ImportHookFinder`` takes its hook lock for every import that reaches the
+    finders, under that module's import lock, even for modules nobody hooks. Each GEPA and
+    evaluate batch re-enters ``configure_autologging_for_evaluation``, which runs autolog set-up
+    under the hook lock, and that set-up imports. A trace-export thread importing the same
+    module takes the two locks the other way round, and optimize hung there in CI. Checking
+    "is this module hooked?" before taking the lock (a dict lookup, atomic under the GIL, as
+    MLflow does inside it) keeps the lock to the few hooked modules."""
+    from mlflow.utils import import_hooks as hooks
+
+    finder = hooks.ImportHookFinder
+    if getattr(finder, "_promptgate_narrowed", False):
+        return
+
+    def only_if_hooked(locked):
+        def find(self, fullname, *args, **kwargs):
+            if fullname not in hooks._post_import_hooks and fullname not in hooks._import_error_hooks:
+                return None
+            return locked(self, fullname, *args, **kwargs)
+        return find
+
+    finder.find_spec = only_if_hooked(finder.find_spec)
+    finder.find_module = only_if_hooked(finder.find_module)
+    finder._promptgate_narrowed = True
 
 
 def check_reachable(base_url: str, api_key: str, timeout_s: float = 20) -> None:
@@ -122,6 +152,7 @@ def activate(cfg: Any, stage: str, experiment_id: str | None = None) -> Iterator
     from jobs.local_servers import stop_process
 
     offline_hygiene()
+    narrow_import_hook_lock()
     model_cfg = cfg.model
     procs: list[Any] = []
     saved = {k: os.environ.get(k) for k in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_API_BASE")}
