@@ -29,6 +29,7 @@ FAULTS = {"rate_429": 0.08, "rate_timeout": 0.04, "rate_malformed": 0.08, "timeo
 SMALL = ["optimizer.max_metric_calls=36", "compare.n_repeats=2"]  # one GEPA iteration, two repeats: minutes, not hours
 FAULT_RUN = ["optimizer=gepa_default", "compare.n_repeats=1"]  # enough GEPA iterations to find a candidate despite errors
 JUDGE = "hitting_quality"
+CACHE_LATENCIES_MS = (0, 1000)  # the simulator's own speed, then about a hosted model's per reply
 
 
 def pipeline(env: dict[str, str], *overrides: str) -> tuple[subprocess.CompletedProcess, float]:
@@ -70,16 +71,28 @@ def main() -> None:
         base = [f"prompt.name={prompt}", "model=sim", *SMALL]
 
         # ---------------------------------------------------------------- cache
-        cold, cold_s = pipeline(env, "pipeline_id=bench-cold", "gateway.cache=readwrite", *base)
-        reference = decision(cold.stdout)
         print("\n== cache: a full pipeline, then the same inputs under a new pipeline id (a second `make run`) ==")
-        # same prompt too: GEPA's reflection requests quote its name. The warm gate then finds
-        # production already on the cold run's candidate, so its decision differs by design.
-        warm, warm_s = pipeline(env, "pipeline_id=bench-warm", "gateway.cache=readwrite", *base)
-        print(f"{'run':<6}{'upstream calls':>16}{'wall s':>9}  decision")
-        print(f"{'cold':<6}{upstream_calls(cold.stdout):>16}{cold_s:>9.0f}  {reference}")
-        print(f"{'warm':<6}{upstream_calls(warm.stdout):>16}{warm_s:>9.0f}  {decision(warm.stdout)}")
-        print(f"warm/cold wall time: {warm_s / cold_s:.2f}")
+        print(f"{'upstream latency':<18}{'run':<6}{'upstream calls':>16}{'wall s':>9}  decision")
+        reference, ratios = "", []
+        for latency_ms in CACHE_LATENCIES_MS:
+            lsim_proc, lsim_url = (None, sim_url) if not latency_ms else start_sim({"seed": 7, "latency_ms": latency_ms})
+            lenv = {**env, "PROMPTGATE_SIM_URL": lsim_url, "PROMPTGATE_CACHE_URI": str(state / f"llm-cache-{latency_ms}ms")}
+            # the kill matrix compares with "bench-cold"; the other latency gets a prompt of its own
+            tag = "" if not latency_ms else f"-{latency_ms}ms"
+            lbase = [f"prompt.name={prompt}{tag}", *base[1:]]
+            try:
+                cold, cold_s = pipeline(lenv, f"pipeline_id=bench-cold{tag}", "gateway.cache=readwrite", *lbase)
+                # same prompt too: GEPA's reflection requests quote its name. The warm gate then finds
+                # production already on the cold run's candidate, so its decision may differ by design.
+                warm, warm_s = pipeline(lenv, f"pipeline_id=bench-warm{tag}", "gateway.cache=readwrite", *lbase)
+            finally:
+                if lsim_proc is not None:
+                    stop_process(lsim_proc.pid)
+            reference = reference or decision(cold.stdout)
+            for run, out, secs in (("cold", cold.stdout, cold_s), ("warm", warm.stdout, warm_s)):
+                print(f"{f'{latency_ms} ms':<18}{run:<6}{upstream_calls(out):>16}{secs:>9.0f}  {decision(out)}")
+            ratios.append(f"{warm_s / cold_s:.2f} at {latency_ms} ms")
+        print(f"warm/cold wall time: {', '.join(ratios)} (the rest of a run is process start-up and MLflow)")
 
         # ---------------------------------------------------------------- faults
         print("\n== faults: 8% 429s, 4% timeouts, 8% malformed judge JSON; cache off ==")

@@ -102,6 +102,32 @@ def test_kill_each_stage_and_rerun(servers, mlflow_client, decided):
     assert unexplained == [], unexplained
 
 
+def test_optimize_rerun_finds_what_a_killed_attempt_registered(mlflow_client):
+    """optimize_prompts registers before optimize can tag, so a SIGKILL there leaves an untagged
+    copy; the rerun must find it whether it keeps a candidate or not, and never the seed or
+    another pipeline's candidate with the same text."""
+    import time
+
+    import mlflow
+
+    from jobs.stages.optimize import TAG, drop_versions, earlier_twins
+
+    pid, prompt, text = new_pipeline_id("twin"), f"twin-{uuid.uuid4().hex[:6]}", "Answer the hitter."
+    register = mlflow.genai.register_prompt
+    register(name=prompt, template=text, tags={tracking.TAG_PIPELINE: pid})  # v1: the seed, as register tags it
+    register(name=prompt, template=text)  # v2: left by this pipeline's killed optimize
+    register(name=prompt, template=text, tags={TAG + "pipeline_id": "other", TAG + "source_run_id": "r"})  # v3
+    register(name=prompt, template="Something else.")  # v4: untagged, other text
+    started_ms = int(time.time() * 1000) + 1
+    time.sleep(0.01)
+    produced = register(name=prompt, template=text)  # v5: the rerun's own registration
+    twins = earlier_twins(prompt, produced, pid, 1, started_ms)
+    assert [int(v.version) for v in twins] == [2]
+    assert earlier_twins(prompt, produced, pid, 1, int(twins[0].creation_timestamp)) == []  # made by this attempt
+    drop_versions(mlflow_client, prompt, [produced, *twins], "test")
+    assert sorted(tracking_versions(mlflow_client, prompt)) == [1, 3, 4]
+
+
 def tracking_versions(client, prompt: str) -> list[int]:
     return [int(v.version) for v in client.search_prompt_versions(prompt)]
 

@@ -76,17 +76,22 @@ def sweep_overrides() -> str:
     return " ".join(HydraConfig.get().overrides.task) if HydraConfig.initialized() else ""
 
 
-def adopt_earlier_twin(client: Any, name: str, produced: Any, pipeline_id: str) -> Any:
-    """A killed attempt may have registered this same text already (optimize_prompts registers
-    before we can tag). Keep that version and drop the new one, so a rerun adds no duplicate."""
-    for v in tracking.prompt_versions(name):
-        owner = v.tags.get(TAG + "pipeline_id")
-        if (int(v.version) < int(produced.version) and v.template.strip() == produced.template.strip()
-                and owner in (None, pipeline_id)):
-            client.delete_prompt_version(name, str(produced.version))
-            say(STAGE, f"v{v.version} already holds this text (an interrupted earlier attempt); reusing it")
-            return v
-    return produced
+def earlier_twins(name: str, produced: Any, pipeline_id: str, seed_version: int, started_ms: int) -> list[Any]:
+    """Versions an interrupted earlier attempt left with this same text: optimize_prompts registers
+    before we can tag, so a SIGKILL leaves an untagged version, or one this pipeline's optimize tagged."""
+    def leftover(v: Any) -> bool:
+        untagged = not any(k.startswith(TAG) for k in v.tags)
+        ours = v.tags.get(TAG + "pipeline_id") == pipeline_id and TAG + "source_run_id" in v.tags
+        return (untagged or ours) and int(v.version) != seed_version and v.creation_timestamp < started_ms
+
+    return sorted((v for v in tracking.prompt_versions(name) if int(v.version) < int(produced.version)
+                   and v.template.strip() == produced.template.strip() and leftover(v)), key=lambda v: int(v.version))
+
+
+def drop_versions(client: Any, name: str, versions: list[Any], why: str) -> None:
+    for v in versions:
+        client.delete_prompt_version(name, str(v.version))
+        say(STAGE, f"deleted v{v.version}: {why}")
 
 
 def run(cfg: Any) -> dict:
@@ -150,13 +155,16 @@ def run(cfg: Any) -> dict:
                        "judge_errors": budget.judge_errors}
             mlflow.log_metrics(metrics)
             outcome: dict[str, Any] = {**metrics, **judge_info, "seed_version": seed_version, "run_id": run.info.run_id}
+            twins = earlier_twins(name, produced, str(cfg.pipeline_id), int(seed_version), run.info.start_time)
             if not improved:
                 # optimize_prompts registers its result unconditionally; keep the registry clean
-                client.delete_prompt_version(name, str(produced.version))
+                drop_versions(client, name, [produced, *twins], "no candidate to keep")
                 say(STAGE, f"no candidate beat the seed on train ({initial} -> {final}); nothing registered")
                 mlflow.set_tag(TAG + "outcome", "no_improvement")
                 return finish(STAGE, {**outcome, "outcome": "no_improvement", "candidate_version": None})
-            produced = adopt_earlier_twin(client, name, produced, str(cfg.pipeline_id))
+            if twins:  # keep the oldest copy, so a rerun adds no duplicate
+                drop_versions(client, name, [produced, *twins[1:]], f"v{twins[0].version} already holds this text")
+                produced = twins[0]
             tags = {"initial_train_score": f"{initial:.4f}", "final_train_score": f"{final:.4f}",
                     "metric_calls": str(budget.used), "max_metric_calls": str(cap), "judge_name": judge_info["judge_name"],
                     "judge_version": str(judge_info["judge_version"]), "pipeline_id": str(cfg.pipeline_id),
