@@ -42,7 +42,6 @@ def offline_hygiene() -> None:
     os.environ.setdefault("DO_NOT_TRACK", "true")
     os.environ.setdefault("MLFLOW_GENAI_EVAL_SKIP_TRACE_VALIDATION", "true")
     os.environ.setdefault("MLFLOW_MODEL_CATALOG_URI", "")  # no fetch from GitHub: the machine is offline
-    os.environ.setdefault("DSPY_CACHEDIR", os.path.join(os.environ.get("PROMPTGATE_STATE_DIR", ".promptgate"), "dspy-cache"))
     block_absent_pyspark()
     if hasattr(signal, "SIGUSR1"):  # `kill -USR1 <pid>` prints every thread's stack: how to see where a stage is stuck
         faulthandler.register(signal.SIGUSR1, all_threads=True)
@@ -59,6 +58,19 @@ def block_absent_pyspark() -> None:
 
     if "pyspark" not in sys.modules and importlib.util.find_spec("pyspark") is None:
         sys.modules["pyspark"] = None  # type: ignore[assignment]
+
+
+def gateway_cache_only() -> None:
+    """The gateway's cache is the one cache: ``cache=off`` must mean off, and every Job must
+    share it. DSPy (MemAlign's judge and distillation) otherwise answers repeats from a disk and
+    memory cache of its own, in the stage's process: a second cache that ``gateway.cache`` does not
+    govern, and which made the requests a rerun sends depend on what that process's disk held."""
+    from mlflow.utils.import_hooks import register_post_import_hook
+
+    def no_dspy_cache(dspy: Any) -> None:
+        dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=False)
+
+    register_post_import_hook(no_dspy_cache, "dspy")
 
 
 def narrow_import_hook_lock() -> None:
@@ -153,6 +165,7 @@ def activate(cfg: Any, stage: str, experiment_id: str | None = None) -> Iterator
 
     offline_hygiene()
     narrow_import_hook_lock()
+    gateway_cache_only()
     model_cfg = cfg.model
     procs: list[Any] = []
     saved = {k: os.environ.get(k) for k in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_API_BASE")}

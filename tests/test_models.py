@@ -40,3 +40,23 @@ def test_hooked_modules_still_fire_their_hooks():
     import tabnanny  # noqa: F401  (a stdlib module nothing else imports)
 
     assert fired == ["tabnanny"]
+
+
+def test_dspy_answers_nothing_from_a_cache_of_its_own():
+    """The gateway's cache is the only one: MemAlign's DSPy calls must reach it every time."""
+    import subprocess
+    import sys
+
+    from jobs.paths import ROOT
+
+    code = ("from jobs.models import gateway_cache_only, narrow_import_hook_lock\n"
+            "import sys\n"
+            "if sys.argv[1] == 'on': narrow_import_hook_lock(); gateway_cache_only()\n"
+            "import dspy\n"
+            "print(dspy.cache.enable_disk_cache, dspy.cache.enable_memory_cache)\n")
+    seen = {}
+    for mode in ("on", "off"):
+        proc = subprocess.run([sys.executable, "-c", code, mode], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        seen[mode] = proc.stdout.split()[-2:]
+    assert seen == {"on": ["False", "False"], "off": ["True", "True"]}
