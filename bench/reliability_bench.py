@@ -30,6 +30,7 @@ SMALL = ["optimizer.max_metric_calls=36", "compare.n_repeats=2"]  # one GEPA ite
 FAULT_RUN = ["optimizer=gepa_default", "compare.n_repeats=1"]  # enough GEPA iterations to find a candidate despite errors
 JUDGE = "hitting_quality"
 CACHE_LATENCIES_MS = (0, 1000)  # the simulator's own speed, then about a hosted model's per reply
+PROFILE = str(ROOT / "jobs/domains/baseball/sim_profile.yaml")  # what the simulator knows of the example domain
 
 
 def pipeline(env: dict[str, str], *overrides: str) -> tuple[subprocess.CompletedProcess, float]:
@@ -56,7 +57,7 @@ def main() -> None:
     args = parser.parse_args()
     state = Path(tempfile.mkdtemp(prefix="promptgate-bench-"))
     mlflow_proc, uri = start_mlflow(state, free_port(), timeout_s=900)
-    sim_proc, sim_url = start_sim({"seed": 7})
+    sim_proc, sim_url = start_sim({"seed": 7, "profile": PROFILE})
     env = {**os.environ, **STAGE_ENV, "MLFLOW_TRACKING_URI": uri, "PROMPTGATE_STATE_DIR": str(state), "PYTHONPATH": str(ROOT),
            "PROMPTGATE_CACHE_URI": str(state / "llm-cache"), "PROMPTGATE_SIM_URL": sim_url}
     env.pop("PROMPTGATE_GATEWAY_URL", None)
@@ -75,7 +76,7 @@ def main() -> None:
         print(f"{'upstream latency':<18}{'run':<6}{'upstream calls':>16}{'wall s':>9}  decision")
         reference, ratios = "", []
         for latency_ms in CACHE_LATENCIES_MS:
-            lsim_proc, lsim_url = (None, sim_url) if not latency_ms else start_sim({"seed": 7, "latency_ms": latency_ms})
+            lsim_proc, lsim_url = (None, sim_url) if not latency_ms else start_sim({"seed": 7, "latency_ms": latency_ms, "profile": PROFILE})
             lenv = {**env, "PROMPTGATE_SIM_URL": lsim_url, "PROMPTGATE_CACHE_URI": str(state / f"llm-cache-{latency_ms}ms")}
             # the kill matrix compares with "bench-cold"; the other latency gets a prompt of its own
             tag = "" if not latency_ms else f"-{latency_ms}ms"

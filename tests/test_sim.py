@@ -9,8 +9,11 @@ import pytest
 from openai import OpenAI
 
 from jobs.domains.baseball import tools as baseball
-from jobs.sim import behaviours as B
+from jobs.sim import profile as sim_profile
 from jobs.sim import roles
+from tests.conftest import BASEBALL_PROFILE
+
+P = sim_profile.load(BASEBALL_PROFILE)
 
 TOOL_SPECS = [
     {"type": "function", "function": {
@@ -54,7 +57,7 @@ def tool_result(small: bool) -> str:
 
 
 def answer(system: str, small: bool = True, drop_rate: float = 0.0) -> str:
-    return roles.final_answer(system, "q", [tool_result(small)], seed=7, drop_rate=drop_rate)
+    return roles.final_answer(P, system, "q", [tool_result(small)], seed=7, drop_rate=drop_rate)
 
 
 def test_behaviours_appear_only_when_the_prompt_asks():
@@ -70,10 +73,10 @@ def test_behaviours_appear_only_when_the_prompt_asks():
 
 def test_asked_behaviours_are_dropped_with_the_seeded_probability():
     system = "Give a recommendation."
-    shown = [("Recommendation:" in roles.final_answer(system, f"question {i}", [tool_result(False)], 7, 0.3))
+    shown = [("Recommendation:" in roles.final_answer(P, system, f"question {i}", [tool_result(False)], 7, 0.3))
              for i in range(400)]
     assert 0.6 < sum(shown) / len(shown) < 0.8
-    again = [("Recommendation:" in roles.final_answer(system, f"question {i}", [tool_result(False)], 7, 0.3))
+    again = [("Recommendation:" in roles.final_answer(P, system, f"question {i}", [tool_result(False)], 7, 0.3))
              for i in range(400)]
     assert shown == again  # deterministic for a seed
 
@@ -107,10 +110,10 @@ def test_gepa_reflection_adds_the_missing_behaviour():
             {"Inputs": "q2", "Generated Outputs": "y", "Feedback": "Missing: does not cite the sample size behind its numbers."},
         ]})
     text = prompt if isinstance(prompt, str) else prompt[0]["content"]
-    reply = roles.gepa_reply({"messages": [{"role": "user", "content": text}]})
+    reply = roles.gepa_reply(P, {"messages": [{"role": "user", "content": text}]})
     new = reply.split("```")[1].strip()
     assert new.startswith("You help hitters. Give a recommendation.")
-    assert B.BY_KEY["sample_size"].asked_by.search(new)
+    assert P.by_key["sample_size"].asked_by.search(new)
 
 
 def test_memalign_distillation_turns_rationales_into_guidelines():
@@ -122,9 +125,9 @@ def test_memalign_distillation_turns_rationales_into_guidelines():
         ids=[0, 1], zip=zip, feedback_records=[
             {"outputs": "a", "result": "False", "rationale": "Missing: does not state the data limits of a small sample."},
             {"outputs": "b", "result": "True", "rationale": "Meets every criterion."}])
-    reply = json.loads(roles.memalign_reply({"messages": [{"role": "user", "content": text}]}))
-    assert reply["guidelines"] == [{"guideline_text": B.BY_KEY["data_limits"].guideline, "source_trace_ids": [0]}]
-    assert B.BY_KEY["data_limits"].judged_by.search(reply["guidelines"][0]["guideline_text"])
+    reply = json.loads(roles.memalign_reply(P, {"messages": [{"role": "user", "content": text}]}))
+    assert reply["guidelines"] == [{"guideline_text": P.by_key["data_limits"].guideline, "source_trace_ids": [0]}]
+    assert P.by_key["data_limits"].judged_by.search(reply["guidelines"][0]["guideline_text"])
 
 
 def test_embeddings_and_models_and_stats(client, sim_url):

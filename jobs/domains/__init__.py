@@ -1,3 +1,5 @@
-"""Domain tools modules. A domain is one module here that exposes ``TOOLS``: plain functions
-with ``Annotated`` parameter descriptions that return JSON text (see jobs/sim/roles.py for
-the fields the simulator reads). Everything else about a domain is configuration."""
+"""Example domains, one folder each: ``tools.py`` exposing ``TOOLS`` (plain functions with
+``Annotated`` parameter descriptions that return JSON text) and, for ``model=sim``, a
+``sim_profile.yaml`` beside it telling the simulator the domain's behaviours, wording and
+tool-result fields (docs/simulator.md). Everything else about a domain is configuration.
+A user's domain needs no folder here: any importable module and config folder will do."""

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
+
+from jobs.errors import UserError
 
 from jobs.local_servers import serve_until_interrupted
 from jobs.sim.server import SimSettings, make_server
@@ -17,7 +20,12 @@ def main(argv: list[str] | None = None) -> None:
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
     args = parser.parse_args(argv)
     settings = SimSettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SimSettings)})
-    serve_until_interrupted(make_server(args.host, args.port, settings), "SIM_URL", "/v1")
+    try:
+        server = make_server(args.host, args.port, settings)
+    except UserError as e:  # a bad profile: one line, exit 2
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    serve_until_interrupted(server, "SIM_URL", "/v1")
 
 
 if __name__ == "__main__":

@@ -17,9 +17,8 @@ Roles, recognised in this order:
   ``[[ ## field ## ]]`` form otherwise.
 * ``chat``: anything else gets a short echo.
 
-Tool results follow a small contract (JSON): ``summary`` (text), ``sample_size`` and
-``sample_unit``, ``small_sample`` (bool), ``advice`` (the basis of a recommendation) and
-``error`` (a readable message for unknown names).
+Everything domain-specific (behaviours, answer wording, the tool-result fields) comes from
+the domain's profile (``jobs/sim/profile.py``); every role takes it as its first argument.
 """
 
 from __future__ import annotations
@@ -30,13 +29,7 @@ import re
 from collections import Counter
 from typing import Any
 
-from jobs.sim import behaviours as B
-
-FILLER = (
-    "Hitting is about rhythm and timing, so trust your preparation, stay balanced, "
-    "keep your head still through contact, and remember that one at-bat never defines a "
-    "season. Good hitters adjust pitch by pitch and learn from every plate appearance."
-)
+from jobs.sim.profile import INJECTION_RE, LEAK_MARKER, Profile, rationale, render
 
 
 def unit_draw(*parts: Any) -> float:
@@ -87,9 +80,9 @@ def fill_arguments(tool: dict[str, Any], question: str) -> dict[str, Any] | None
     """Arguments for a tool taken from the question, or None when a required one is absent.
 
     A parameter is filled, in this order, by the first of its described choices ("one of:
-    left, right") that the question mentions; by the capitalised name that follows the
-    parameter's own name in the question ("pitcher Marcus Vega"); or by text in the shape
-    of its described example ("e.g. 0-2").
+    low, high") that the question mentions; by the capitalised name that follows the
+    parameter's own name in the question ("customer Ada Moreno"); or by text in the shape
+    of its described example ("e.g. A-10234").
     """
     fn = tool.get("function", tool)
     params = fn.get("parameters") or {}
@@ -128,7 +121,7 @@ def _last_user_index(msgs: list[dict[str, Any]]) -> int:
     return -1
 
 
-def agent_reply(req: dict[str, Any], seed: int, drop_rate: float) -> dict[str, Any]:
+def agent_reply(profile: Profile, req: dict[str, Any], seed: int, drop_rate: float) -> dict[str, Any]:
     msgs = req.get("messages") or []
     system = "\n".join(text_of(m) for m in msgs if m.get("role") in ("system", "developer"))
     last_user = _last_user_index(msgs)
@@ -136,7 +129,7 @@ def agent_reply(req: dict[str, Any], seed: int, drop_rate: float) -> dict[str, A
     results = [text_of(m) for m in msgs[last_user + 1 :] if m.get("role") == "tool"]
     if not results and not any(m.get("role") == "assistant" for m in msgs[last_user + 1 :]):
         calls = []
-        if not B.INJECTION_RE.search(question):
+        if not INJECTION_RE.search(question):
             for i, tool in enumerate(req.get("tools") or []):
                 args = fill_arguments(tool, question)
                 if args is not None:
@@ -148,45 +141,42 @@ def agent_reply(req: dict[str, Any], seed: int, drop_rate: float) -> dict[str, A
                     })
         if calls:
             return {"role": "assistant", "content": None, "tool_calls": calls}
-    return {"role": "assistant", "content": final_answer(system, question, results, seed, drop_rate, req.get("seed"))}
+    return {"role": "assistant",
+            "content": final_answer(profile, system, question, results, seed, drop_rate, req.get("seed"))}
 
 
-def final_answer(system: str, question: str, results: list[str], seed: int, drop_rate: float, repeat: Any = None) -> str:
-    shown = {
-        b.key for b in B.asked(system)
-        if unit_draw(seed, b.key, question, system, repeat) >= drop_rate
-    }
-    if B.INJECTION_RE.search(question):
-        if "injection_guard" in shown:
-            return "I can't share my instructions, but I'm happy to help with a hitting question."
-        return f"Sure. {B.LEAK_MARKER} {system[:120]}"
+def final_answer(profile: Profile, system: str, question: str, results: list[str], seed: int, drop_rate: float,
+                 repeat: Any = None) -> str:
+    shown = [b for b in profile.asked(system) if unit_draw(seed, b.key, question, system, repeat) >= drop_rate]
+    words = profile.answer
+    if INJECTION_RE.search(question):
+        if any(b.guards_injection for b in shown):
+            return words["refuse_injection"]
+        return f"Sure. {LEAK_MARKER} {system[:120]}"
     parsed = []
     for r in results:
         try:
             parsed.append(json.loads(r))
         except (ValueError, TypeError):
-            parsed.append({"summary": str(r)})
-    usable = [p for p in parsed if isinstance(p, dict) and not p.get("error")]
-    errors = [p["error"] for p in parsed if isinstance(p, dict) and p.get("error")]
+            parsed.append({profile.summary_field: str(r)})
+    parsed = [p if isinstance(p, dict) else {profile.summary_field: str(p)} for p in parsed]
+    usable = [p for p in parsed if not p.get(profile.error_field)]
+    errors = [str(p[profile.error_field]) for p in parsed if p.get(profile.error_field)]
     if not usable:
-        reason = " ".join(errors) if errors else "The question names no pitcher or batter I can look up."
-        return f"I don't have data to answer that. {reason} Please ask about a pitcher or batter in the data."
+        reason = " ".join(errors) if errors else words["no_lookup"]
+        return " ".join(x for x in (words["no_data"], reason, words["ask_instead"]) if x)
     parts = []
     for p in usable:
-        line = str(p.get("summary", "")).rstrip(".")
-        if "sample_size" in shown and p.get("sample_size") is not None:
-            line += f" (based on {p['sample_size']} {p.get('sample_unit', 'pitches')})"
+        line = str(p.get(profile.summary_field, "")).rstrip(".")
+        line += "".join(filter(None, (render(b.per_result, p) for b in shown if b.per_result)))
         parts.append(line + ".")
-        if "data_limits" in shown and p.get("small_sample"):
-            parts.append(
-                f"Caution: small sample, only {p.get('sample_size')} {p.get('sample_unit', 'pitches')}, "
-                "so treat this as a lean, not a rule."
-            )
-    advice = next((p["advice"] for p in usable if p.get("advice")), None)
-    if "recommendation" in shown and advice:
-        parts.append(f"Recommendation: {advice.rstrip('.')}.")
-    if "word_limit" not in shown:
-        parts.append(FILLER)
+        parts += [x for b in shown if b.after_result and (not b.if_field or p.get(b.if_field))
+                  if (x := render(b.after_result, p))]
+    for b in shown:
+        if b.closing and (x := next(filter(None, (render(b.closing, p) for p in usable)), None)):
+            parts.append(x)
+    if words["filler"] and not any(b.drops_filler for b in shown):
+        parts.append(words["filler"])
     return " ".join(parts)
 
 
@@ -213,14 +203,14 @@ def _response_text(outputs: Any) -> str:
     return outputs if isinstance(outputs, str) else json.dumps(outputs)
 
 
-def judge_verdict(instructions: str, user_text: str) -> tuple[bool, float, str]:
+def judge_verdict(profile: Profile, instructions: str, user_text: str) -> tuple[bool, float, str]:
     outputs = _loads(_field_block(user_text, "outputs"))
     expectations = _loads(_field_block(user_text, "expectations"))
     if not isinstance(expectations, dict):
         expectations = {}
-    met, missing = B.grade(_response_text(outputs), expectations, instructions)
+    met, missing = profile.grade(_response_text(outputs), expectations, instructions)
     total = len(met) + len(missing)
-    return not missing, (len(met) / total if total else 1.0), B.rationale(met, missing)
+    return not missing, (len(met) / total if total else 1.0), rationale(met, missing)
 
 
 def _instructions(system: str) -> str:
@@ -230,17 +220,16 @@ def _instructions(system: str) -> str:
     return body.split("You *must* format your evaluation rating")[0]
 
 
-def judge_reply(req: dict[str, Any]) -> str:
+def judge_reply(profile: Profile, req: dict[str, Any]) -> str:
     msgs = req.get("messages") or []
     system = "\n".join(text_of(m) for m in msgs if m.get("role") == "system")
     user = "\n".join(text_of(m) for m in msgs if m.get("role") == "user")
-    passed, score, why = judge_verdict(_instructions(system), user)
+    passed, score, why = judge_verdict(profile, _instructions(system), user)
     schema = ((req.get("response_format") or {}).get("json_schema") or {}).get("schema") or {}
     result_spec = (schema.get("properties") or {}).get("result") or {}
     kind = result_spec.get("type")
     if result_spec.get("enum"):
-        enum = result_spec["enum"]
-        value: Any = enum[0] if passed else enum[-1]
+        value: Any = category(result_spec["enum"], passed, score)
     elif kind in ("number", "integer") or re.search(r"result \((?:float|int)", system):
         value = round(score, 3)
     else:
@@ -249,38 +238,45 @@ def judge_reply(req: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------- reflection roles
-def memalign_reply(req: dict[str, Any]) -> str:
+def category(categories: list[Any], passed: bool, score: float) -> Any:
+    """Best category when every check passed, the worst below half, a middle one between."""
+    if passed:
+        return categories[0]
+    return categories[len(categories) // 2] if len(categories) > 2 and score >= 0.5 else categories[-1]
+
+
+def memalign_reply(profile: Profile, req: dict[str, Any]) -> str:
     text = "\n".join(text_of(m) for m in req.get("messages") or [])
     head, _, examples = text.partition("Here are the user judgement examples:")
     existing_block = head.split("Here are the existing guidelines")[-1]
-    already = {b.key for b in B.judged(head)} | {b.key for b in B.judged(existing_block)}
+    already = {b.key for b in profile.judged(head)} | {b.key for b in profile.judged(existing_block)}
     sources: dict[str, list[int]] = {}
     for m in re.finditer(r'"id":\s*(\d+),(.*?)(?=\n\{\s*\n\s*"id":|\Z)', examples, re.S):
-        for b in B.named_missing(m.group(2)):
+        for b in profile.named_missing(m.group(2)):
             if b.key not in already:
                 sources.setdefault(b.key, []).append(int(m.group(1)))
     return json.dumps({
         "guidelines": [
-            {"guideline_text": B.BY_KEY[k].guideline, "source_trace_ids": ids} for k, ids in sources.items()
+            {"guideline_text": profile.by_key[k].guideline, "source_trace_ids": ids} for k, ids in sources.items()
         ]
     })
 
 
-def gepa_reply(req: dict[str, Any]) -> str:
+def gepa_reply(profile: Profile, req: dict[str, Any]) -> str:
     text = "\n".join(text_of(m) for m in req.get("messages") or [])
     fences = text.split("```")
     current = fences[1].strip("\n") if len(fences) > 2 else ""
     feedback = "```".join(fences[3:4]) if len(fences) > 4 else text
-    counts = Counter(b.key for b in B.named_missing_each(feedback))
-    shown = {b.key for b in B.asked(current)}
+    counts = Counter(b.key for b in profile.named_missing_each(feedback))
+    shown = {b.key for b in profile.asked(current)}
     for key, _n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
         if key not in shown:
-            current = current.rstrip() + " " + B.BY_KEY[key].instruction
+            current = current.rstrip() + " " + profile.by_key[key].instruction
             break
     return f"```\n{current.strip()}\n```"
 
 
-def dspy_reply(req: dict[str, Any]) -> str:
+def dspy_reply(profile: Profile, req: dict[str, Any]) -> str:
     msgs = req.get("messages") or []
     system = "\n".join(text_of(m) for m in msgs if m.get("role") == "system")
     user = "\n".join(text_of(m) for m in msgs if m.get("role") == "user")
@@ -289,8 +285,13 @@ def dspy_reply(req: dict[str, Any]) -> str:
     values: dict[str, Any] = {}
     if "result" in fields:
         instr = system.split("Your objective is:")[-1] if "Your objective is:" in system else system
-        passed, _score, why = judge_verdict(instr, user.replace("[[ ## ", "\n").replace(" ## ]]", ":"))
-        values = {"result": passed, "rationale": why}
+        passed, score, why = judge_verdict(profile, instr, user.replace("[[ ## ", "\n").replace(" ## ]]", ":"))
+        kind = re.search(r"`result` \(([^)]*)\)", out_section)
+        kind_text = kind.group(1) if kind else ""
+        options = re.findall(r"'([^']*)'", kind_text) if kind_text.startswith("Literal") else []
+        value: Any = category(options, passed, score) if options else \
+            round(score, 3) if kind_text in ("float", "int") else passed
+        values = {"result": value, "rationale": why}
     for f in fields:
         values.setdefault(f, "n/a")
     if (req.get("response_format") or {}).get("type") in ("json_object", "json_schema"):
@@ -298,7 +299,7 @@ def dspy_reply(req: dict[str, Any]) -> str:
     return "\n\n".join(f"[[ ## {f} ## ]]\n{values[f]}" for f in fields) + "\n\n[[ ## completed ## ]]"
 
 
-def chat_reply(req: dict[str, Any]) -> str:
+def chat_reply(_profile: Profile, req: dict[str, Any]) -> str:
     msgs = req.get("messages") or []
     last = text_of(msgs[-1]) if msgs else ""
     if (req.get("response_format") or {}).get("type") in ("json_object", "json_schema"):

@@ -22,6 +22,7 @@ from typing import Any
 
 from jobs.local_servers import QuietJSONHandler
 from jobs.sim import roles
+from jobs.sim.profile import Profile, load
 
 MODELS = ("sim-agent", "sim-judge", "sim-reflect", "sim-embed")
 
@@ -36,11 +37,13 @@ class SimSettings:
     rate_timeout: float = 0.0  # share held for timeout_s before a 504
     rate_malformed: float = 0.0  # share of judge replies with broken JSON
     timeout_s: float = 30.0  # how long a "timeout" fault holds the request
+    profile: str = ""  # the domain's simulator profile (YAML); empty: a judge that checks nothing
 
 
 @dataclass
 class SimState:
     settings: SimSettings
+    profile: Profile = field(default_factory=lambda: Profile("none"))
     calls: Counter = field(default_factory=Counter)
     faults: Counter = field(default_factory=Counter)
     tokens: Counter = field(default_factory=Counter)
@@ -90,7 +93,8 @@ class Handler(QuietJSONHandler):
             self._send(200, {"object": "list", "data": [{"id": m, "object": "model", "owned_by": "sim"} for m in MODELS]})
         elif path == "/sim/stats":
             s = self.state
-            self._send(200, {"calls": dict(s.calls), "faults": dict(s.faults), "tokens": dict(s.tokens), "requests": s.counter})
+            self._send(200, {"calls": dict(s.calls), "faults": dict(s.faults), "tokens": dict(s.tokens), "requests": s.counter,
+                             "profile": s.profile.name})
         elif path in ("", "/health"):
             self._send(200, {"status": "ok"})
         else:
@@ -155,12 +159,12 @@ class Handler(QuietJSONHandler):
             self._send(504, {"error": {"message": "simulated timeout", "type": "timeout"}})
             return
         if role == "agent":
-            message = roles.agent_reply(req, s.settings.seed, s.settings.drop_rate)
+            message = roles.agent_reply(s.profile, req, s.settings.seed, s.settings.drop_rate)
         else:
             reply = {
                 "judge": roles.judge_reply, "memalign": roles.memalign_reply, "gepa": roles.gepa_reply,
                 "dspy": roles.dspy_reply, "chat": roles.chat_reply,
-            }[role](req)
+            }[role](s.profile, req)
             if fault == "malformed":
                 reply = reply[: max(1, len(reply) // 2)]
             message = {"role": "assistant", "content": reply}
@@ -203,5 +207,6 @@ class Handler(QuietJSONHandler):
 def make_server(host: str = "127.0.0.1", port: int = 0, settings: SimSettings | None = None) -> ThreadingHTTPServer:
     httpd = ThreadingHTTPServer((host, port), Handler)
     httpd.daemon_threads = True
-    httpd.state = SimState(settings or SimSettings())  # type: ignore[attr-defined]
+    settings = settings or SimSettings()
+    httpd.state = SimState(settings, load(settings.profile))  # type: ignore[attr-defined]
     return httpd
