@@ -35,6 +35,16 @@ class Endpoint:
         """MLflow model URI for judges, MemAlign and GEPA."""
         return f"openai:/{model}"
 
+    def embedding_uri(self) -> str:
+        """MLflow model URI for MemAlign's embeddings (LiteLLM through dspy). An OpenAI-compatible
+        server's embedding model (nomic-embed-text, bge-m3, ...) goes through LiteLLM's
+        ``openai_like`` provider: its ``openai`` provider refuses MemAlign's ``dimensions`` for any
+        model not named text-embedding-3 (UnsupportedParamsError, even with drop_params), while
+        ``openai_like`` drops it, so the server's model answers in its own size."""
+        if self.provider == "openai_compatible":
+            return f"openai_like:/{self.embedding_model}"
+        return self.uri(self.embedding_model)
+
 
 def offline_hygiene() -> None:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -116,8 +126,28 @@ def check_reachable(base_url: str, api_key: str, timeout_s: float = 20) -> None:
         raise UserError(f"LLM endpoint {base_url} is not reachable ({network_reason(e)}); start it or fix model.base_url") from None
 
 
-def upstream_endpoint(model_cfg: Any) -> tuple[str, str, Any]:
+FLAT_FIGURES = ("note: agent.tools_module {module} brings no simulator profile ({file} beside it), so the simulator "
+                "cannot judge this domain's criteria and its figures will be flat; see docs/simulator.md")
+
+
+def sim_settings(cfg: Any) -> dict[str, Any]:
+    """Settings of a simulator started for this config: model.sim plus the domain's profile,
+    saying once when the domain has none."""
+    from jobs.agent import PROFILE_FILE, sim_profile_path
+
+    profile = sim_profile_path(cfg.agent)
+    if profile is None:
+        print(FLAT_FIGURES.format(module=cfg.agent.tools_module, file=PROFILE_FILE), flush=True)
+    else:
+        from jobs.sim.profile import load
+
+        load(profile)  # a bad profile is exit 2 here, not a simulator that never starts
+    return {**dict(cfg.model.sim), "profile": profile or ""}
+
+
+def upstream_endpoint(cfg: Any) -> tuple[str, str, Any]:
     """The upstream /v1 URL, the name of its key's variable, and a simulator process we started (or None)."""
+    model_cfg = cfg.model
     base_url = model_cfg.get("base_url")
     if model_cfg.provider == "sim":
         if not os.environ.get(model_cfg.api_key_env):
@@ -125,7 +155,7 @@ def upstream_endpoint(model_cfg: Any) -> tuple[str, str, Any]:
         if not base_url:
             from jobs.local_servers import start_sim
 
-            proc, base_url = start_sim(dict(model_cfg.sim))
+            proc, base_url = start_sim(sim_settings(cfg))
             return base_url, model_cfg.api_key_env, proc
     else:
         if not os.environ.get(model_cfg.api_key_env):
@@ -142,7 +172,7 @@ def start_local_gateway(cfg: Any) -> tuple[list[Any], str, str | None]:
     from jobs.gateway.client import start_gateway
     from jobs.local_servers import stop_process
 
-    upstream, key_env, sim = upstream_endpoint(cfg.model)
+    upstream, key_env, sim = upstream_endpoint(cfg)
     try:
         gateway, url = start_gateway(upstream, cfg.gateway, key_env)
     except Exception:
@@ -168,7 +198,8 @@ def activate(cfg: Any, stage: str, experiment_id: str | None = None) -> Iterator
     gateway_cache_only()
     model_cfg = cfg.model
     procs: list[Any] = []
-    saved = {k: os.environ.get(k) for k in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_API_BASE")}
+    routed = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_API_BASE", "OPENAI_LIKE_API_KEY", "OPENAI_LIKE_API_BASE")
+    saved = {k: os.environ.get(k) for k in routed}
     try:
         gateway_url = cfg.gateway.get("url")
         if not gateway_url:
@@ -176,7 +207,9 @@ def activate(cfg: Any, stage: str, experiment_id: str | None = None) -> Iterator
         session = gateway.open_session(cfg, stage, str(gateway_url).rstrip("/"), experiment_id)
         check_reachable(session.base_url, gateway.PLACEHOLDER_KEY)
         os.environ.update(OPENAI_API_KEY=gateway.PLACEHOLDER_KEY, OPENAI_BASE_URL=session.base_url,
-                          OPENAI_API_BASE=session.base_url)
+                          OPENAI_API_BASE=session.base_url,  # openai SDK, langchain, MLflow's judge adapter, LiteLLM
+                          OPENAI_LIKE_API_KEY=gateway.PLACEHOLDER_KEY,
+                          OPENAI_LIKE_API_BASE=session.base_url)  # LiteLLM's openai_like embeddings
         yield Endpoint(model_cfg.provider, session.base_url, model_cfg.agent_model, model_cfg.judge_model,
                        model_cfg.reflection_model, model_cfg.embedding_model, float(model_cfg.temperature),
                        float(model_cfg.request_timeout_s))
