@@ -19,6 +19,9 @@ from jobs.paths import CONF_DIR
 from jobs.stages.gate import decide, evaluate_gates
 
 
+MEASURED_JUDGE = {"measured": True, "judge_version": None, "kappa_before": 0.9, "holdout": 12}  # a judge the experts validated
+
+
 def one_comparison(rng: np.random.Generator, n_questions: int, gain: float, n_repeats: int, judge_flip: float,
                    gate: object, n_boot: int) -> bool:
     p_base = rng.uniform(0.2, 0.6, n_questions)
@@ -32,7 +35,7 @@ def one_comparison(rng: np.random.Generator, n_questions: int, gain: float, n_re
     s = stats.paired_summary(base, cand, n_boot=n_boot, seed=int(rng.integers(1 << 31)))
     compare = {"delta": s["delta"], "p_value": s["p_value"], "ci_low": s["ci_low"],
                "regressions": len(s["regressed"]), "baseline_error_rate": 0.0, "candidate_error_rate": 0.0}
-    return decide(evaluate_gates(compare, gate))[0] == "promote"
+    return decide(evaluate_gates(compare, gate, MEASURED_JUDGE))[0] == "promote"
 
 
 def rate(n_sims: int, **kw: object) -> float:

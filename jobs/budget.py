@@ -46,11 +46,12 @@ NOT_SCORED = "not scored: the max_metric_calls budget is spent"
 JUDGE_ERROR = "judge error (no verdict; scored 0 for the search only)"
 
 
-def budgeted_scorer(judge: Any, budget: MetricBudget) -> Any:
+def budgeted_scorer(judge: Any, budget: MetricBudget, to_number: Any = None) -> Any:
     """The judge as an MLflow scorer that stops calling the judge once the budget is spent.
     GEPA needs a number for every row, so a row the judge could not score (malformed reply,
     retries exhausted) counts 0 in the search and is counted in ``budget.judge_errors``; no
-    reported pass rate comes from these scores (compare scores the candidate afresh)."""
+    reported pass rate comes from these scores (compare scores the candidate afresh).
+    ``to_number`` turns a categorical judge's value into the number GEPA aggregates."""
     from mlflow.entities import Feedback
     from mlflow.genai.scorers import scorer
 
@@ -59,7 +60,10 @@ def budgeted_scorer(judge: Any, budget: MetricBudget) -> Any:
         if not budget.take():
             return Feedback(name=judge.name, value=False, rationale=NOT_SCORED)
         try:
-            return judge(inputs=inputs, outputs=outputs, expectations=expectations)
+            fb = judge(inputs=inputs, outputs=outputs, expectations=expectations)
+            if to_number is not None and getattr(fb, "value", None) is not None:  # GEPA aggregates numbers only
+                fb = Feedback(name=judge.name, value=to_number(fb.value), rationale=fb.rationale)
+            return fb
         except Exception as e:  # noqa: BLE001 - any judge failure is one error row, not a crash
             with budget._lock:
                 budget.judge_errors += 1

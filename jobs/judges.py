@@ -43,6 +43,22 @@ def passed(judge_cfg: Any, value: Any) -> bool | None:
     return str(value) == str(judge_cfg.categories[0])
 
 
+def score(judge_cfg: Any, value: Any) -> float | None:
+    """A judge value as a number in [0, 1] for GEPA's search: a pass is 1; a categorical value
+    by its rank (best 1, worst 0), so a partial answer counts between."""
+    if value is None:
+        return None
+    kind = judge_cfg.feedback_value_type
+    if kind == "bool":
+        return 1.0 if passed(judge_cfg, value) else 0.0
+    if kind == "float":
+        return float(value)
+    cats = [str(c) for c in judge_cfg.categories]
+    if str(value) not in cats:
+        return None
+    return 1.0 - cats.index(str(value)) / max(1, len(cats) - 1)
+
+
 def model_uri(judge_cfg: Any, endpoint: Any) -> str:
     return str(judge_cfg.get("model") or endpoint.uri(endpoint.judge_model))
 

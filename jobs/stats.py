@@ -17,24 +17,30 @@ def confusion(judge: Sequence[bool], expert: Sequence[bool]) -> dict[str, int]:
     }
 
 
-def accuracy(judge: Sequence[bool], expert: Sequence[bool]) -> float:
+def accuracy(judge: Sequence[bool], expert: Sequence[bool]) -> float | None:
     pairs = list(zip(judge, expert))
-    return sum(1 for j, e in pairs if j == e) / len(pairs) if pairs else 0.0
+    return sum(1 for j, e in pairs if j == e) / len(pairs) if pairs else None
 
 
-def cohen_kappa(judge: Sequence[bool], expert: Sequence[bool]) -> float:
-    """Cohen's kappa for two raters on a binary label. When chance agreement is total
-    (both raters always give the same single label) kappa is 1.0 if they agree, else 0.0."""
+def cohen_kappa(judge: Sequence[bool], expert: Sequence[bool]) -> float | None:
+    """Cohen's kappa for two raters on a binary label; None (undefined) when there are no
+    pairs or chance agreement is total (both raters gave one and the same single label), since
+    agreement on one class says nothing about telling the classes apart."""
     c = confusion(judge, expert)
     n = sum(c.values())
     if n == 0:
-        return 0.0
+        return None
     po = (c["tp"] + c["tn"]) / n
     judge_yes, expert_yes = (c["tp"] + c["fp"]) / n, (c["tp"] + c["fn"]) / n
     pe = judge_yes * expert_yes + (1 - judge_yes) * (1 - expert_yes)
     if pe >= 1.0:
-        return 1.0 if po == 1.0 else 0.0
+        return None
     return (po - pe) / (1 - pe)
+
+
+def fmt(x: float | None, digits: int = 3) -> str:
+    """A figure for people: ``undefined`` where there is none."""
+    return "undefined" if x is None else f"{x:.{digits}f}"
 
 
 # ---------------------------------------------------------------- paired comparison

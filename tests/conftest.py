@@ -26,6 +26,7 @@ DATA_BUCKET = "promptgate-data"
 FAKE_API_KEY = "sk-promptgate-FAKE-7f3a9c2e41d8b6a05e1f"  # recognisable; the secrets scan looks for it
 S3_KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 SESSION_PROMPT = "baseball-hitting-assistant"  # the prompt the session pipeline registers (conf default)
+BASEBALL_PROFILE = str(ROOT / "jobs/domains/baseball/sim_profile.yaml")  # what the session simulator knows
 
 
 @dataclass
@@ -94,7 +95,7 @@ def s3_endpoint():
 
 @pytest.fixture(scope="session")
 def sim_url():
-    proc, url = start_sim({"seed": 7})
+    proc, url = start_sim({"seed": 7, "profile": BASEBALL_PROFILE})
     yield url
     stop_process(proc.pid)
 
@@ -204,3 +205,26 @@ def decided(servers, learned):
         assert proc.returncode == 0, f"{stage} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         results[stage] = proc
     return pid, results
+
+
+def labelled_traces(pid, n, name, with_judge=True):
+    """Traces of a made-up pipeline carrying expert (and judge) feedback under ``name``."""
+    import mlflow
+    from mlflow.entities import AssessmentSource
+
+    mlflow.set_experiment("promptgate-baseball")
+    ids = []
+    for i in range(n):
+        with mlflow.start_span(name="agent") as span:
+            span.set_inputs({"question": f"q{i}"})
+            span.set_outputs("Recommendation: swing.")
+            mlflow.update_current_trace(tags={"promptgate.pipeline_id": pid})
+            ids.append(span.trace_id)
+    mlflow.flush_trace_async_logging()
+    for i, tid in enumerate(ids):
+        mlflow.log_feedback(trace_id=tid, name=name, value=i % 2 == 0, rationale="x",
+                            source=AssessmentSource(source_type="HUMAN", source_id="ann"))
+        if with_judge:
+            mlflow.log_feedback(trace_id=tid, name=name, value=True, rationale="y",
+                                source=AssessmentSource(source_type="LLM_JUDGE", source_id="judge"))
+    return ids

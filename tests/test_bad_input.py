@@ -8,7 +8,7 @@ import time
 import pytest
 
 from jobs.local_servers import free_port
-from tests.conftest import SESSION_PROMPT, new_pipeline_id
+from tests.conftest import SESSION_PROMPT, labelled_traces, new_pipeline_id
 
 pytestmark = pytest.mark.integration
 PROMPT = SESSION_PROMPT
@@ -141,29 +141,6 @@ def test_llm_endpoint_down(servers, mlflow_client, foundation):
     assert proc.returncode == 2, proc.stderr
     assert error_lines(proc) == [f"error: LLM endpoint {dead} is not reachable (Connection refused); start it or fix model.base_url"]
     assert runs(mlflow_client, pid) == before
-
-
-def labelled_traces(pid, n, name, with_judge=True):
-    """Traces of a made-up pipeline carrying expert (and judge) feedback under ``name``."""
-    import mlflow
-    from mlflow.entities import AssessmentSource
-
-    mlflow.set_experiment("promptgate-baseball")
-    ids = []
-    for i in range(n):
-        with mlflow.start_span(name="agent") as span:
-            span.set_inputs({"question": f"q{i}"})
-            span.set_outputs("Recommendation: swing.")
-            mlflow.update_current_trace(tags={"promptgate.pipeline_id": pid})
-            ids.append(span.trace_id)
-    mlflow.flush_trace_async_logging()
-    for i, tid in enumerate(ids):
-        mlflow.log_feedback(trace_id=tid, name=name, value=i % 2 == 0, rationale="x",
-                            source=AssessmentSource(source_type="HUMAN", source_id="ann"))
-        if with_judge:
-            mlflow.log_feedback(trace_id=tid, name=name, value=True, rationale="y",
-                                source=AssessmentSource(source_type="LLM_JUDGE", source_id="judge"))
-    return ids
 
 
 def scorer_versions(client):

@@ -47,11 +47,13 @@ def test_minimum_budget_and_split():
     ([1, 0, 1, 0], [1, 1, 0, 0], 0.0),
     # a classic textbook table: 20 yes-yes, 5 yes-no, 10 no-yes, 15 no-no -> kappa 0.4
     ([1] * 20 + [1] * 5 + [0] * 10 + [0] * 15, [1] * 20 + [0] * 5 + [1] * 10 + [0] * 15, 0.4),
-    ([1, 1, 1], [1, 1, 1], 1.0),
+    ([1, 1, 1], [1, 1, 1], None),  # one class on both sides: undefined, never 1.0
     ([1, 1, 1], [0, 0, 0], 0.0),
+    ([], [], None),
 ])
 def test_cohen_kappa_known_values(judge, expert, kappa):
-    assert stats.cohen_kappa([bool(x) for x in judge], [bool(x) for x in expert]) == pytest.approx(kappa)
+    got = stats.cohen_kappa([bool(x) for x in judge], [bool(x) for x in expert])
+    assert got is None if kappa is None else got == pytest.approx(kappa)
 
 
 def test_confusion_and_accuracy():

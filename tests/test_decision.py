@@ -15,7 +15,7 @@ from jobs import tracking
 from jobs.paths import ROOT
 from jobs.stages.common import RESULT_TAG
 
-from .conftest import COMPARE_OVERRIDES, SESSION_PROMPT, printed_result
+from .conftest import COMPARE_OVERRIDES, SESSION_PROMPT, labelled_traces, printed_result
 
 pytestmark = pytest.mark.integration
 PROMPT = SESSION_PROMPT
@@ -47,7 +47,8 @@ def test_gate_decision_recorded_matches_printed_and_alias(decided, servers, mlfl
     assert candidate.tags["promptgate.gate.decision"] == r["decision"]
     assert candidate.tags["promptgate.gate.pipeline_id"] == pid
     assert int(candidate.tags["promptgate.gate.previous_production"]) == r["previous_production"]
-    assert len(json.loads(candidate.tags["promptgate.gate.gates"])) == 5
+    gates = json.loads(candidate.tags["promptgate.gate.gates"])
+    assert len(gates) == 6 and gates[-1]["name"] == "judge_kappa"  # five on compare's figures, one on the judge
     production = int(mlflow_client.get_prompt_version_by_alias(PROMPT, "production").version)
     assert production == (r["candidate_version"] if r["decision"] == "promote" else r["previous_production"])
 
@@ -80,6 +81,16 @@ def mark_candidate(prompt, version, pid):
     record_result(mlflow.MlflowClient(), pid, "optimize", {"outcome": "candidate", "candidate_version": version})
 
 
+MEASURED_JUDGE = {"measured": True, "judge_version": None, "kappa_before": 0.8, "holdout": 12, "holdout_scored": 12}
+
+
+def mark_measured_judge(pid):
+    """What align records when the base judge agreed with the experts on enough held-out labels."""
+    import mlflow
+
+    record_result(mlflow.MlflowClient(), pid, "align", MEASURED_JUDGE)
+
+
 def record_result(client, pid, stage, result):
     """Store a stage result the way stages do: a finished run tagged for the pipeline."""
     exp = client.get_experiment_by_name("promptgate-baseball").experiment_id
@@ -102,6 +113,7 @@ def production(client, prompt):
 
 def test_promote_then_rollback(decided, servers, mlflow_client, gate_prompt):
     pid = f"gate-ok-{uuid.uuid4().hex[:6]}"
+    mark_measured_judge(pid)
     record_result(mlflow_client, pid, "compare", GOOD)
     mark_candidate(gate_prompt, 3, pid)
     proc = gate(servers, pid, gate_prompt)
@@ -119,6 +131,7 @@ def test_refuses_when_production_moved_concurrently(decided, servers, mlflow_cli
     import mlflow
 
     pid = f"gate-race-{uuid.uuid4().hex[:6]}"
+    mark_measured_judge(pid)
     record_result(mlflow_client, pid, "compare", GOOD)
     mark_candidate(gate_prompt, 3, pid)
     mlflow.genai.set_prompt_alias(gate_prompt, alias="production", version=2)  # another pipeline won meanwhile
@@ -131,6 +144,7 @@ def test_refuses_when_production_moved_concurrently(decided, servers, mlflow_cli
 
 def test_refusal_exits_3_when_asked(decided, servers, mlflow_client, gate_prompt):
     pid = f"gate-refuse-{uuid.uuid4().hex[:6]}"
+    mark_measured_judge(pid)
     record_result(mlflow_client, pid, "compare", {**GOOD, "delta": 0.01})
     mark_candidate(gate_prompt, 3, pid)
     proc = gate(servers, pid, gate_prompt, "gate.fail_on_refuse=true")
@@ -162,6 +176,7 @@ def test_two_gates_at_once_promote_exactly_one(decided, servers, mlflow_client, 
 
     pids = [f"gate-both-{k}-{uuid.uuid4().hex[:6]}" for k in (2, 3)]
     for pid, candidate in zip(pids, (2, 3)):
+        mark_measured_judge(pid)
         record_result(mlflow_client, pid, "compare", {**GOOD, "candidate_version": candidate})
         mark_candidate(gate_prompt, candidate, pid)
     procs = [subprocess.Popen([sys.executable, "-m", "jobs.gate", f"pipeline_id={pid}", f"prompt.name={gate_prompt}"],
@@ -176,3 +191,28 @@ def test_two_gates_at_once_promote_exactly_one(decided, servers, mlflow_client, 
     assert production(mlflow_client, gate_prompt) == winner
     loser = 5 - winner
     assert "moved concurrently" in mlflow_client.get_prompt_version(gate_prompt, loser).tags["promptgate.gate.reasons"]
+
+
+def test_three_expert_labels_register_nothing_and_the_gate_says_why(decided, servers, mlflow_client, gate_prompt):
+    """Agreement on too few held-out labels is refused, not printed as if it meant something."""
+    from tests.test_bad_input import scorer_versions
+
+    pid = f"three-labels-{uuid.uuid4().hex[:6]}"
+    labelled_traces(pid, 3, "hitting_quality")
+    judges_before = scorer_versions(mlflow_client)
+    proc = servers.stage("align", f"pipeline_id={pid}", timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = printed_result(proc)
+    assert result["measured"] is False and result["judge_version"] is None and result["kappa_after"] is None
+    assert "not enough held-out labels to measure agreement: 1 held out, aligner.min_holdout is 8" in proc.stdout
+    assert "no judge registered" in proc.stdout and "kappa" not in proc.stdout.split("no judge registered")[0]
+    assert scorer_versions(mlflow_client) == judges_before
+    assert mlflow_client.get_run(result["run_id"]).data.tags["promptgate.align.measured"] == "false"
+
+    record_result(mlflow_client, pid, "compare", GOOD)  # a compare that would pass every other gate
+    mark_candidate(gate_prompt, 3, pid)
+    proc = gate(servers, pid, gate_prompt)
+    assert proc.returncode == 0 and production(mlflow_client, gate_prompt) == 1, proc.stderr
+    assert ("REFUSED: production stays v1; judge_kappa not measured (needs >= 0.2): not enough held-out labels "
+            "to measure agreement") in proc.stdout
+    assert "judge_kappa not measured" in mlflow_client.get_prompt_version(gate_prompt, 3).tags["promptgate.gate.reasons"]

@@ -163,7 +163,7 @@ def test_two_pipelines_gate_one_prompt_on_postgres(servers, postgres_mlflow):
     import mlflow
     from mlflow import MlflowClient
 
-    from tests.test_decision import GOOD
+    from tests.test_decision import GOOD, MEASURED_JUDGE
 
     mlflow.set_tracking_uri(postgres_mlflow)
     client = MlflowClient(postgres_mlflow)
@@ -175,7 +175,8 @@ def test_two_pipelines_gate_one_prompt_on_postgres(servers, postgres_mlflow):
     pids = [f"pg-both-{k}-{uuid.uuid4().hex[:6]}" for k in (2, 3)]
     for pid, candidate in zip(pids, (2, 3)):
         for stage, result in (("compare", {**GOOD, "candidate_version": candidate}),
-                              ("optimize", {"outcome": "candidate", "candidate_version": candidate})):
+                              ("optimize", {"outcome": "candidate", "candidate_version": candidate}),
+                              ("align", MEASURED_JUDGE)):
             run = client.create_run(exp, tags={tracking.TAG_PIPELINE: pid, tracking.TAG_STAGE: stage,
                                                tracking.RESULT_TAG: json.dumps(result)})
             client.set_terminated(run.info.run_id, "FINISHED")

@@ -58,6 +58,24 @@ GOOD = {"delta": 0.25, "p_value": 0.01, "ci_low": 0.08, "regressions": 1, "basel
 ])
 def test_each_gate_refuses_for_its_own_reason(change, reason):
     gate = OmegaConf.merge(GATE, {"hard_gates": [{"scorer": "Safety", "min": 1.0}]})
-    assert decide(evaluate_gates(GOOD, gate)) == ("promote", [])
-    decision, reasons = decide(evaluate_gates({**GOOD, **change}, gate))
+    assert decide(evaluate_gates(GOOD, gate, MEASURED)) == ("promote", [])
+    decision, reasons = decide(evaluate_gates({**GOOD, **change}, gate, MEASURED))
     assert decision == "refuse" and reasons == [reason]
+
+
+MEASURED = {"measured": True, "judge_version": 2, "kappa_before": 0.1, "kappa_after": 0.8, "holdout": 12,
+            "holdout_scored": 12}  # align registered v2 at kappa 0.8 on 12 held-out labels
+
+
+@pytest.mark.parametrize("align,reason", [
+    (None, "judge_kappa not measured (needs >= 0.2): no align stage in this pipeline"),
+    ({"measured": False, "reason": "not enough held-out labels to measure agreement: 1 held out, aligner.min_holdout is 8"},
+     "judge_kappa not measured (needs >= 0.2): not enough held-out labels to measure agreement: 1 held out"),
+    ({**MEASURED, "judge_version": None}, "judge_kappa 0.1000 (needs >= 0.2)"),  # the base judge was kept: its kappa
+    ({**MEASURED, "kappa_after": None}, "judge_kappa not measured (needs >= 0.2): held-out kappa is undefined on 12"),
+])
+def test_gate_refuses_a_judge_without_valid_agreement(align, reason):
+    decision, reasons = decide(evaluate_gates(GOOD, GATE, align))
+    assert decision == "refuse" and len(reasons) == 1 and reasons[0].startswith(reason)
+    no_experts = OmegaConf.merge(GATE, {"min_judge_kappa": None})  # a team without experts opts out
+    assert decide(evaluate_gates(GOOD, no_experts, align)) == ("promote", [])

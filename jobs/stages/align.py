@@ -1,6 +1,11 @@
 """align: measure judge-vs-expert agreement on held-out labels, align the judge (MemAlign
 by default, SIMBA as an option), measure again, and register the aligned judge only if
-held-out agreement did not drop. Later stages use the judge version this stage records."""
+held-out agreement rose by at least ``aligner.min_gain`` and the judge changed. Later stages
+use the judge version this stage records.
+
+Agreement is measured only on at least ``aligner.min_holdout`` held-out labels with both
+classes (pass and fail) among them; otherwise the stage records that agreement could not be
+measured, registers nothing, and the gate refuses on that judge."""
 
 from __future__ import annotations
 
@@ -9,13 +14,14 @@ from typing import Any
 
 from jobs import judges, stats, tracking
 from jobs.errors import UserError
+from jobs.stats import fmt
 from jobs.models import activate
 from jobs.stages.common import finish, reuse, say
 from jobs.traces import feedbacks, human_feedback_names, judge_fields
 
 STAGE = "align"
 ALIGNERS = ("memalign", "simba")
-REGISTER_RULES = ("not_worse", "better", "always")
+NOT_ENOUGH = "not enough held-out labels to measure agreement"
 
 
 def check(cfg: Any) -> None:
@@ -25,8 +31,10 @@ def check(cfg: Any) -> None:
         raise UserError(f"aligner.name '{a.name}' is unknown; use aligner=memalign or aligner=simba")
     if not 0 < float(a.holdout_fraction) < 1:
         raise UserError(f"aligner.holdout_fraction={a.holdout_fraction} must be between 0 and 1")
-    if a.register_if not in REGISTER_RULES:
-        raise UserError(f"aligner.register_if '{a.register_if}' is unknown; use one of {', '.join(REGISTER_RULES)}")
+    if int(a.min_holdout) < 2:
+        raise UserError(f"aligner.min_holdout={a.min_holdout} must be at least 2: agreement needs a pass and a fail")
+    if float(a.min_gain) < 0:
+        raise UserError(f"aligner.min_gain={a.min_gain} must not be negative")
 
 
 def labelled_traces(experiment_id: str, pipeline_id: str, name: str) -> list[Any]:
@@ -81,7 +89,18 @@ def agreement(judge: Any, judge_cfg: Any, traces: list[Any], expert: dict[str, b
         said.append(verdict)
         truth.append(expert[t.info.trace_id])
     return {"accuracy": stats.accuracy(said, truth), "kappa": stats.cohen_kappa(said, truth),
-            "confusion": stats.confusion(said, truth), "n": len(said), "errors": errors}
+            "confusion": stats.confusion(said, truth), "n": len(said), "errors": errors, "verdicts": said}
+
+
+def evidence_gap(holdout: list[Any], expert: dict[str, bool], min_holdout: int) -> str | None:
+    """Why the held-out labels cannot measure agreement, or None when they can."""
+    passes = sum(1 for t in holdout if expert[t.info.trace_id])
+    fails = len(holdout) - passes
+    if len(holdout) < min_holdout:
+        return f"{NOT_ENOUGH}: {len(holdout)} held out, aligner.min_holdout is {min_holdout}"
+    if not passes or not fails:
+        return f"{NOT_ENOUGH}: the {len(holdout)} held-out labels are all {'passes' if passes else 'fails'} (kappa is undefined)"
+    return None
 
 
 def build_optimizer(cfg: Any, endpoint: Any) -> Any:
@@ -90,29 +109,46 @@ def build_optimizer(cfg: Any, endpoint: Any) -> Any:
         from mlflow.genai.judges.optimizers import MemAlignOptimizer
 
         return MemAlignOptimizer(reflection_lm=endpoint.uri(endpoint.reflection_model), retrieval_k=int(a.retrieval_k),
-                                 embedding_model=endpoint.uri(endpoint.embedding_model), embedding_dim=int(a.embedding_dim))
+                                 embedding_model=endpoint.embedding_uri(), embedding_dim=int(a.embedding_dim))
     from mlflow.genai.judges.optimizers import SIMBAAlignmentOptimizer
 
     return SIMBAAlignmentOptimizer(model=endpoint.uri(endpoint.reflection_model), seed=int(a.seed),
                                    batch_size=a.get("batch_size"))
 
 
-def should_register(rule: str, before: float, after: float) -> tuple[bool, str]:
-    if rule == "always":
-        return True, "aligner.register_if=always"
-    if rule == "better":
-        ok = after > before
-        return ok, f"held-out kappa {'rose' if ok else 'did not rise'} ({before:.3f} -> {after:.3f})"
-    ok = after >= before
-    return ok, f"held-out kappa {'did not drop' if ok else 'dropped'} ({before:.3f} -> {after:.3f})"
+def should_register(min_gain: float, before: dict, after: dict, changed_text: bool) -> tuple[bool, str]:
+    """Register only a judge that changed and agrees better with the experts by min_gain."""
+    kb, ka = before["kappa"], after["kappa"]
+    shift = f"({fmt(kb)} -> {fmt(ka)})"
+    if kb is None or ka is None:
+        return False, f"held-out kappa is undefined {shift}: the judge's errors left one class"
+    if not changed_text and before["verdicts"] == after["verdicts"]:
+        return False, f"alignment did not change the judge {shift}"
+    if ka - kb < min_gain:
+        return False, f"held-out kappa rose by {ka - kb:+.3f} {shift}, less than aligner.min_gain {min_gain}"
+    return True, f"held-out kappa rose by {ka - kb:+.3f} {shift}"
 
 
 def table(before: dict, after: dict) -> str:
     rows = [("judge", "n", "accuracy", "kappa", "tp", "tn", "fp", "fn")]
     for label, m in (("base", before), ("aligned", after)):
         c = m["confusion"]
-        rows.append((label, m["n"], f"{m['accuracy']:.3f}", f"{m['kappa']:.3f}", c["tp"], c["tn"], c["fp"], c["fn"]))
+        rows.append((label, m["n"], fmt(m["accuracy"]), fmt(m["kappa"]), c["tp"], c["tn"], c["fp"], c["fn"]))
     return "\n".join(",".join(str(x) for x in r) for r in rows) + "\n"
+
+
+def unmeasured(cfg: Any, experiment_id: str, inputs: str, name: str, n_labels: int, holdout: int, why: str) -> dict:
+    """Record that agreement could not be measured: no alignment, no judge registered."""
+    import mlflow
+
+    with tracking.stage_run(cfg, experiment_id, STAGE, inputs) as run:
+        say(STAGE, f"{why}; no judge registered. Collect more expert labels (both passes and fails) or lower "
+                   "aligner.holdout_fraction; the gate refuses on a judge with no agreement measured")
+        mlflow.log_params({"aligner": cfg.aligner.name, "labels": n_labels, "holdout": holdout})
+        mlflow.set_tag("promptgate.align.measured", "false")
+        return finish(STAGE, {"judge_name": name, "judge_version": None, "aligned": False, "measured": False,
+                              "reason": why, "kappa_before": None, "kappa_after": None, "accuracy_before": None,
+                              "accuracy_after": None, "labels": n_labels, "holdout": holdout, "run_id": run.info.run_id})
 
 
 def run(cfg: Any) -> dict:
@@ -121,15 +157,15 @@ def run(cfg: Any) -> dict:
     traces = labelled_traces(experiment_id, pid, name)
     expert = {t.info.trace_id: bool(judges.passed(cfg.judge, expert_value(t, name))) for t in traces}
     align_part, holdout = split(traces, expert, float(cfg.aligner.holdout_fraction), int(cfg.aligner.seed))
-    if len(align_part) < int(cfg.aligner.min_labels):
+    if len(align_part) < int(cfg.aligner.min_labels):  # the aligner cannot run at all: a config or data error
         raise UserError(f"{cfg.aligner.name} needs at least {cfg.aligner.min_labels} labelled traces to align on, but "
                         f"pipeline {pid} has {len(align_part)} after holding out {len(holdout)} of {len(traces)}; "
                         "collect more expert labels or lower aligner.holdout_fraction")
-    if not holdout:
-        raise UserError(f"no held-out labels to measure agreement on ({len(traces)} labels); raise aligner.holdout_fraction")
     inputs = tracking.inputs_hash(sorted(expert.items()), dict(cfg.judge), dict(cfg.aligner), cfg.model.judge_model)
     if (done := reuse(cfg, experiment_id, STAGE, inputs)) is not None:
         return done
+    if (gap := evidence_gap(holdout, expert, int(cfg.aligner.min_holdout))) is not None:
+        return unmeasured(cfg, experiment_id, inputs, name, len(traces), len(holdout), gap)
 
     with activate(cfg, STAGE, experiment_id) as endpoint:
         import mlflow
@@ -138,20 +174,24 @@ def run(cfg: Any) -> dict:
         with tracking.stage_run(cfg, experiment_id, STAGE, inputs) as run:
             say(STAGE, f"{len(traces)} expert labels: aligning on {len(align_part)}, measuring on {len(holdout)} held out")
             before = agreement(base, cfg.judge, holdout, expert)
-            say(STAGE, f"before: accuracy {before['accuracy']:.3f}, kappa {before['kappa']:.3f} ({cfg.aligner.name} next)")
+            say(STAGE, f"before: accuracy {fmt(before['accuracy'])}, kappa {fmt(before['kappa'])} on {before['n']} "
+                       f"held-out labels ({cfg.aligner.name} next)")
             aligned = base.align(traces=align_part, optimizer=build_optimizer(cfg, endpoint))
             after = agreement(aligned, cfg.judge, holdout, expert)
-            say(STAGE, f"after:  accuracy {after['accuracy']:.3f}, kappa {after['kappa']:.3f}")
-            register, reason = should_register(str(cfg.aligner.register_if), before["kappa"], after["kappa"])
+            say(STAGE, f"after:  accuracy {fmt(after['accuracy'])}, kappa {fmt(after['kappa'])} on {after['n']}")
+            changed_text = str(getattr(aligned, "instructions", "")) != str(getattr(base, "instructions", ""))
+            register, reason = should_register(float(cfg.aligner.min_gain), before, after, changed_text)
             version = None
             if register:
                 version = aligned.register(name=name).scorer_version
                 say(STAGE, f"registered aligned judge '{name}' v{version}: {reason}")
             else:
-                say(STAGE, f"kept the base judge: {reason}")
+                say(STAGE, f"kept the base judge, registered nothing: {reason}")
             mlflow.log_params({"aligner": cfg.aligner.name, "labels": len(traces), "holdout": len(holdout)})
-            mlflow.log_metrics({"accuracy_before": before["accuracy"], "kappa_before": before["kappa"],
-                                "accuracy_after": after["accuracy"], "kappa_after": after["kappa"],
+            mlflow.set_tag("promptgate.align.measured", "true")
+            figures = {"accuracy_before": before["accuracy"], "kappa_before": before["kappa"],
+                       "accuracy_after": after["accuracy"], "kappa_after": after["kappa"]}
+            mlflow.log_metrics({**{k: v for k, v in figures.items() if v is not None},
                                 "judge_errors": before["errors"] + after["errors"]})
             mlflow.log_text(table(before, after), "agreement.csv")
             mlflow.log_dict({"before": before, "after": after, "guidelines": getattr(aligned, "instructions", "")},
@@ -159,11 +199,25 @@ def run(cfg: Any) -> dict:
             print(table(before, after).replace(",", "\t"), end="")
             say(STAGE, f"run: {tracking.run_link(cfg, experiment_id, run.info.run_id)}")
             return finish(STAGE, {
-                "judge_name": name, "judge_version": version, "aligned": register, "reason": reason,
-                "kappa_before": round(before["kappa"], 4), "kappa_after": round(after["kappa"], 4),
-                "accuracy_before": round(before["accuracy"], 4), "accuracy_after": round(after["accuracy"], 4),
+                "judge_name": name, "judge_version": version, "aligned": register, "measured": True, "reason": reason,
+                **{k: None if v is None else round(v, 4) for k, v in figures.items()},
+                "holdout_scored": min(before["n"], after["n"]),
                 "labels": len(traces), "holdout": len(holdout), "run_id": run.info.run_id,
             })
+
+
+def judge_agreement(align_result: dict) -> tuple[float | None, str]:
+    """The held-out kappa of the judge later stages use (the aligned one if registered, else
+    the base judge), and what it rests on; None when align measured nothing."""
+    if not align_result:
+        return None, "no align stage in this pipeline"
+    if align_result.get("measured") is False:
+        return None, str(align_result.get("reason") or NOT_ENOUGH)
+    kappa = align_result.get("kappa_after" if align_result.get("judge_version") else "kappa_before")
+    n = align_result.get("holdout_scored", align_result.get("holdout"))
+    if kappa is None:
+        return None, f"held-out kappa is undefined on {n} labels"
+    return float(kappa), f"on {n} held-out labels"
 
 
 def recorded_judge(cfg: Any, experiment_id: str, endpoint: Any) -> tuple[Any, dict]:

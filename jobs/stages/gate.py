@@ -25,19 +25,34 @@ class Gate:
     threshold: float
     rule: str  # ">=" or "<="
     passed: bool
+    note: str = ""  # what the value rests on, or why it is missing
 
     def line(self) -> str:
         shown = "missing" if self.value is None else f"{self.value:.4f}"
         return f"{'PASS' if self.passed else 'FAIL'}  {self.name:<22} {shown:>9} {self.rule} {self.threshold}"
 
 
-def _gate(name: str, value: float | None, rule: str, threshold: float) -> Gate:
+def _gate(name: str, value: float | None, rule: str, threshold: float, note: str = "") -> Gate:
     ok = value is not None and (value >= threshold if rule == ">=" else value <= threshold)
-    return Gate(name, value, float(threshold), rule, ok)
+    return Gate(name, value, float(threshold), rule, ok, note)
 
 
-def evaluate_gates(compare: dict, g: Any) -> list[Gate]:
-    """Every gate's value and threshold, from compare's results and the gate config."""
+JUDGE_GATE = "judge_kappa"
+
+
+def judge_gate(align_result: dict, g: Any) -> list[Gate]:
+    """The judge compare used must agree with the experts: its held-out kappa, measured by align
+    on enough labels, at least ``gate.min_judge_kappa`` (null: no expert check)."""
+    if g.get("min_judge_kappa") is None:
+        return []
+    from jobs.stages.align import judge_agreement
+
+    kappa, basis = judge_agreement(align_result)
+    return [_gate(JUDGE_GATE, kappa, ">=", float(g.min_judge_kappa), basis)]
+
+
+def evaluate_gates(compare: dict, g: Any, align_result: dict | None = None) -> list[Gate]:
+    """Every gate's value and threshold, from compare's and align's results and the gate config."""
     error_rate = max(compare.get("baseline_error_rate", 1.0), compare.get("candidate_error_rate", 1.0))
     gates = [
         _gate("min_delta", compare.get("delta"), ">=", g.min_delta),
@@ -49,12 +64,12 @@ def evaluate_gates(compare: dict, g: Any) -> list[Gate]:
     means = (compare.get("scorer_means") or {}).get("candidate", {})
     for hard in g.get("hard_gates") or []:
         gates.append(_gate(f"hard:{hard['scorer']}", means.get(str(hard["scorer"])), ">=", float(hard["min"])))
-    return gates
+    return gates + judge_gate(align_result or {}, g)
 
 
 def decide(gates: list[Gate]) -> tuple[str, list[str]]:
     failed = [f"{x.name} {'not measured' if x.value is None else f'{x.value:.4f}'} (needs {x.rule} {x.threshold})"
-              for x in gates if not x.passed]
+              + (f": {x.note}" if x.note and x.value is None else "") for x in gates if not x.passed]
     return ("promote" if not failed else "refuse"), failed
 
 
@@ -62,6 +77,8 @@ def check(cfg: Any) -> None:
     g = cfg.gate
     if not 0 < float(g.alpha) <= 1:
         raise UserError(f"gate.alpha={g.alpha} must be in (0, 1]")
+    if g.get("min_judge_kappa") is not None and not -1 <= float(g.min_judge_kappa) <= 1:
+        raise UserError(f"gate.min_judge_kappa={g.min_judge_kappa} must be between -1 and 1, or null")
     if float(g.max_error_rate) < 0 or int(g.max_regressions) < 0:
         raise UserError("gate.max_error_rate and gate.max_regressions must not be negative")
     for i, hard in enumerate(g.get("hard_gates") or []):
@@ -80,12 +97,12 @@ def compare_result(cfg: Any, experiment_id: str) -> tuple[Any, dict]:
     if candidate != compare.get("candidate_version"):
         raise UserError(f"stale compare results: compare used candidate v{compare.get('candidate_version')} but the "
                         f"pipeline's candidate is now v{candidate}; rerun compare with force=true")
-    align = tracking.latest_result(experiment_id, pid, "align")
-    judge_version = tracking.result_of(align).get("judge_version") or "base"
+    align = tracking.result_of(tracking.latest_result(experiment_id, pid, "align"))
+    judge_version = align.get("judge_version") or "base"
     if compare.get("outcome") == "compared" and str(compare.get("judge_version")) != str(judge_version):
         raise UserError(f"stale compare results: compare used judge v{compare.get('judge_version')} but align now "
                         f"records v{judge_version}; rerun compare with force=true")
-    return run, compare
+    return run, compare, align
 
 
 def record(name: str, version: Any, tags: dict[str, str]) -> None:
@@ -122,8 +139,8 @@ def run(cfg: Any) -> dict:
     experiment_id = tracking.connect(cfg)
     if cfg.gate.rollback:
         return rollback(cfg, experiment_id)
-    compare_run, compare = compare_result(cfg, experiment_id)
-    inputs = tracking.inputs_hash(compare_run.info.run_id, dict(cfg.gate))
+    compare_run, compare, align = compare_result(cfg, experiment_id)
+    inputs = tracking.inputs_hash(compare_run.info.run_id, dict(cfg.gate), align.get("run_id"))
     if (done := reuse(cfg, experiment_id, STAGE, inputs)) is not None:
         return done
 
@@ -136,7 +153,7 @@ def run(cfg: Any) -> dict:
         if compare.get("outcome") != "compared":
             gates, (decision, reasons) = [], ("refuse", ["no candidate: optimize found no gain on train"])
         else:
-            gates = evaluate_gates(compare, cfg.gate)
+            gates = evaluate_gates(compare, cfg.gate, align)
             decision, reasons = decide(gates)
         with tracking.alias_lock(name, "production"):  # no other gate moves production between check and move
             client = MlflowClient()

@@ -9,7 +9,7 @@ import json
 import random
 from typing import Any
 
-from jobs import datasets, tracking
+from jobs import datasets, judges, tracking
 from jobs.budget import GepaSummaryLogger, MetricBudget, budgeted_scorer
 from jobs.datasets import Record
 from jobs.errors import UserError
@@ -88,6 +88,23 @@ def earlier_twins(name: str, produced: Any, pipeline_id: str, seed_version: int,
                    and v.template.strip() == produced.template.strip() and leftover(v)), key=lambda v: int(v.version))
 
 
+def already_live(client: Any, name: str, text: str, seed_version: Any) -> str | None:
+    """Which of the seed, ``baseline`` and ``production`` already holds this text (None: none
+    does): such a candidate would only be compared with itself."""
+    from mlflow.exceptions import MlflowException
+
+    holders = [(f"the seed v{seed_version}", client.get_prompt_version(name, str(seed_version)))]
+    for alias in ("baseline", "production"):
+        try:
+            holders.append((f"{alias} v{{}}", client.get_prompt_version_by_alias(name, alias)))
+        except MlflowException:
+            continue
+    for label, version in holders:
+        if version.template.strip() == text.strip():
+            return label.format(version.version)
+    return None
+
+
 def drop_versions(client: Any, name: str, versions: list[Any], why: str) -> None:
     for v in versions:
         client.delete_prompt_version(name, str(v.version))
@@ -119,6 +136,7 @@ def run(cfg: Any) -> dict:
         client = MlflowClient()
         judge, judge_info = recorded_judge(cfg, experiment_id, endpoint)
         cap = int(o.max_metric_calls)
+        to_number = None if str(cfg.judge.feedback_value_type) == "bool" else (lambda v: judges.score(cfg.judge, v) or 0.0)
         budget = MetricBudget(cap, minibatch=int(o.minibatch_size), n_val=len(val))
         seed_uri = f"prompts:/{name}/{seed_version}"
         seed_text = mlflow.genai.load_prompt(seed_uri).template
@@ -144,24 +162,27 @@ def run(cfg: Any) -> dict:
                        f"v{judge_info['judge_version']}, at most {cap} metric calls")
             result = mlflow.genai.optimize_prompts(predict_fn=predict_fn, train_data=[r.as_eval_row() for r in train],
                                                    prompt_uris=[seed_uri], optimizer=optimizer,
-                                                   scorers=[budgeted_scorer(judge, budget)])
+                                                   scorers=[budgeted_scorer(judge, budget, to_number)])
             produced = result.optimized_prompts[0]
             pause_point("optimize.registered")
             initial, final = result.initial_eval_score, result.final_eval_score
-            improved = (initial is not None and final is not None and final > initial
-                        and produced.template.strip() != seed_text.strip())
+            same_as = already_live(client, name, produced.template, seed_version)
+            improved = (initial is not None and final is not None and final > initial and same_as is None)
             metrics = {"initial_train_score": initial or 0.0, "final_train_score": final or 0.0,
                        "metric_calls": budget.used, "metric_calls_refused": budget.refused, "max_metric_calls": cap,
                        "judge_errors": budget.judge_errors}
             mlflow.log_metrics(metrics)
-            outcome: dict[str, Any] = {**metrics, **judge_info, "seed_version": seed_version, "run_id": run.info.run_id}
+            outcome: dict[str, Any] = {**metrics, **judge_info, "seed_version": seed_version, "run_id": run.info.run_id,
+                                       "train_rows": len(train), "val_rows": len(val)}
             twins = earlier_twins(name, produced, str(cfg.pipeline_id), int(seed_version), run.info.start_time)
             if not improved:
                 # optimize_prompts registers its result unconditionally; keep the registry clean
                 drop_versions(client, name, [produced, *twins], "no candidate to keep")
-                say(STAGE, f"no candidate beat the seed on train ({initial} -> {final}); nothing registered")
+                why = (f"GEPA's best prompt is the text of {same_as}" if same_as and final is not None
+                       and initial is not None and final > initial else f"no candidate beat the seed on train ({initial} -> {final})")
+                say(STAGE, f"{why}; nothing registered")
                 mlflow.set_tag(TAG + "outcome", "no_improvement")
-                return finish(STAGE, {**outcome, "outcome": "no_improvement", "candidate_version": None})
+                return finish(STAGE, {**outcome, "outcome": "no_improvement", "candidate_version": None, "reason": why})
             if twins:  # keep the oldest copy, so a rerun adds no duplicate
                 drop_versions(client, name, [produced, *twins[1:]], f"v{twins[0].version} already holds this text")
                 produced = twins[0]
