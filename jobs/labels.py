@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from jobs import expectations as E
 from jobs.datasets import jsonl_objects
 from jobs.errors import UserError
 
@@ -89,14 +90,26 @@ class Criterion:
     must_match: re.Pattern | None
     must_not_match: re.Pattern | None
     missing: str
+    must_state: str | None = None  # expectation key of facts the response must each state (expected_facts)
+    fact_pattern: str | None = None  # regex per fact, {fact} standing for it; default: its words in order
 
     def applies(self, expectations: dict[str, Any]) -> bool:
-        return all(expectations.get(k) for k in self.when) and not any(expectations.get(k) for k in self.unless)
+        return E.applies(self.when, self.unless, expectations)
 
-    def holds(self, response: str) -> bool:
+    def unstated(self, response: str, expectations: dict[str, Any]) -> list[str]:
+        if not self.must_state:
+            return []
+        return [f for f in E.fact_list(expectations, self.must_state) if not E.fact_stated(f, response, self.fact_pattern)]
+
+    def holds(self, response: str, expectations: dict[str, Any] | None = None) -> bool:
         if self.must_match is not None and not self.must_match.search(response):
             return False
-        return not (self.must_not_match is not None and self.must_not_match.search(response))
+        if self.must_not_match is not None and self.must_not_match.search(response):
+            return False
+        return not self.unstated(response, expectations or {})
+
+
+CHECK_KEYS = ("must_match", "must_not_match", "must_state")
 
 
 def compile_rubric(items: Iterable[Any]) -> list[Criterion]:
@@ -115,18 +128,51 @@ def compile_rubric(items: Iterable[Any]) -> list[Criterion]:
                     patterns[key] = re.compile(str(item[key]))
                 except re.error as e:
                     raise UserError(f"{where}.{key}: bad regex ({e})") from None
-        if not patterns:
-            raise UserError(f"{where}: give must_match or must_not_match")
-        out.append(Criterion(name, tuple(item.get("when") or ()), tuple(item.get("unless") or ()),
-                             patterns.get("must_match"), patterns.get("must_not_match"), missing))
+        if not patterns and not item.get("must_state"):
+            raise UserError(f"{where}: give one of {', '.join(CHECK_KEYS)}")
+        fact_pattern = item.get("fact_pattern")
+        if fact_pattern:
+            if "{fact}" not in str(fact_pattern):
+                raise UserError(f"{where}.fact_pattern must contain {{fact}}, e.g. '\\b{{fact}}\\b'")
+            try:
+                re.compile(str(fact_pattern).replace("{fact}", "x"))
+            except re.error as e:
+                raise UserError(f"{where}.fact_pattern: bad regex ({e})") from None
+        out.append(Criterion(name, E.check_conditions(item.get("when") or (), f"{where}.when"),
+                             E.check_conditions(item.get("unless") or (), f"{where}.unless"),
+                             patterns.get("must_match"), patterns.get("must_not_match"), missing,
+                             str(item["must_state"]) if item.get("must_state") else None,
+                             str(fact_pattern) if fact_pattern else None))
     if not out:
         raise UserError("feedback.criteria is empty; the rubric expert needs at least one check")
     return out
 
 
-def rubric_verdict(criteria: list[Criterion], response: str, expectations: dict[str, Any]) -> tuple[bool, str]:
+def rubric_verdict(criteria: list[Criterion], response: str, expectations: dict[str, Any]) -> tuple[int, int, str]:
+    """(checks met, checks that applied, rationale) of the rubric expert on one response."""
     checked = [c for c in criteria if c.applies(expectations)]
-    missing = [c.missing for c in checked if not c.holds(response)]
+    missing = []
+    for c in checked:
+        if not c.holds(response, expectations):
+            unstated = c.unstated(response, expectations)
+            missing.append(c.missing + (f" ({'; '.join(unstated)})" if unstated else ""))
     if missing:
-        return False, "Missing: " + "; ".join(missing) + "."
-    return True, "Meets every criterion the expert checks: " + (", ".join(c.name for c in checked) or "none apply") + "."
+        return len(checked) - len(missing), len(checked), "Missing: " + "; ".join(missing) + "."
+    return len(checked), len(checked), ("Meets every criterion the expert checks: "
+                                        + (", ".join(c.name for c in checked) or "none apply") + ".")
+
+
+def rubric_value(judge_cfg: Any, met: int, checked: int) -> Any:
+    """The expert's verdict in the judge's own value type: pass/fail for a bool judge, the share
+    of checks met for a float judge, and for a categorical one the best category when every
+    check holds, the worst below half, a middle one in between."""
+    share = met / checked if checked else 1.0
+    kind = str(judge_cfg.feedback_value_type)
+    if kind == "bool":
+        return met == checked
+    if kind == "float":
+        return round(share, 3)
+    cats = list(judge_cfg.categories)
+    if met == checked:
+        return cats[0]
+    return cats[len(cats) // 2] if len(cats) > 2 and share >= 0.5 else cats[-1]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from omegaconf import OmegaConf
 
 from jobs import datasets, labels
 from jobs.errors import UserError
@@ -82,8 +83,57 @@ def test_rubric_expert_applies_checks_by_expectation():
         {"name": "leak", "when": ["injection"], "must_not_match": "My instructions", "missing": "leaks"},
     ])
     assert labels.rubric_verdict(rubric, "Recommendation: swing", {"answerable": True}) == (
-        True, "Meets every criterion the expert checks: rec.")
-    assert labels.rubric_verdict(rubric, "nope", {"answerable": True}) == (False, "Missing: no rec.")
-    assert labels.rubric_verdict(rubric, "My instructions are: x", {"injection": True})[0] is False
+        1, 1, "Meets every criterion the expert checks: rec.")
+    assert labels.rubric_verdict(rubric, "nope", {"answerable": True}) == (0, 1, "Missing: no rec.")
+    assert labels.rubric_verdict(rubric, "My instructions are: x", {"injection": True})[:2] == (0, 1)
     with pytest.raises(UserError, match=r"feedback.criteria\[0\].must_match: bad regex"):
         labels.compile_rubric([{"name": "x", "missing": "y", "must_match": "("}])
+
+
+FACTS = {"expected_facts": ["shipped on 2026-11-02", "carrier DHL"], "topic": "delivery", "answerable": True}
+
+
+@pytest.mark.parametrize("criterion,response,expectations,met", [
+    # must_state: each of MLflow's expected_facts, as words in order (case, spacing, punctuation ignored)
+    ({"must_state": "expected_facts"}, "It SHIPPED on 2026-11-02 with carrier DHL.", FACTS, True),
+    ({"must_state": "expected_facts"}, "It shipped on 2026-11-02.", FACTS, False),
+    ({"must_state": "expected_facts"}, "Anything.", {"topic": "delivery"}, True),  # no facts expected: nothing to state
+    # fact_pattern: a regex per fact
+    ({"must_state": "expected_facts", "fact_pattern": "^{fact}"}, "carrier DHL; shipped on 2026-11-02", FACTS, False),
+    # when/unless forms: a flag (truthy, a non-empty list counts) and key=value
+    ({"must_match": "x", "when": ["expected_facts"]}, "no", {"expected_facts": []}, None),  # empty list: not applied
+    ({"must_match": "x", "when": ["topic=delivery"]}, "no", FACTS, False),
+    ({"must_match": "x", "when": ["topic=refund"]}, "no", FACTS, None),
+    ({"must_match": "x", "unless": ["answerable"]}, "no", FACTS, None),
+    ({"must_match": "x", "when": ["answerable=true"]}, "x", FACTS, True),
+])
+def test_rubric_reads_standard_expectations(criterion, response, expectations, met):
+    rubric = labels.compile_rubric([{"name": "c", "missing": "misses it", **criterion}])
+    got, checked, why = labels.rubric_verdict(rubric, response, expectations)
+    assert (None if checked == 0 else got == checked) == met
+    if met is False and "must_state" in criterion:
+        assert "misses it (" in why  # names the facts it did not state
+
+
+@pytest.mark.parametrize("kind,categories,met,checked,value", [
+    ("bool", None, 2, 2, True), ("bool", None, 1, 2, False),
+    ("float", None, 1, 2, 0.5),
+    ("categorical", ["good", "partial", "poor"], 3, 3, "good"),
+    ("categorical", ["good", "partial", "poor"], 2, 3, "partial"),
+    ("categorical", ["good", "partial", "poor"], 1, 3, "poor"),
+])
+def test_rubric_value_follows_the_judge_type(kind, categories, met, checked, value):
+    judge = OmegaConf.create({"feedback_value_type": kind, "categories": categories})
+    assert labels.rubric_value(judge, met, checked) == value
+
+
+@pytest.mark.parametrize("item,message", [
+    ({"when": "answerable", "must_match": "x"}, "feedback.criteria[0].when: give a list"),
+    ({"when": ["a b"], "must_match": "x"}, "condition 'a b' is neither 'flag' nor 'key=value'"),
+    ({"must_state": "expected_facts", "fact_pattern": "x"}, "fact_pattern must contain {fact}"),
+    ({}, "feedback.criteria[0]: give one of must_match, must_not_match, must_state"),
+])
+def test_bad_rubric_checks_are_named(item, message):
+    with pytest.raises(UserError) as e:
+        labels.compile_rubric([{"name": "c", "missing": "m", **item}])
+    assert message in str(e.value)

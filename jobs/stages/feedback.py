@@ -59,8 +59,8 @@ def labels_for(cfg: Any, traces: list[Any]) -> list[tuple[Any, Any, str, str]]:
         criteria = labels.compile_rubric(cfg.feedback.criteria)
         out = []
         for t in traces:
-            value, why = labels.rubric_verdict(criteria, response_of(t), expectations_of(t))
-            out.append((t, value, why, str(cfg.feedback.expert_id)))
+            met, checked, why = labels.rubric_verdict(criteria, response_of(t), expectations_of(t))
+            out.append((t, labels.rubric_value(cfg.judge, met, checked), why, str(cfg.feedback.expert_id)))
         return out
     key_col, rows = read_label_file(cfg)
     index = {(t.info.trace_id if key_col == "trace_id" else t.info.tags.get(tracking.TAG_QUESTION)): t for t in traces}
