@@ -1,5 +1,13 @@
 # The jobs image: every stage runs from it as `python -m jobs.<stage> [overrides]`.
 # Build from the repository root: docker build -f docker/jobs.Dockerfile -t $IMG .
+#
+# Your own domain needs no change here. Build a thin image on top of this one with your tools
+# package and your config folder (experiment/, agent/, judge/, dataset/), and point the two
+# variables at them; then run the stages with experiment=<yours>:
+#   FROM registry.example.com/promptgate-jobs:0.1
+#   COPY --chown=10001:10001 mydomain/ /opt/mydomain/
+#   ENV PYTHONPATH=/app:/opt/mydomain \
+#       PROMPTGATE_CONFIG_PATH=/opt/mydomain/conf
 
 FROM python:3.11-slim-bookworm AS build
 ENV UV_COMPILE_BYTECODE=1 \

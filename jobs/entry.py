@@ -17,6 +17,23 @@ from jobs.launchers import EMIT_RESULT_ENV, RESULT_PREFIX
 from jobs.paths import CONF_DIR
 
 CONFIG_NAME = "pipeline"
+CONFIG_PATH_ENV = "PROMPTGATE_CONFIG_PATH"  # folders of a user's own config groups, ':'-separated
+SEARCHPATH = "hydra.searchpath"
+
+
+def with_user_configs(overrides: list[str]) -> list[str]:
+    """The overrides plus ``hydra.searchpath`` for the folders in $PROMPTGATE_CONFIG_PATH, so a
+    user's own ``experiment/``, ``agent/``, ... configs outside this repo compose like ours. An
+    explicit ``hydra.searchpath=[...]`` override wins."""
+    folders = [f for f in os.environ.get(CONFIG_PATH_ENV, "").split(os.pathsep) if f]
+    if not folders or any(o.lstrip("+~").startswith(SEARCHPATH) for o in overrides):
+        return list(overrides)
+    missing = [f for f in folders if not os.path.isdir(f)]
+    if missing:
+        fail(f"${CONFIG_PATH_ENV}: {', '.join(missing)} is not a folder; give the folder that holds your config "
+             "groups (experiment/, agent/, ...)")
+    entries = ",".join(f"file://{os.path.abspath(f)}" for f in folders)
+    return [*overrides, f"{SEARCHPATH}=[{entries}]"]
 
 
 def _one_line(msg: str) -> str:
@@ -42,7 +59,8 @@ def check_overrides(overrides: list[str]) -> None:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as e:
         fail(f"bad override: {e}; use key=value as in `python -m jobs.<stage> --cfg job`")
-    plain = [o.input_line for o in parsed if not o.is_sweep_override() and not o.key_or_group.startswith("hydra")]
+    plain = [o.input_line for o in parsed if not o.is_sweep_override()
+             and (not o.key_or_group.startswith("hydra") or o.key_or_group == SEARCHPATH)]  # a user's config folders count
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             compose(config_name=CONFIG_NAME, overrides=plain)
@@ -105,6 +123,7 @@ def stage_main(stage: str, check: Callable[[Any], None], run: Callable[[Any], di
         os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # unexpected errors: full traceback, exit 1
         if not any(a.startswith("hydra.job.name=") for a in sys.argv[1:]):
             sys.argv.append(f"hydra.job.name={stage}")  # the stage, not "entry": output dirs and sweep launchers use it
+        sys.argv[1:] = with_user_configs(sys.argv[1:])
         args = sys.argv[1:]
         if not any(a.startswith("-") for a in args):
             check_overrides(args)
