@@ -1,0 +1,110 @@
+"""Every model config a user can pick runs the whole pipeline (`python -m jobs.pipeline`, as
+`make run` does) against the simulator over HTTP, through a gateway the pipeline starts in
+front of ``model.base_url``, with a recognisable fake key. The gateway logs every request it
+sends upstream, so the test checks what each client (langchain-openai for the agent, MLflow's
+judge adapter, LiteLLM inside MemAlign and GEPA) sent for that provider.
+
+``model=sim`` runs the whole pipeline in test_decision (the driver) and test_reliability.
+``model=openai`` runs the second example domain, so a domain other than baseball goes end
+to end too: its simulator is started here with the domain's own profile.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from jobs.local_servers import start_sim, stop_process
+from jobs.paths import ROOT
+from jobs.sim.roles import role_of
+from tests.conftest import FAKE_API_KEY
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+COMPAT_MODELS = {"PROMPTGATE_AGENT_MODEL": "acme-agent-8b", "PROMPTGATE_JUDGE_MODEL": "acme-judge-8b",
+                 "PROMPTGATE_REFLECTION_MODEL": "acme-reflect-70b", "PROMPTGATE_EMBEDDING_MODEL": "nomic-embed-text"}
+OPENAI_MODELS = {"agent": "gpt-4o-mini", "judge": "gpt-4o-mini", "reflection": "gpt-4o",
+                 "embedding": "text-embedding-3-small"}  # conf/model/openai.yaml
+SHORT = ["compare.n_repeats=1"]  # one run per held-out question keeps a whole pipeline to about three minutes
+
+
+def run_pipeline(servers, tmp_path: Path, *overrides: str, **env: str) -> tuple[subprocess.CompletedProcess, list[dict]]:
+    """The pipeline with a gateway (and cache) of its own; returns the process and what went upstream."""
+    misses = tmp_path / "upstream.jsonl"
+    e = servers.env(OPENAI_API_KEY=FAKE_API_KEY, PROMPTGATE_GATEWAY_MISS_LOG=str(misses), **env)
+    for own in ("PROMPTGATE_GATEWAY_URL", "PROMPTGATE_SIM_URL"):  # as on a user's machine: nothing running yet
+        e.pop(own, None)
+    proc = subprocess.run([sys.executable, "-m", "jobs.pipeline", f"gateway.cache_uri={tmp_path / 'cache'}", *SHORT,
+                           *overrides], env=e, cwd=ROOT, capture_output=True, text=True, timeout=1500)
+    servers.keep_log(f"pipeline {' '.join(overrides)}", proc.stdout, proc.stderr)
+    sent = [json.loads(line) for line in misses.read_text().splitlines()] if misses.exists() else []
+    return proc, sent
+
+
+def models_by_role(sent: list[dict]) -> dict[str, set[str]]:
+    """Which model names each kind of request carried upstream."""
+    out: dict[str, set[str]] = {}
+    for r in sent:
+        body = r["body"]
+        role = "embedding" if "input" in body else {"agent": "agent", "judge": "judge", "dspy": "judge"}.get(
+            role_of(body), "reflection")
+        out.setdefault(role, set()).add(body.get("model"))
+    return out
+
+
+def summary_of(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 0, f"pipeline failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return proc.stdout.split("=== promptgate pipeline")[1]
+
+
+def decision_recorded(client, experiment: str, proc: subprocess.CompletedProcess) -> str:
+    """The decision the pipeline's gate run recorded in MLflow."""
+    from jobs import tracking
+
+    pid = re.search(r"=== promptgate pipeline (\S+) ===", proc.stdout).group(1)
+    run = tracking.latest_result(client.get_experiment_by_name(experiment).experiment_id, pid, "gate")
+    return run.data.tags["promptgate.gate.decision"]
+
+
+def test_openai_compatible_runs_the_whole_pipeline(servers, mlflow_client, tmp_path):
+    prompt = f"compat-{uuid.uuid4().hex[:6]}"
+    proc, sent = run_pipeline(servers, tmp_path, "model=openai_compatible", f"model.base_url={servers.sim_url}",
+                              f"prompt.name={prompt}", **COMPAT_MODELS)
+    summary = summary_of(proc)
+    assert re.search(r"gate: (PROMOTED|REFUSED)", summary) and "aligned judge v" in summary, summary
+    roles = models_by_role(sent)
+    assert roles == {"agent": {"acme-agent-8b"}, "judge": {"acme-judge-8b"}, "reflection": {"acme-reflect-70b"},
+                     "embedding": {"nomic-embed-text"}}, roles
+    embeddings = [r["body"] for r in sent if "input" in r["body"]]
+    # LiteLLM's openai provider refuses `dimensions` for a non-OpenAI model name; openai_like drops it
+    assert embeddings and not any("dimensions" in b for b in embeddings)
+    assert "SIMULATED RUN" not in proc.stdout  # not model=sim: no simulator banner
+    assert decision_recorded(mlflow_client, "promptgate-baseball", proc) in ("promote", "refuse")
+
+
+def test_openai_with_a_base_url_runs_the_second_domain(servers, mlflow_client, tmp_path):
+    """model=openai (base URL overridden) on the shop-support domain: a categorical judge,
+    expected_facts expectations, edge cases; agreement and the train score move."""
+    sim, sim_url = start_sim({"seed": 7, "profile": str(ROOT / "jobs/domains/shop/sim_profile.yaml")})
+    try:
+        prompt = f"shop-{uuid.uuid4().hex[:6]}"
+        proc, sent = run_pipeline(servers, tmp_path, "experiment=shop", "model=openai", f"model.base_url={sim_url}",
+                                  f"prompt.name={prompt}")
+    finally:
+        stop_process(sim.pid)
+    summary = summary_of(proc)
+    roles = models_by_role(sent)
+    assert roles == {k: {v} for k, v in OPENAI_MODELS.items()}, roles
+    assert {r["body"].get("dimensions") for r in sent if "input" in r["body"]} == {256}  # OpenAI's models take it
+    kappa = re.search(r"kappa (\S+) -> (\S+)", summary)
+    assert kappa and float(kappa.group(2)) > float(kappa.group(1)), summary  # alignment moved agreement
+    train = re.search(r"train score (\S+) -> (\S+)", summary)
+    assert train and float(train.group(2)) > float(train.group(1)), summary  # GEPA moved the train score
+    assert re.search(r"gate: (PROMOTED|REFUSED)", summary), summary
+    assert decision_recorded(mlflow_client, "promptgate-shop", proc) in ("promote", "refuse")
