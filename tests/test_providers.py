@@ -102,9 +102,9 @@ def test_openai_with_a_base_url_runs_the_second_domain(servers, mlflow_client, t
     roles = models_by_role(sent)
     assert roles == {k: {v} for k, v in OPENAI_MODELS.items()}, roles
     assert {r["body"].get("dimensions") for r in sent if "input" in r["body"]} == {256}  # OpenAI's models take it
-    kappa = re.search(r"kappa (\S+) -> (\S+)", summary)
+    kappa = re.search(r"kappa ([\d.]+) -> ([\d.]+)", summary)
     assert kappa and float(kappa.group(2)) > float(kappa.group(1)), summary  # alignment moved agreement
-    train = re.search(r"train score (\S+) -> (\S+)", summary)
+    train = re.search(r"train score ([\d.]+) -> ([\d.]+)", summary)
     assert train and float(train.group(2)) > float(train.group(1)), summary  # GEPA moved the train score
     assert re.search(r"gate: (PROMOTED|REFUSED)", summary), summary
     assert decision_recorded(mlflow_client, "promptgate-shop", proc) in ("promote", "refuse")

@@ -150,8 +150,9 @@ def run(cfg: Any) -> dict:
     name = str(cfg.prompt.name)
     candidate, baseline = compare.get("candidate_version"), compare.get("baseline_version")
     with tracking.stage_run(cfg, experiment_id, STAGE, inputs) as run:
-        if compare.get("outcome") != "compared":
-            gates, (decision, reasons) = [], ("refuse", ["no candidate: optimize found no gain on train"])
+        if compare.get("outcome") != "compared":  # nothing to promote; the judge's evidence is still reported
+            gates = judge_gate(align, cfg.gate)
+            decision, reasons = "refuse", ["no candidate: optimize found no gain on train", *decide(gates)[1]]
         else:
             gates = evaluate_gates(compare, cfg.gate, align)
             decision, reasons = decide(gates)

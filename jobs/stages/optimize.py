@@ -16,6 +16,7 @@ from jobs.errors import UserError
 from jobs.faults import pause_point
 from jobs.models import activate
 from jobs.stages.common import finish, recorded, reuse, say
+from jobs.stats import fmt
 
 STAGE = "optimize"
 TAG = "promptgate."
@@ -179,7 +180,7 @@ def run(cfg: Any) -> dict:
                 # optimize_prompts registers its result unconditionally; keep the registry clean
                 drop_versions(client, name, [produced, *twins], "no candidate to keep")
                 why = (f"GEPA's best prompt is the text of {same_as}" if same_as and final is not None
-                       and initial is not None and final > initial else f"no candidate beat the seed on train ({initial} -> {final})")
+                       and initial is not None and final > initial else f"no candidate beat the seed on train ({fmt(initial)} -> {fmt(final)})")
                 say(STAGE, f"{why}; nothing registered")
                 mlflow.set_tag(TAG + "outcome", "no_improvement")
                 return finish(STAGE, {**outcome, "outcome": "no_improvement", "candidate_version": None, "reason": why})
