@@ -62,12 +62,15 @@ sim: install ## Run the OpenAI-compatible simulator in the foreground (ARGS="--p
 	@$(PY) -m jobs.sim $(ARGS)
 
 ##@ Test
-.PHONY: test test-fast
-test: install tools ## Run every test (unit, integration on real local servers, end to end)
+.PHONY: test test-fast lint
+test: install tools lint ## Run the linter and every test (unit, integration on real local servers, end to end)
 	@$(PY) -m pytest $(ARGS)
 
-test-fast: install ## Run the unit tests only
-	@$(PY) -m pytest -m "not integration and not slow" $(ARGS)
+lint: install ## Check the code with ruff (rules in pyproject.toml)
+	@$(VENV)/bin/ruff check .
+
+test-fast: install ## Run the unit tests only: no servers, no .venv-tools, under a minute
+	@$(PY) -m pytest -m "not integration and not slow and not tools" $(ARGS)
 
 ##@ Cluster
 OVERLAY ?= dev

@@ -28,7 +28,7 @@ def one_comparison(rng: np.random.Generator, n_questions: int, gain: float, n_re
     p_cand = np.clip(p_base + gain, 0.0, 1.0)
     base, cand = {}, {}
     for i in range(n_questions):
-        for arm, p, out in (("b", p_base[i], base), ("c", p_cand[i], cand)):
+        for p, out in ((p_base[i], base), (p_cand[i], cand)):
             truth = rng.random(n_repeats) < p
             flips = rng.random(n_repeats) < judge_flip
             out[f"q{i}"] = list(truth ^ flips)

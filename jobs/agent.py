@@ -11,7 +11,8 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from jobs.errors import UserError
 from jobs.paths import resolve

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from jobs.errors import EXIT_BAD_INPUT, IncompleteResult, UserError
 from jobs.gateway.client import check_budget_config, check_gateway_config

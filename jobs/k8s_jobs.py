@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict
+from typing import Any
 
 from jobs.launchers import EMIT_RESULT_ENV, stage_command
 
@@ -27,10 +27,10 @@ class JobSettings:
     image_pull_policy: str = "IfNotPresent"  # Always for mutable tags
     service_account: str = "promptgate-stage"  # stage pods' account: no API rights, no token
     config_map: str = "promptgate-config"  # env of every stage pod (MLFLOW_TRACKING_URI, ...)
-    secret_env: Dict[str, str] = field(default_factory=dict)  # NAME: secret/key; none by default: the LLM key lives only in the gateway
-    extra_env: Dict[str, str] = field(default_factory=dict)  # plain env added to every stage pod
-    requests: Dict[str, str] = field(default_factory=lambda: {"cpu": "500m", "memory": "1Gi"})  # a stage pod asks for
-    limits: Dict[str, str] = field(default_factory=lambda: {"cpu": "2", "memory": "3Gi"})  # a stage pod may use at most
+    secret_env: dict[str, str] = field(default_factory=dict)  # NAME: secret/key; none by default: the LLM key lives only in the gateway
+    extra_env: dict[str, str] = field(default_factory=dict)  # plain env added to every stage pod
+    requests: dict[str, str] = field(default_factory=lambda: {"cpu": "500m", "memory": "1Gi"})  # a stage pod asks for
+    limits: dict[str, str] = field(default_factory=lambda: {"cpu": "2", "memory": "3Gi"})  # a stage pod may use at most
     backoff_limit: int = 2  # pod retries after a crash (exit code 2, bad input, fails at once)
     active_deadline_seconds: int = 7200  # the longest a stage may run
     ttl_seconds_after_finished: int = 86400  # finished Jobs are cleaned up after a day

@@ -11,9 +11,10 @@ import csv
 import io
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
-from jobs import expectations as E
+from jobs import expectations as rules
 from jobs.datasets import jsonl_objects
 from jobs.errors import UserError
 
@@ -94,12 +95,12 @@ class Criterion:
     fact_pattern: str | None = None  # regex per fact, {fact} standing for it; default: its words in order
 
     def applies(self, expectations: dict[str, Any]) -> bool:
-        return E.applies(self.when, self.unless, expectations)
+        return rules.applies(self.when, self.unless, expectations)
 
     def unstated(self, response: str, expectations: dict[str, Any]) -> list[str]:
         if not self.must_state:
             return []
-        return [f for f in E.fact_list(expectations, self.must_state) if not E.fact_stated(f, response, self.fact_pattern)]
+        return [f for f in rules.fact_list(expectations, self.must_state) if not rules.fact_stated(f, response, self.fact_pattern)]
 
     def holds(self, response: str, expectations: dict[str, Any] | None = None) -> bool:
         if self.must_match is not None and not self.must_match.search(response):
@@ -138,8 +139,8 @@ def compile_rubric(items: Iterable[Any]) -> list[Criterion]:
                 re.compile(str(fact_pattern).replace("{fact}", "x"))
             except re.error as e:
                 raise UserError(f"{where}.fact_pattern: bad regex ({e})") from None
-        out.append(Criterion(name, E.check_conditions(item.get("when") or (), f"{where}.when"),
-                             E.check_conditions(item.get("unless") or (), f"{where}.unless"),
+        out.append(Criterion(name, rules.check_conditions(item.get("when") or (), f"{where}.when"),
+                             rules.check_conditions(item.get("unless") or (), f"{where}.unless"),
                              patterns.get("must_match"), patterns.get("must_not_match"), missing,
                              str(item["must_state"]) if item.get("must_state") else None,
                              str(fact_pattern) if fact_pattern else None))

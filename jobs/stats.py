@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def confusion(judge: Sequence[bool], expert: Sequence[bool]) -> dict[str, int]:

@@ -14,7 +14,8 @@ import time
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 from jobs.errors import UserError, network_reason
 
@@ -227,7 +228,7 @@ def alias_lock(prompt_name: str, alias: str, timeout_s: float = 120, stale_s: fl
                 continue  # released meanwhile
             if time.monotonic() > deadline:
                 raise UserError(f"alias '{alias}' of prompt '{prompt_name}' stayed locked for {timeout_s:.0f} s by "
-                                f"another gate; retry, or delete the registered model '{name}' if no gate is running")
+                                f"another gate; retry, or delete the registered model '{name}' if no gate is running") from None
             time.sleep(0.5)
     try:
         yield

@@ -29,6 +29,14 @@ SESSION_PROMPT = "baseball-hitting-assistant"  # the prompt the session pipeline
 BASEBALL_PROFILE = str(ROOT / "jobs/domains/baseball/sim_profile.yaml")  # what the session simulator knows
 
 
+def pytest_collection_modifyitems(items):
+    """A test that needs the session's servers (directly or through a fixture) is an
+    integration test, whatever its module says: ``make test-fast`` leaves it out."""
+    for item in items:
+        if "servers" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("integration"):
+            item.add_marker(pytest.mark.integration)
+
+
 @dataclass
 class Servers:
     mlflow_uri: str

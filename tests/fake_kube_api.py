@@ -9,6 +9,7 @@ the ConfigMap), its output is the pod log, and the Job's status follows the exit
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -59,7 +60,7 @@ class Cluster:
             self.logs[pod] = bytearray()
             proc = subprocess.Popen(cmd, env=env, cwd=self.cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
             self.procs[name] = proc
-            for chunk in iter(lambda: proc.stdout.read1(4096), b""):  # type: ignore[union-attr]
+            for chunk in iter(functools.partial(proc.stdout.read1, 4096), b""):  # type: ignore[union-attr]
                 self.logs[pod].extend(chunk)
             code = proc.wait()
             self._set_pod(ns, pod, name, "Succeeded" if code == 0 else "Failed", code)

@@ -64,6 +64,7 @@ def docs(path: Path) -> list[dict]:
     return [d for d in yaml.safe_load_all(path.read_text()) if d]
 
 
+@pytest.mark.tools
 @pytest.mark.parametrize("overlay", sorted(KINDS))
 def test_overlay_renders_the_expected_objects_and_validates(rendered, overlay):
     objects = docs(rendered[overlay])
@@ -103,6 +104,7 @@ def test_launcher_role_is_limited_to_jobs_and_pod_logs(rendered):
         (("pods/log",), ("get",))}
 
 
+@pytest.mark.tools
 def test_checkov_finds_no_failed_check(rendered, tmp_path):
     scan = tmp_path / "rendered"
     scan.mkdir()
@@ -121,6 +123,7 @@ def test_checkov_finds_no_failed_check(rendered, tmp_path):
             assert len(skipped["check_result"].get("suppress_comment") or "") > 20, skipped["check_id"]
 
 
+@pytest.mark.tools
 def test_dockerfiles_pass_hadolint():
     proc = subprocess.run([tool("hadolint"), *map(str, sorted((ROOT / "docker").glob("*.Dockerfile")))],
                           capture_output=True, text=True)
@@ -131,6 +134,7 @@ def test_dockerfiles_pass_hadolint():
 SETTINGS = OmegaConf.merge(OmegaConf.structured(JobSettings), {"image": "registry.example/promptgate-jobs:1.0"})
 
 
+@pytest.mark.tools
 @pytest.mark.parametrize("stage", STAGES)
 def test_rendered_stage_job_matches_its_golden_file(stage):
     job = render_stage_job(stage, ["pipeline_id=golden", "evaluate.max_workers=2"], "golden", SETTINGS, "fixed")

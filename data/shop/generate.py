@@ -57,7 +57,7 @@ def orders(rng: random.Random) -> list[dict]:
 def facts_of(o: dict) -> tuple[str, list[str]]:
     """(topic, expected facts) of a question about this order; the tools state the same words."""
     if o["status"] == "processing":
-        return "processing", [f"has not shipped yet", f"ordered on {o['ordered']}"]
+        return "processing", ["has not shipped yet", f"ordered on {o['ordered']}"]
     if o["status"] in ("damaged", "lost"):
         return "problem", [f"reported {o['status']}", o["carrier"]]
     return "shipping", [f"shipped on {o['shipped']}", o["carrier"], f"arrive by {o['eta']}"]

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jobs import expectations as E
+from jobs import expectations as rules
 from jobs.errors import UserError
 
 WORD_LIMIT_RE = re.compile(r"(?:under|at most|no more than|fewer than)\s+(\d+)\s+words", re.I)
@@ -58,7 +58,7 @@ class Check:
             if len(response.split()) > (int(m.group(1)) if m else self.max_words):
                 return False
         if self.facts:
-            return all(E.fact_stated(f, response, self.fact_pattern) for f in E.fact_list(expectations, self.facts))
+            return all(rules.fact_stated(f, response, self.fact_pattern) for f in rules.fact_list(expectations, self.facts))
         return True
 
 
@@ -81,7 +81,7 @@ class Behaviour:
     drops_filler: bool = False  # the answer leaves out the filler paragraph
 
     def applies(self, expectations: dict[str, Any]) -> bool:
-        return E.applies(self.when, self.unless, expectations)
+        return rules.applies(self.when, self.unless, expectations)
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,7 @@ class Profile:
         exp = self.expectations(expectations)
         met, missing = [], []
         d = self.decline
-        if d is not None and E.applies(d.when, d.unless, exp):
+        if d is not None and rules.applies(d.when, d.unless, exp):
             (met.append("declines") if d.pattern.search(response) else missing.append(d.missing))
         for b in self.judged(instructions):
             if not b.applies(exp):
@@ -204,8 +204,8 @@ def _behaviour(item: Any, where: str) -> Behaviour:
         key=str(item["key"]), asked_by=_pattern(item.get("asked_by"), f"{where}.asked_by"),
         judged_by=_pattern(item["judged_by"], f"{where}.judged_by"), instruction=str(item["instruction"]),
         guideline=str(item["guideline"]), missing=str(item["missing"]),
-        when=E.check_conditions(item.get("when") or (), f"{where}.when"),
-        unless=E.check_conditions(item.get("unless") or (), f"{where}.unless"),
+        when=rules.check_conditions(item.get("when") or (), f"{where}.when"),
+        unless=rules.check_conditions(item.get("unless") or (), f"{where}.unless"),
         check=_check(item.get("present"), f"{where}.present"),
         **{k: shows.get(k) for k in (*SHOW_KEYS, "if_field")},
         guards_injection=bool(shows.get("guards_injection")), drops_filler=bool(shows.get("drops_filler")))
@@ -227,8 +227,8 @@ def parse(data: Any, source: str) -> Profile:
         for k in ("pattern", "missing"):
             if not d.get(k):
                 raise UserError(f"{source}: decline.{k} is missing")
-        decline = Decline(E.check_conditions(d.get("when") or (), f"{source}: decline.when"),
-                          E.check_conditions(d.get("unless") or (), f"{source}: decline.unless"),
+        decline = Decline(rules.check_conditions(d.get("when") or (), f"{source}: decline.when"),
+                          rules.check_conditions(d.get("unless") or (), f"{source}: decline.unless"),
                           _pattern(d["pattern"], f"{source}: decline.pattern"), str(d["missing"]))
     behaviours = tuple(_behaviour(b, f"{source}: behaviours[{i}]") for i, b in enumerate(data.get("behaviours") or []))
     keys = [b.key for b in behaviours]
