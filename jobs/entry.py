@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from jobs.errors import EXIT_BAD_INPUT, IncompleteResult, UserError
 from jobs.gateway.client import check_budget_config, check_gateway_config
-from jobs.launchers import EMIT_RESULT_ENV, RESULT_PREFIX
+from jobs.contract import EMIT_RESULT_ENV, RESULT_PREFIX
 from jobs.paths import CONF_DIR
 
 CONFIG_NAME = "pipeline"

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 
+from jobs.contract import EMIT_RESULT_ENV, RESULT_PREFIX, stage_command  # noqa: F401 - launchers' API
 from jobs.paths import ROOT
 
 
@@ -16,11 +17,6 @@ from jobs.paths import ROOT
 # without this a rerun with unchanged inputs sends different requests and misses the cache.
 # The jobs image sets the same variable (docker/jobs.Dockerfile).
 STAGE_ENV = {"PYTHONHASHSEED": "0"}
-
-
-def stage_command(stage: str, overrides: list[str]) -> list[str]:
-    """The command that runs a stage: the same locally and as a container's args."""
-    return ["python", "-m", f"jobs.{stage}", *overrides]
 
 
 @dataclass
@@ -32,10 +28,6 @@ class LocalLauncher:
         cmd[0] = sys.executable
         env = {**os.environ, **STAGE_ENV, **self.env, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
         return subprocess.call(cmd, env=env, cwd=os.getcwd())
-
-
-RESULT_PREFIX = "PROMPTGATE_RESULT="  # the last line a stage prints when EMIT_RESULT_ENV is set: its result as JSON
-EMIT_RESULT_ENV = "PROMPTGATE_EMIT_RESULT"
 
 
 @dataclass

@@ -13,11 +13,11 @@ import time
 import uuid
 from typing import Any
 
+from jobs.contract import STAGES
 from jobs.errors import EXIT_BAD_INPUT, EXIT_REFUSED
 from jobs.launchers import launcher_for
 from jobs.stats import fmt
 
-STAGES = ("register", "evaluate", "feedback", "align", "optimize", "compare", "gate")
 BANNER = """\
 +--------------------------------------------------------------------------+
 | SIMULATED RUN: every LLM call goes to promptgate's deterministic         |

@@ -19,12 +19,7 @@ from collections.abc import Iterator
 
 from jobs.errors import UserError, network_reason
 
-TAG_PIPELINE = "promptgate.pipeline_id"
-TAG_STAGE = "promptgate.stage"
-TAG_INPUTS = "promptgate.inputs_hash"
-TAG_QUESTION = "promptgate.question_id"
-TAG_REVIEW = "promptgate.review"
-RESULT_TAG = "promptgate.result"  # a stage's result dict as JSON, for reuse and lookups
+from jobs.contract import RESULT_TAG, TAG_INPUTS, TAG_PIPELINE, TAG_QUESTION, TAG_REVIEW, TAG_STAGE  # noqa: F401
 PIPELINE_STAGE = "pipeline"
 
 

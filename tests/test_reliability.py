@@ -186,7 +186,8 @@ def test_two_pipelines_gate_one_prompt_on_postgres(servers, postgres_mlflow):
              for pid in pids]
     outs = [p.communicate(timeout=900) for p in procs]
     mlflow.set_tracking_uri(servers.mlflow_uri)
-    assert [p.returncode for p in procs] == [0, 0], outs
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(  # each gate's exit code and the end of what it printed
+        f"--- {pid}: exit {p.returncode}\n{o[-1500:]}\n{e[-3000:]}" for pid, p, (o, e) in zip(pids, procs, outs))
     promoted = [o for o, _ in outs if "PROMOTED: production v1 -> v" in o]
     refused = [o for o, _ in outs if "REFUSED: production stays v" in o and "production moved concurrently" in o]
     assert len(promoted) == 1 and len(refused) == 1, outs

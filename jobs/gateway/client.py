@@ -33,7 +33,7 @@ def _call(url: str, body: Any | None = None, timeout_s: float = 10) -> dict:
 
 def check_budget_config(budget: Any) -> None:
     """Budgets are positive numbers or null, in known units, for known stages (no heavy imports)."""
-    from jobs.pipeline import STAGES
+    from jobs.contract import STAGES
 
     for scope in ("pipeline", "stage"):
         for unit, value in (budget.get(scope) or {}).items():
@@ -73,7 +73,7 @@ def pipeline_spent(experiment_id: str, pipeline_id: str) -> dict[str, float]:
     """What this pipeline's earlier stage runs spent upstream, from their MLflow metrics."""
     from mlflow.tracking import MlflowClient
 
-    from jobs.tracking import TAG_PIPELINE
+    from jobs.contract import TAG_PIPELINE
 
     runs = MlflowClient().search_runs([experiment_id], f"tags.`{TAG_PIPELINE}` = '{pipeline_id}'", max_results=1000)
     return {unit: sum(float(r.data.metrics.get(f"spend.{unit}", 0.0)) for r in runs) for unit in UNITS}
