@@ -18,7 +18,6 @@ from jobs import stats
 from jobs.paths import CONF_DIR
 from jobs.stages.gate import decide, evaluate_gates
 
-
 MEASURED_JUDGE = {"measured": True, "judge_version": None, "kappa_before": 0.9, "holdout": 12}  # a judge the experts validated
 
 

@@ -6,9 +6,9 @@ A record: ``{"id": "tr-01", "inputs": {"question": "..."}, "expectations": {...}
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from collections.abc import Iterable, Iterator
 
 from jobs.errors import UserError
 from jobs.storage import read_text

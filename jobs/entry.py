@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any
 from collections.abc import Callable
+from typing import Any
 
+from jobs.contract import EMIT_RESULT_ENV, RESULT_PREFIX
 from jobs.errors import EXIT_BAD_INPUT, IncompleteResult, UserError
 from jobs.gateway.client import check_budget_config, check_gateway_config
-from jobs.contract import EMIT_RESULT_ENV, RESULT_PREFIX
 from jobs.paths import CONF_DIR
 
 CONFIG_NAME = "pipeline"

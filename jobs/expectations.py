@@ -12,8 +12,8 @@ A condition is a string in one of two forms:
 from __future__ import annotations
 
 import re
-from typing import Any
 from collections.abc import Iterable
+from typing import Any
 
 from jobs.errors import UserError
 

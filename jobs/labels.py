@@ -10,9 +10,9 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
-from collections.abc import Iterable
 
 from jobs import expectations as rules
 from jobs.datasets import jsonl_objects

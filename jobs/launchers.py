@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from jobs.contract import EMIT_RESULT_ENV, RESULT_PREFIX, stage_command  # noqa: F401 - launchers' API
 from jobs.paths import ROOT
 
-
 # Stage processes hash strings the same way every run: MemAlign and the judges' distilled
 # guidelines put Python sets into LLM requests, and a set's order follows the hash seed, so
 # without this a rerun with unchanged inputs sends different requests and misses the cache.

@@ -11,10 +11,10 @@ import os
 import signal
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
-from collections.abc import Iterator
 
 from jobs.errors import UserError, network_reason
 

@@ -151,9 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     env: dict[str, str] = {"MLFLOW_TRACKING_URI": str(cfg.mlflow.tracking_uri)}
     if cfg.model.provider == "sim":
         print(BANNER)
-    from jobs.tracking import check_server
-
     from jobs.gateway.client import check_budget_config, check_gateway_config
+    from jobs.tracking import check_server
 
     procs: list[Any] = []
     sim_url = None

@@ -13,13 +13,13 @@ import socket
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
-from collections.abc import Iterator
-
-from jobs.errors import UserError, network_reason
 
 from jobs.contract import RESULT_TAG, TAG_INPUTS, TAG_PIPELINE, TAG_QUESTION, TAG_REVIEW, TAG_STAGE  # noqa: F401
+from jobs.errors import UserError, network_reason
+
 PIPELINE_STAGE = "pipeline"
 
 

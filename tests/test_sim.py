@@ -141,8 +141,9 @@ def test_embeddings_and_models_and_stats(client, sim_url):
 
 
 def test_fault_knobs_answer_429_and_malformed_json():
-    from jobs.sim.server import SimSettings, make_server
     import threading
+
+    from jobs.sim.server import SimSettings, make_server
 
     httpd = make_server(settings=SimSettings(rate_429=0.3, rate_malformed=0.3))
     threading.Thread(target=httpd.serve_forever, daemon=True).start()

@@ -7,7 +7,6 @@ import dataclasses
 import sys
 
 from jobs.errors import UserError
-
 from jobs.local_servers import serve_until_interrupted
 from jobs.sim.server import SimSettings, make_server
 

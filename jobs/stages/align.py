@@ -14,7 +14,6 @@ from typing import Any
 
 from jobs import judges, stats, tracking
 from jobs.errors import UserError
-from jobs.stats import fmt
 from jobs.models import activate
 from jobs.stages.common import finish, reuse, say
 from jobs.traces import feedbacks, human_feedback_names, judge_fields
@@ -119,7 +118,7 @@ def build_optimizer(cfg: Any, endpoint: Any) -> Any:
 def should_register(min_gain: float, before: dict, after: dict, changed_text: bool) -> tuple[bool, str]:
     """Register only a judge that changed and agrees better with the experts by min_gain."""
     kb, ka = before["kappa"], after["kappa"]
-    shift = f"({fmt(kb)} -> {fmt(ka)})"
+    shift = f"({stats.fmt(kb)} -> {stats.fmt(ka)})"
     if kb is None or ka is None:
         return False, f"held-out kappa is undefined {shift}: the judge's errors left one class"
     if not changed_text and before["verdicts"] == after["verdicts"]:
@@ -133,7 +132,7 @@ def table(before: dict, after: dict) -> str:
     rows = [("judge", "n", "accuracy", "kappa", "tp", "tn", "fp", "fn")]
     for label, m in (("base", before), ("aligned", after)):
         c = m["confusion"]
-        rows.append((label, m["n"], fmt(m["accuracy"]), fmt(m["kappa"]), c["tp"], c["tn"], c["fp"], c["fn"]))
+        rows.append((label, m["n"], stats.fmt(m["accuracy"]), stats.fmt(m["kappa"]), c["tp"], c["tn"], c["fp"], c["fn"]))
     return "\n".join(",".join(str(x) for x in r) for r in rows) + "\n"
 
 
@@ -174,11 +173,11 @@ def run(cfg: Any) -> dict:
         with tracking.stage_run(cfg, experiment_id, STAGE, inputs) as run:
             say(STAGE, f"{len(traces)} expert labels: aligning on {len(align_part)}, measuring on {len(holdout)} held out")
             before = agreement(base, cfg.judge, holdout, expert)
-            say(STAGE, f"before: accuracy {fmt(before['accuracy'])}, kappa {fmt(before['kappa'])} on {before['n']} "
+            say(STAGE, f"before: accuracy {stats.fmt(before['accuracy'])}, kappa {stats.fmt(before['kappa'])} on {before['n']} "
                        f"held-out labels ({cfg.aligner.name} next)")
             aligned = base.align(traces=align_part, optimizer=build_optimizer(cfg, endpoint))
             after = agreement(aligned, cfg.judge, holdout, expert)
-            say(STAGE, f"after:  accuracy {fmt(after['accuracy'])}, kappa {fmt(after['kappa'])} on {after['n']}")
+            say(STAGE, f"after:  accuracy {stats.fmt(after['accuracy'])}, kappa {stats.fmt(after['kappa'])} on {after['n']}")
             changed_text = str(getattr(aligned, "instructions", "")) != str(getattr(base, "instructions", ""))
             register, reason = should_register(float(cfg.aligner.min_gain), before, after, changed_text)
             version = None

@@ -11,11 +11,11 @@ import time
 from typing import Any
 
 from jobs import judges, labels, tracking
-from jobs.traces import expectations_of, feedbacks, response_of
 from jobs.errors import UserError
 from jobs.faults import pause_point
 from jobs.stages.common import finish, reuse, say
 from jobs.storage import read_text
+from jobs.traces import expectations_of, feedbacks, response_of
 
 STAGE = "feedback"
 SOURCES = ("rubric", "file", "ui")
