@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from jobs.errors import UserError
 
+WORD_LIMIT_RE = re.compile(r"(?:under|at most|no more than|fewer than)\s+(\d+)\s+words", re.I)
 _CONDITION_RE = re.compile(r"^\s*([A-Za-z_][\w.-]*)\s*(?:=\s*(.*?)\s*)?$")
 
 
@@ -67,3 +69,30 @@ def fact_stated(fact: str, response: str, pattern: str | None = None) -> bool:
     if not words:
         return True
     return re.search(r"\b" + r"\W+".join(map(re.escape, words)) + r"\b", response.lower()) is not None
+
+
+@dataclass(frozen=True)
+class ResponseCheck:
+    """What a response must show, one reading for the rubric expert and the simulator's judge."""
+    match: re.Pattern | None = None  # the response must contain this
+    no_match: re.Pattern | None = None  # the response must not contain this
+    max_words: int | None = None  # at most this many words (or the limit the judge's instructions state)
+    facts: str | None = None  # expectation key of a list of facts the response must each state (expected_facts)
+    fact_pattern: str | None = None  # regex per fact, ``{fact}`` standing for it; default: its words in order
+
+    def unstated(self, response: str, expectations: dict[str, Any]) -> list[str]:
+        """The expected facts the response does not state."""
+        if not self.facts:
+            return []
+        return [f for f in fact_list(expectations, self.facts) if not fact_stated(f, response, self.fact_pattern)]
+
+    def holds(self, response: str, expectations: dict[str, Any], instructions: str = "") -> bool:
+        if self.match is not None and not self.match.search(response):
+            return False
+        if self.no_match is not None and self.no_match.search(response):
+            return False
+        if self.max_words is not None:
+            m = WORD_LIMIT_RE.search(instructions or "")
+            if len(response.split()) > (int(m.group(1)) if m else self.max_words):
+                return False
+        return not self.unstated(response, expectations)

@@ -43,6 +43,15 @@ def passed(judge_cfg: Any, value: Any) -> bool | None:
     return str(value) == str(judge_cfg.categories[0])
 
 
+def category_for(categories: list[Any], share: float) -> Any:
+    """The category for a response meeting ``share`` of its checks: the best when it meets
+    every one, the worst below half, a middle one in between (the rubric expert and the
+    simulator's judge both grade this way)."""
+    if share >= 1.0:
+        return categories[0]
+    return categories[len(categories) // 2] if len(categories) > 2 and share >= 0.5 else categories[-1]
+
+
 def score(judge_cfg: Any, value: Any) -> float | None:
     """A judge value as a number in [0, 1] for GEPA's search: a pass is 1; a categorical value
     by its rank (best 1, worst 0), so a partial answer counts between."""

@@ -17,6 +17,7 @@ from typing import Any
 from jobs import expectations as rules
 from jobs.datasets import jsonl_objects
 from jobs.errors import UserError
+from jobs.judges import category_for
 
 TRUE = {"true", "yes", "1", "pass", "passed", "good", "y"}
 FALSE = {"false", "no", "0", "fail", "failed", "bad", "n"}
@@ -88,26 +89,11 @@ class Criterion:
     name: str
     when: tuple[str, ...]
     unless: tuple[str, ...]
-    must_match: re.Pattern | None
-    must_not_match: re.Pattern | None
+    check: rules.ResponseCheck  # must_match, must_not_match, must_state (and fact_pattern) of the config
     missing: str
-    must_state: str | None = None  # expectation key of facts the response must each state (expected_facts)
-    fact_pattern: str | None = None  # regex per fact, {fact} standing for it; default: its words in order
 
     def applies(self, expectations: dict[str, Any]) -> bool:
         return rules.applies(self.when, self.unless, expectations)
-
-    def unstated(self, response: str, expectations: dict[str, Any]) -> list[str]:
-        if not self.must_state:
-            return []
-        return [f for f in rules.fact_list(expectations, self.must_state) if not rules.fact_stated(f, response, self.fact_pattern)]
-
-    def holds(self, response: str, expectations: dict[str, Any] | None = None) -> bool:
-        if self.must_match is not None and not self.must_match.search(response):
-            return False
-        if self.must_not_match is not None and self.must_not_match.search(response):
-            return False
-        return not self.unstated(response, expectations or {})
 
 
 CHECK_KEYS = ("must_match", "must_not_match", "must_state")
@@ -139,11 +125,11 @@ def compile_rubric(items: Iterable[Any]) -> list[Criterion]:
                 re.compile(str(fact_pattern).replace("{fact}", "x"))
             except re.error as e:
                 raise UserError(f"{where}.fact_pattern: bad regex ({e})") from None
+        check = rules.ResponseCheck(patterns.get("must_match"), patterns.get("must_not_match"),
+                                    facts=str(item["must_state"]) if item.get("must_state") else None,
+                                    fact_pattern=str(fact_pattern) if fact_pattern else None)
         out.append(Criterion(name, rules.check_conditions(item.get("when") or (), f"{where}.when"),
-                             rules.check_conditions(item.get("unless") or (), f"{where}.unless"),
-                             patterns.get("must_match"), patterns.get("must_not_match"), missing,
-                             str(item["must_state"]) if item.get("must_state") else None,
-                             str(fact_pattern) if fact_pattern else None))
+                             rules.check_conditions(item.get("unless") or (), f"{where}.unless"), check, missing))
     if not out:
         raise UserError("feedback.criteria is empty; the rubric expert needs at least one check")
     return out
@@ -154,8 +140,8 @@ def rubric_verdict(criteria: list[Criterion], response: str, expectations: dict[
     checked = [c for c in criteria if c.applies(expectations)]
     missing = []
     for c in checked:
-        if not c.holds(response, expectations):
-            unstated = c.unstated(response, expectations)
+        if not c.check.holds(response, expectations):
+            unstated = c.check.unstated(response, expectations)
             missing.append(c.missing + (f" ({'; '.join(unstated)})" if unstated else ""))
     if missing:
         return len(checked) - len(missing), len(checked), "Missing: " + "; ".join(missing) + "."
@@ -173,7 +159,4 @@ def rubric_value(judge_cfg: Any, met: int, checked: int) -> Any:
         return met == checked
     if kind == "float":
         return round(share, 3)
-    cats = list(judge_cfg.categories)
-    if met == checked:
-        return cats[0]
-    return cats[len(cats) // 2] if len(cats) > 2 and share >= 0.5 else cats[-1]
+    return category_for(list(judge_cfg.categories), share)

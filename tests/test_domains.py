@@ -16,6 +16,7 @@ from hydra import compose, initialize_config_dir
 
 from jobs import models
 from jobs.errors import UserError
+from jobs.judges import category_for
 from jobs.paths import CONF_DIR, ROOT
 from jobs.sim import profile as sim_profile
 from jobs.sim import roles
@@ -112,7 +113,7 @@ def test_the_shop_profile_drives_every_role():
     assert p.grade(plain, exp, base) == (["facts", "next_step"], [])
     assert p.grade(plain, exp, base + " Gives the tracking number.")[1] == ["gives no tracking number for a shipped order"]
     assert p.grade(plain, {**exp, "expected_facts": ["UPS"]}, base)[1] == ["does not state the expected facts"]
-    assert roles.category(["resolved", "partial", "unresolved"], False, 0.5) == "partial"
+    assert category_for(["resolved", "partial", "unresolved"], 0.5) == "partial"
     declined = roles.final_answer(p, "x", "Where is Z-9?", [json.dumps({"error": "No order Z-9 in our records."})], 7, 0)
     assert p.grade(declined, {"topic": "unknown", "expected_facts": ["no order Z-9"]}, base) == (["declines", "facts"], [])
 

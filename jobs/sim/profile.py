@@ -25,7 +25,6 @@ from typing import Any
 from jobs import expectations as rules
 from jobs.errors import UserError
 
-WORD_LIMIT_RE = re.compile(r"(?:under|at most|no more than|fewer than)\s+(\d+)\s+words", re.I)
 INJECTION_RE = re.compile(r"ignore (?:all |any )?(?:previous|prior|above|your) instructions|system prompt", re.I)
 LEAK_MARKER = "My instructions are:"
 
@@ -40,29 +39,6 @@ SHOW_KEYS = ("closing", "per_result", "after_result")
 
 
 @dataclass(frozen=True)
-class Check:
-    """How a judge sees a behaviour in a response."""
-    match: re.Pattern | None = None  # the response must contain this
-    no_match: re.Pattern | None = None  # the response must not contain this
-    max_words: int | None = None  # at most this many words (or the limit the judge's instructions state)
-    facts: str | None = None  # expectation key of a list of facts the response must each state
-    fact_pattern: str | None = None  # regex per fact, ``{fact}`` standing for it
-
-    def present(self, response: str, expectations: dict[str, Any], instructions: str) -> bool:
-        if self.match is not None and not self.match.search(response):
-            return False
-        if self.no_match is not None and self.no_match.search(response):
-            return False
-        if self.max_words is not None:
-            m = WORD_LIMIT_RE.search(instructions or "")
-            if len(response.split()) > (int(m.group(1)) if m else self.max_words):
-                return False
-        if self.facts:
-            return all(rules.fact_stated(f, response, self.fact_pattern) for f in rules.fact_list(expectations, self.facts))
-        return True
-
-
-@dataclass(frozen=True)
 class Behaviour:
     key: str
     asked_by: re.Pattern | None  # in an agent's system prompt: the agent shows it (None: always)
@@ -72,7 +48,7 @@ class Behaviour:
     missing: str  # how a rationale says the response lacks it
     when: tuple[str, ...] = ()  # expectation conditions under which it is required
     unless: tuple[str, ...] = ()
-    check: Check = field(default_factory=Check)
+    check: rules.ResponseCheck = field(default_factory=rules.ResponseCheck)
     closing: str | None = None  # shown once after the results, from the first result with its fields
     per_result: str | None = None  # appended to each result's summary that has its fields
     after_result: str | None = None  # a sentence after each result that has its fields
@@ -140,7 +116,7 @@ class Profile:
         for b in self.judged(instructions):
             if not b.applies(exp):
                 continue
-            if b.check.present(response, exp, instructions):
+            if b.check.holds(response, exp, instructions):
                 met.append(b.key)
             else:
                 missing.append(b.missing)
@@ -171,13 +147,13 @@ def _pattern(value: Any, where: str) -> re.Pattern | None:
         raise UserError(f"{where}: bad regex ({e})") from None
 
 
-def _check(spec: Any, where: str) -> Check:
+def _check(spec: Any, where: str) -> rules.ResponseCheck:
     if not isinstance(spec, dict) or not spec:
         raise UserError(f"{where}: give present: {{match: REGEX}} (or no_match, max_words, facts)")
     unknown = set(spec) - {"match", "no_match", "max_words", "facts", "fact_pattern"}
     if unknown:
         raise UserError(f"{where}: unknown key(s) {sorted(unknown)}; use match, no_match, max_words, facts, fact_pattern")
-    return Check(_pattern(spec.get("match"), f"{where}.match"), _pattern(spec.get("no_match"), f"{where}.no_match"),
+    return rules.ResponseCheck(_pattern(spec.get("match"), f"{where}.match"), _pattern(spec.get("no_match"), f"{where}.no_match"),
                  int(spec["max_words"]) if spec.get("max_words") is not None else None,
                  spec.get("facts"), spec.get("fact_pattern"))
 

@@ -29,6 +29,7 @@ import re
 from collections import Counter
 from typing import Any
 
+from jobs.judges import category_for
 from jobs.sim.profile import INJECTION_RE, LEAK_MARKER, Profile, rationale, render
 
 
@@ -229,7 +230,7 @@ def judge_reply(profile: Profile, req: dict[str, Any]) -> str:
     result_spec = (schema.get("properties") or {}).get("result") or {}
     kind = result_spec.get("type")
     if result_spec.get("enum"):
-        value: Any = category(result_spec["enum"], passed, score)
+        value: Any = category_for(result_spec["enum"], score)
     elif kind in ("number", "integer") or re.search(r"result \((?:float|int)", system):
         value = round(score, 3)
     else:
@@ -238,13 +239,6 @@ def judge_reply(profile: Profile, req: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------- reflection roles
-def category(categories: list[Any], passed: bool, score: float) -> Any:
-    """Best category when every check passed, the worst below half, a middle one between."""
-    if passed:
-        return categories[0]
-    return categories[len(categories) // 2] if len(categories) > 2 and score >= 0.5 else categories[-1]
-
-
 def memalign_reply(profile: Profile, req: dict[str, Any]) -> str:
     text = "\n".join(text_of(m) for m in req.get("messages") or [])
     head, _, examples = text.partition("Here are the user judgement examples:")
@@ -289,7 +283,7 @@ def dspy_reply(profile: Profile, req: dict[str, Any]) -> str:
         kind = re.search(r"`result` \(([^)]*)\)", out_section)
         kind_text = kind.group(1) if kind else ""
         options = re.findall(r"'([^']*)'", kind_text) if kind_text.startswith("Literal") else []
-        value: Any = category(options, passed, score) if options else \
+        value: Any = category_for(options, score) if options else \
             round(score, 3) if kind_text in ("float", "int") else passed
         values = {"result": value, "rationale": why}
     for f in fields:

@@ -168,7 +168,8 @@ def run(cfg: Any) -> dict:
             pause_point("optimize.registered")
             initial, final = result.initial_eval_score, result.final_eval_score
             same_as = already_live(client, name, produced.template, seed_version)
-            improved = (initial is not None and final is not None and final > initial and same_as is None)
+            gained = initial is not None and final is not None and final > initial
+            improved = gained and same_as is None
             metrics = {"initial_train_score": initial or 0.0, "final_train_score": final or 0.0,
                        "metric_calls": budget.used, "metric_calls_refused": budget.refused, "max_metric_calls": cap,
                        "judge_errors": budget.judge_errors}
@@ -179,8 +180,8 @@ def run(cfg: Any) -> dict:
             if not improved:
                 # optimize_prompts registers its result unconditionally; keep the registry clean
                 drop_versions(client, name, [produced, *twins], "no candidate to keep")
-                why = (f"GEPA's best prompt is the text of {same_as}" if same_as and final is not None
-                       and initial is not None and final > initial else f"no candidate beat the seed on train ({fmt(initial)} -> {fmt(final)})")
+                why = (f"GEPA's best prompt is the text of {same_as}" if gained
+                       else f"no candidate beat the seed on train ({fmt(initial)} -> {fmt(final)})")
                 say(STAGE, f"{why}; nothing registered")
                 mlflow.set_tag(TAG + "outcome", "no_improvement")
                 return finish(STAGE, {**outcome, "outcome": "no_improvement", "candidate_version": None, "reason": why})
