@@ -11,7 +11,7 @@ ARGS ?=
 IMG ?= promptgate-jobs:dev
 export PROMPTGATE_STATE_DIR := $(STATE_DIR)
 export MLFLOW_TRACKING_URI ?= http://127.0.0.1:$(MLFLOW_PORT)
-# Stages send the same LLM requests every run (jobs/launchers.py: STAGE_ENV).
+# Stages send the same LLM requests every run (jobs/launch/launchers.py: STAGE_ENV).
 export PYTHONHASHSEED := 0
 
 ##@ General
@@ -39,13 +39,13 @@ $(TOOLS_VENV)/.installed: tools/requirements.lock
 ##@ Local MLflow
 .PHONY: mlflow-up mlflow-down ui
 mlflow-up: install ## Start (or reuse) the local MLflow server on 127.0.0.1:$(MLFLOW_PORT)
-	@$(PY) -m jobs.local_servers mlflow-up --port $(MLFLOW_PORT) --state-dir $(STATE_DIR)
+	@$(PY) -m jobs.core.servers mlflow-up --port $(MLFLOW_PORT) --state-dir $(STATE_DIR)
 
 mlflow-down: ## Stop the local MLflow server that mlflow-up started
-	@$(PY) -m jobs.local_servers mlflow-down --port $(MLFLOW_PORT) --state-dir $(STATE_DIR)
+	@$(PY) -m jobs.core.servers mlflow-down --port $(MLFLOW_PORT) --state-dir $(STATE_DIR)
 
 ui: ## Print the MLflow UI URL
-	@$(PY) -m jobs.local_servers ui --port $(MLFLOW_PORT)
+	@$(PY) -m jobs.core.servers ui --port $(MLFLOW_PORT)
 
 ##@ Pipeline
 .PHONY: run stage rollback sim
@@ -96,7 +96,7 @@ pipeline: install ## Run the seven stages as Kubernetes Jobs (LAUNCHER=kubernete
 	@$(PY) -m jobs.pipeline launcher=$(LAUNCHER) $(ARGS)
 
 job: install ## Print a stage's Job YAML: make job STAGE=evaluate ARGS="pipeline_id=x" | kubectl apply -f -
-	@$(PY) -m jobs.render_job $(STAGE) $(ARGS)
+	@$(PY) -m jobs.launch.render $(STAGE) $(ARGS)
 
 ##@ Benchmarks
 .PHONY: bench bench-gate bench-reliability

@@ -3,7 +3,7 @@
 ``make bench-gate``. Simulates held-out comparisons: each question has a true baseline pass
 probability; the candidate adds a true gain (0 for A/A); every run is judged by a noisy
 judge that flips a share of verdicts; each arm runs ``n_repeats`` times per question. The
-same functions compare and gate use (jobs.stats.paired_summary, jobs.stages.gate) decide.
+same functions compare and gate use (jobs.eval.stats.paired_summary, jobs.stages.gate) decide.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import sys
 import numpy as np
 from omegaconf import OmegaConf
 
-from jobs import stats
-from jobs.paths import CONF_DIR
+from jobs.core.paths import CONF_DIR
+from jobs.eval import stats
 from jobs.stages.gate import decide, evaluate_gates
 
 MEASURED_JUDGE = {"measured": True, "judge_version": None, "kappa_before": 0.9, "holdout": 12}  # a judge the experts validated

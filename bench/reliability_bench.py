@@ -18,12 +18,12 @@ import time
 import uuid
 from pathlib import Path
 
-from jobs import tracking
-from jobs.audit import KILL_POINTS, duplicates, kill_at_pause
-from jobs.launchers import STAGE_ENV
-from jobs.local_servers import free_port, start_mlflow, start_sim, stop_process
-from jobs.paths import ROOT
+from jobs.core.paths import ROOT
+from jobs.core.servers import free_port, start_mlflow, start_sim, stop_process
+from jobs.launch.launchers import STAGE_ENV
 from jobs.pipeline import STAGES
+from jobs.store import tracking
+from tests.support.audit import KILL_POINTS, duplicates, kill_at_pause
 
 FAULTS = {"rate_429": 0.08, "rate_timeout": 0.04, "rate_malformed": 0.08, "timeout_s": 0.5}
 SMALL = ["optimizer.max_metric_calls=36", "compare.n_repeats=2"]  # one GEPA iteration, two repeats: minutes, not hours

@@ -1,6 +1,6 @@
 """python -m jobs.compare [overrides]: the compare stage (logic in jobs/stages/compare.py)."""
 
-from jobs.entry import stage_main
+from jobs.config.entry import stage_main
 from jobs.stages.compare import check, run
 
 main = stage_main("compare", check, run)

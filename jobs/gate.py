@@ -1,7 +1,7 @@
 """python -m jobs.gate [overrides]: the gate stage (logic in jobs/stages/gate.py).
 Rollback: python -m jobs.gate gate.rollback=true"""
 
-from jobs.entry import stage_main
+from jobs.config.entry import stage_main
 from jobs.stages.gate import check, run
 
 main = stage_main("gate", check, run)

@@ -13,10 +13,10 @@ import time
 import uuid
 from typing import Any
 
-from jobs.contract import STAGES
-from jobs.errors import EXIT_BAD_INPUT, EXIT_REFUSED
-from jobs.launchers import launcher_for
-from jobs.stats import fmt
+from jobs.core.contract import STAGES
+from jobs.core.errors import EXIT_BAD_INPUT, EXIT_REFUSED
+from jobs.eval.stats import fmt
+from jobs.launch.launchers import launcher_for
 
 BANNER = """\
 +--------------------------------------------------------------------------+
@@ -39,8 +39,8 @@ def compose(overrides: list[str]) -> Any:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from jobs.entry import CONFIG_NAME, check_overrides, with_user_configs
-    from jobs.paths import CONF_DIR
+    from jobs.config.entry import CONFIG_NAME, check_overrides, with_user_configs
+    from jobs.core.paths import CONF_DIR
 
     overrides = with_user_configs(overrides)
     check_overrides(overrides)
@@ -96,7 +96,7 @@ def headline(stage: str, r: dict, evidence: Any) -> tuple[str | None, str | None
 
 
 def summary(cfg: Any, pipeline_id: str, ran: list[str]) -> str:
-    from jobs import tracking
+    from jobs.store import tracking
     experiment_id = tracking.connect(cfg)
     lines = [f"\n=== promptgate pipeline {pipeline_id} ==="]
     for stage in ran:
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.model.provider == "sim":
         print(BANNER)
     from jobs.gateway.client import check_budget_config, check_gateway_config
-    from jobs.tracking import check_server
+    from jobs.store.tracking import check_server
 
     procs: list[Any] = []
     sim_url = None
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         check_gateway_config(cfg.gateway)
         check_server(str(cfg.mlflow.tracking_uri), float(cfg.mlflow.connect_timeout_s))
         if cfg.launcher.kind == "local" and not cfg.gateway.get("url"):  # in pods, the cluster's gateway serves
-            from jobs.models import offline_hygiene, start_local_gateway
+            from jobs.llm.endpoints import offline_hygiene, start_local_gateway
 
             offline_hygiene()
             procs, env["PROMPTGATE_GATEWAY_URL"], sim_url = start_local_gateway(cfg)
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nAll {len(ran)} stages finished in {time.monotonic() - started:.0f} s.")
         return code if ran and ran[-1] == "gate" else 0
     finally:
-        from jobs.local_servers import stop_process
+        from jobs.core.servers import stop_process
 
         for proc in reversed(procs):
             stop_process(proc.pid)

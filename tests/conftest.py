@@ -15,11 +15,11 @@ from types import SimpleNamespace
 
 import pytest
 
+from jobs.core.paths import ROOT
+from jobs.core.servers import free_port, start_mlflow, start_sim, stop_process
 from jobs.gateway.client import start_gateway
 from jobs.gateway.server import MISS_LOG_ENV
-from jobs.launchers import STAGE_ENV
-from jobs.local_servers import free_port, start_mlflow, start_sim, stop_process
-from jobs.paths import ROOT
+from jobs.launch.launchers import STAGE_ENV
 
 ARTIFACT_BUCKET = "promptgate-artifacts"
 DATA_BUCKET = "promptgate-data"
@@ -141,8 +141,8 @@ def stage_result(client, pid: str, stage: str):
     """The latest finished run of a pipeline's stage and the result it recorded."""
     import json
 
-    from jobs import tracking
     from jobs.stages.common import RESULT_TAG
+    from jobs.store import tracking
 
     exp = client.get_experiment_by_name("promptgate-baseball").experiment_id
     run = tracking.latest_result(exp, pid, stage)
@@ -153,7 +153,7 @@ def printed_result(proc: subprocess.CompletedProcess) -> dict:
     """The result a stage printed last (the line launchers read back)."""
     import json
 
-    from jobs.launchers import RESULT_PREFIX
+    from jobs.launch.launchers import RESULT_PREFIX
 
     line = [x for x in proc.stdout.splitlines() if x.startswith(RESULT_PREFIX)][-1]
     return json.loads(line[len(RESULT_PREFIX):])

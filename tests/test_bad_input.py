@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from jobs.local_servers import free_port
+from jobs.core.servers import free_port
 from tests.conftest import SESSION_PROMPT, labelled_traces, new_pipeline_id
 
 pytestmark = pytest.mark.integration

@@ -6,9 +6,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from jobs import stats
-from jobs.budget import MetricBudget
-from jobs.datasets import Record
+from jobs.eval import stats
+from jobs.eval.datasets import Record
+from jobs.eval.metric_cap import MetricBudget
 from jobs.stages.optimize import minimum_budget, split_train
 
 

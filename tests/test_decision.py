@@ -11,9 +11,9 @@ import uuid
 
 import pytest
 
-from jobs import tracking
-from jobs.paths import ROOT
+from jobs.core.paths import ROOT
 from jobs.stages.common import RESULT_TAG
+from jobs.store import tracking
 
 from .conftest import COMPARE_OVERRIDES, SESSION_PROMPT, labelled_traces, printed_result
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from jobs import models
-from jobs.errors import UserError
-from jobs.judges import category_for
-from jobs.paths import CONF_DIR, ROOT
+from jobs.core.errors import UserError
+from jobs.core.paths import CONF_DIR, ROOT
+from jobs.eval.judges import category_for
+from jobs.llm import endpoints
 from jobs.sim import profile as sim_profile
 from jobs.sim import roles
 
@@ -67,10 +67,10 @@ def test_both_example_domains_compose_with_their_own_parts():
 
 def test_a_domain_without_a_profile_says_its_figures_will_be_flat(capsys):
     cfg = compose_with("agent.sim_profile=null")
-    assert models.sim_settings(cfg)["profile"] == ""
+    assert endpoints.sim_settings(cfg)["profile"] == ""
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and "cannot judge this domain's criteria" in out[0] and "flat" in out[0]
-    assert models.sim_settings(compose_with())["profile"].endswith("baseball/sim_profile.yaml")  # auto: beside tools
+    assert endpoints.sim_settings(compose_with())["profile"].endswith("baseball/sim_profile.yaml")  # auto: beside tools
 
 
 def test_without_a_profile_the_judge_checks_nothing():
@@ -204,7 +204,7 @@ def test_a_domain_from_a_folder_outside_the_repo(servers, mlflow_client, library
     proc = stage("evaluate", f"hydra.searchpath=[file://{folder / 'conf'}]")  # ...or Hydra's own search path
     assert "no simulator profile" not in proc.stdout  # found beside the user's tools module
     exp = mlflow_client.get_experiment_by_name("promptgate-library").experiment_id
-    from jobs import tracking
+    from jobs.store import tracking
 
     run = tracking.latest_result(exp, pid, "evaluate")
     assert run.data.metrics["scored"] == len(QUESTIONS)

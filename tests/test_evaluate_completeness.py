@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.datasets import Record
-from jobs.errors import IncompleteResult
-from jobs.evaluation import RowOutcome, evaluate_complete
+from jobs.core.errors import IncompleteResult
+from jobs.eval.datasets import Record
+from jobs.eval.runner import RowOutcome, evaluate_complete
 
 RECORDS = [Record(f"r{i}", {"question": f"q{i}"}) for i in range(10)]
 

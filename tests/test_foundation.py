@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from jobs import tracking
-from jobs.paths import ROOT
+from jobs.core.paths import ROOT
+from jobs.store import tracking
 from tests.conftest import SESSION_PROMPT
 
 pytestmark = pytest.mark.integration

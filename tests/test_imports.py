@@ -1,11 +1,11 @@
 """The package has no import cycles, counting imports inside functions (which hide a cycle
-from Python but not from a reader): shared names live in the leaf module jobs/contract.py."""
+from Python but not from a reader): shared names live in the leaf module jobs/core/contract.py."""
 
 from __future__ import annotations
 
 import ast
 
-from jobs.paths import ROOT
+from jobs.core.paths import ROOT
 
 
 def import_graph(package: str = "jobs") -> dict[str, set[str]]:
@@ -55,3 +55,41 @@ def test_the_cycle_finder_finds_a_cycle():
 def test_no_import_cycles_in_the_package():
     found = cycles(import_graph())
     assert not found, "import cycles:\n" + "\n".join(" -> ".join(c) for c in found)
+
+
+COMMANDS = {"jobs.pipeline", *(f"jobs.{s}" for s in ("register", "evaluate", "feedback", "align", "optimize", "compare", "gate"))}
+# What each room may not import: rooms lower down never reach up to the ones that use them.
+FORBIDDEN = {
+    "jobs.core": ("jobs.",),  # core imports only core (checked below with its own prefix)
+    "jobs.eval": ("jobs.stages", "jobs.launch", "jobs.config", *COMMANDS),
+    "jobs.store": ("jobs.stages", "jobs.launch", "jobs.config", "jobs.eval", *COMMANDS),
+    "jobs.llm": ("jobs.stages", "jobs.launch", "jobs.config", "jobs.eval", "jobs.store", *COMMANDS),
+    "jobs.gateway": ("jobs.stages", "jobs.launch", "jobs.config", "jobs.eval", "jobs.store", "jobs.llm", *COMMANDS),
+    "jobs.sim": ("jobs.stages", "jobs.launch", "jobs.config", "jobs.store", "jobs.llm", "jobs.gateway", *COMMANDS),
+    "jobs.stages": ("jobs.launch", *COMMANDS),
+    "jobs.domains": ("jobs.",),  # a domain is configs and one tools module: it needs nothing of ours
+}
+
+
+def reaches_up(graph: dict[str, set[str]]) -> list[str]:
+    wrong = []
+    for module, imported in sorted(graph.items()):
+        for room, banned in FORBIDDEN.items():
+            if module != room and not module.startswith(room + "."):
+                continue
+            for name in sorted(imported):
+                if room in ("jobs.core", "jobs.domains") and name.startswith(room):
+                    continue
+                if any(name == b or name.startswith(b if b.endswith(".") else b + ".") or name == b.rstrip(".") for b in banned):
+                    wrong.append(f"{module} imports {name}")
+    return wrong
+
+
+def test_rooms_import_only_downwards():
+    wrong = reaches_up(import_graph())
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_room_check_sees_a_wrong_import():
+    assert reaches_up({"jobs.eval.stats": {"jobs.stages.gate"}, "jobs.core.paths": {"jobs.eval.stats"}}) == [
+        "jobs.core.paths imports jobs.eval.stats", "jobs.eval.stats imports jobs.stages.gate"]

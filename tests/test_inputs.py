@@ -7,9 +7,9 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from jobs import datasets, labels
-from jobs.errors import UserError
-from jobs.paths import ROOT
+from jobs.core.errors import UserError
+from jobs.core.paths import ROOT
+from jobs.eval import datasets, labels
 
 REQ = ("answerable", "small_sample", "injection")
 

@@ -17,13 +17,13 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from jobs.k8s_jobs import JobSettings, job_name, render_stage_job
-from jobs.launchers import KubernetesLauncher
-from jobs.paths import ROOT
+from jobs.core.paths import ROOT
+from jobs.launch.launchers import KubernetesLauncher
+from jobs.launch.manifests import JobSettings, job_name, render_stage_job
 from jobs.pipeline import STAGES
 
-from . import fake_kube_api
 from .conftest import COMPARE_OVERRIDES, stage_result
+from .support import fake_kube_api
 
 TOOLS = ROOT / ".venv-tools" / "bin"
 GOLDEN = Path(__file__).parent / "golden"
@@ -194,7 +194,7 @@ def test_crashing_pod_is_retried_up_to_backoff_limit(fake_cluster):
 
 def test_ctrl_c_deletes_the_job(fake_cluster, servers):
     cluster, kubeconfig = fake_cluster
-    code = ("from omegaconf import OmegaConf; from jobs.k8s_jobs import JobSettings; from jobs.launchers import "
+    code = ("from omegaconf import OmegaConf; from jobs.launch.manifests import JobSettings; from jobs.launch.launchers import "
             "KubernetesLauncher; KubernetesLauncher(OmegaConf.merge(OmegaConf.structured(JobSettings), "
             "{'poll_s': 0.3}), 'k8s-int').run('sim', [])")  # the simulator never exits by itself
     proc = subprocess.Popen([sys.executable, "-c", code], env={**servers.env(), "KUBECONFIG": str(kubeconfig)},

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from jobs import tracking
-from jobs.paths import ROOT
+from jobs.core.paths import ROOT
+from jobs.store import tracking
 
 from .conftest import SESSION_PROMPT, printed_result
 

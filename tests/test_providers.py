@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs.local_servers import start_sim, stop_process
-from jobs.paths import ROOT
+from jobs.core.paths import ROOT
+from jobs.core.servers import start_sim, stop_process
 from jobs.sim.roles import role_of
 from tests.conftest import FAKE_API_KEY
 
@@ -65,7 +65,7 @@ def summary_of(proc: subprocess.CompletedProcess) -> str:
 
 def decision_recorded(client, experiment: str, proc: subprocess.CompletedProcess) -> str:
     """The decision the pipeline's gate run recorded in MLflow."""
-    from jobs import tracking
+    from jobs.store import tracking
 
     pid = re.search(r"=== promptgate pipeline (\S+) ===", proc.stdout).group(1)
     run = tracking.latest_result(client.get_experiment_by_name(experiment).experiment_id, pid, "gate")

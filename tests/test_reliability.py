@@ -14,11 +14,11 @@ import uuid
 
 import pytest
 
-from jobs import tracking
-from jobs.audit import KILL_POINTS, duplicates, kill_at_pause
+from jobs.core.paths import ROOT
 from jobs.gateway.server import cache_key
-from jobs.paths import ROOT
+from jobs.store import tracking
 from tests.conftest import COMPARE_OVERRIDES, FAKE_API_KEY, SESSION_PROMPT, new_pipeline_id, stage_result
+from tests.support.audit import KILL_POINTS, duplicates, kill_at_pause
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REQUIRE_SERVICES = os.environ.get("PROMPTGATE_REQUIRE_SERVICES") == "1"
@@ -138,7 +138,7 @@ def postgres_mlflow(tmp_path_factory):
     """An MLflow server on a fresh PostgreSQL database, as on the cluster."""
     import psycopg
 
-    from jobs.local_servers import free_port, start_mlflow, stop_process
+    from jobs.core.servers import free_port, start_mlflow, stop_process
 
     try:
         admin = psycopg.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=5,

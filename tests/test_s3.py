@@ -6,9 +6,9 @@ from __future__ import annotations
 import boto3
 import pytest
 
-from jobs import datasets
-from jobs.errors import UserError
-from jobs.paths import ROOT
+from jobs.core.errors import UserError
+from jobs.core.paths import ROOT
+from jobs.eval import datasets
 
 from .conftest import ARTIFACT_BUCKET, DATA_BUCKET, S3_KEYS
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from jobs import stats
-from jobs.paths import CONF_DIR
+from jobs.core.paths import CONF_DIR
+from jobs.eval import stats
 from jobs.stages.gate import decide, evaluate_gates
 
 GATE = OmegaConf.load(CONF_DIR / "gate" / "default.yaml")

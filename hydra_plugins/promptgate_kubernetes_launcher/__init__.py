@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 from hydra.core.config_store import ConfigStore
 
-from jobs.k8s_jobs import JobSettings
+from jobs.launch.manifests import JobSettings
 
 
 @dataclass

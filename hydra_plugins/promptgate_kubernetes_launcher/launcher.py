@@ -32,8 +32,8 @@ class KubernetesHydraLauncher(Launcher):
 
         from omegaconf import OmegaConf
 
-        from jobs.launchers import KubernetesLauncher
-        from jobs.sweeps import RESULT_FILE
+        from jobs.launch.launchers import KubernetesLauncher
+        from jobs.launch.sweeps import RESULT_FILE
 
         assert self.config is not None
         spec = OmegaConf.create(self.settings)

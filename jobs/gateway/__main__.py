@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from jobs.core.servers import serve_until_interrupted
 from jobs.gateway.server import GatewaySettings, make_server
-from jobs.local_servers import serve_until_interrupted
 
 
 def main(argv: list[str] | None = None) -> None:

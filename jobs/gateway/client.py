@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from jobs.errors import UserError, network_reason
+from jobs.core.errors import UserError, network_reason
 
 PLACEHOLDER_KEY = "promptgate-gateway"  # what clients send; only the gateway holds the upstream key
 SPEND_METRICS = ("tokens", "prompt_tokens", "completion_tokens", "usd", "requests", "cache_hits", "upstream_calls",
@@ -33,7 +33,7 @@ def _call(url: str, body: Any | None = None, timeout_s: float = 10) -> dict:
 
 def check_budget_config(budget: Any) -> None:
     """Budgets are positive numbers or null, in known units, for known stages (no heavy imports)."""
-    from jobs.contract import STAGES
+    from jobs.core.contract import STAGES
 
     for scope in ("pipeline", "stage"):
         for unit, value in (budget.get(scope) or {}).items():
@@ -73,7 +73,7 @@ def pipeline_spent(experiment_id: str, pipeline_id: str) -> dict[str, float]:
     """What this pipeline's earlier stage runs spent upstream, from their MLflow metrics."""
     from mlflow.tracking import MlflowClient
 
-    from jobs.contract import TAG_PIPELINE
+    from jobs.core.contract import TAG_PIPELINE
 
     runs = MlflowClient().search_runs([experiment_id], f"tags.`{TAG_PIPELINE}` = '{pipeline_id}'", max_results=1000)
     return {unit: sum(float(r.data.metrics.get(f"spend.{unit}", 0.0)) for r in runs) for unit in UNITS}
@@ -103,7 +103,7 @@ def limits_for(cfg: Any, stage: str, spent: dict[str, float]) -> dict[str, list]
 
 def start_gateway(upstream: str, gw: Any, api_key_env: str, timeout_s: float = 20) -> tuple[subprocess.Popen, str]:
     """Start a gateway on a free loopback port; returns the process and its base URL."""
-    from jobs.local_servers import start_stdlib_server
+    from jobs.core.servers import start_stdlib_server
 
     args = ["--upstream", upstream, "--api-key-env", api_key_env, "--cache-uri", str(gw.cache_uri),
             "--max-retries", str(gw.max_retries), "--backoff-s", str(gw.backoff_s), "--timeout-s", str(gw.timeout_s)]

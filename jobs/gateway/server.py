@@ -24,8 +24,8 @@ from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote
 
+from jobs.core.servers import QuietJSONHandler
 from jobs.gateway.cache import MODES, Store, open_store
-from jobs.local_servers import QuietJSONHandler
 
 FAULT_STATUSES = (429, 500, 502, 503, 504)
 CACHE_IGNORED_FIELDS = ("stream_options", "user", "metadata")  # do not change the reply

@@ -6,8 +6,8 @@ import argparse
 import dataclasses
 import sys
 
-from jobs.errors import UserError
-from jobs.local_servers import serve_until_interrupted
+from jobs.core.errors import UserError
+from jobs.core.servers import serve_until_interrupted
 from jobs.sim.server import SimSettings, make_server
 
 

@@ -16,14 +16,16 @@ a run's figures are flat. The format is in docs/simulator.md.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jobs import expectations as rules
-from jobs.errors import UserError
+from jobs.core.errors import UserError
+from jobs.core.paths import resolve
+from jobs.eval import expectations as rules
 
 INJECTION_RE = re.compile(r"ignore (?:all |any )?(?:previous|prior|above|your) instructions|system prompt", re.I)
 LEAK_MARKER = "My instructions are:"
@@ -230,3 +232,29 @@ def load(path: str | None) -> Profile:
     except yaml.YAMLError as e:
         raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     return parse(data, path)
+
+
+PROFILE_FILE = "sim_profile.yaml"  # a domain's simulator profile, next to its tools module
+
+
+def sim_profile_path(agent_cfg: Any) -> str | None:
+    """The domain's simulator profile: ``agent.sim_profile`` as a path, or with ``auto`` the
+    ``sim_profile.yaml`` beside the tools module (found without importing it); None if there is none."""
+    given = agent_cfg.get("sim_profile", "auto")
+    if given in (None, "", "none"):
+        return None
+    if given != "auto":
+        path = resolve(str(given))
+        if not Path(path).is_file():
+            raise UserError(f"agent.sim_profile: no file at {path}; give the profile's path, auto or null")
+        return path
+    module = str(agent_cfg.tools_module)
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.origin:
+        raise UserError(f"agent.tools_module '{module}' cannot be found; give a module path on PYTHONPATH, "
+                        "like mypackage.tools")
+    found = Path(spec.origin).parent / PROFILE_FILE
+    return str(found) if found.is_file() else None

@@ -29,7 +29,7 @@ import re
 from collections import Counter
 from typing import Any
 
-from jobs.judges import category_for
+from jobs.eval.judges import category_for
 from jobs.sim.profile import INJECTION_RE, LEAK_MARKER, Profile, rationale, render
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
 from typing import Any
 
-from jobs.local_servers import QuietJSONHandler
+from jobs.core.servers import QuietJSONHandler
 from jobs.sim import roles
 from jobs.sim.profile import Profile, load
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from jobs import judges, stats, tracking
-from jobs.errors import UserError
-from jobs.models import activate
+from jobs.core.errors import UserError
+from jobs.eval import judges, stats
+from jobs.llm.endpoints import activate
 from jobs.stages.common import finish, reuse, say
-from jobs.traces import feedbacks, human_feedback_names, judge_fields
+from jobs.store import tracking
+from jobs.store.traces import feedbacks, human_feedback_names, judge_fields
 
 STAGE = "align"
 ALIGNERS = ("memalign", "simba")

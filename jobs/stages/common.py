@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from jobs import tracking
-from jobs.errors import UserError
+from jobs.core.errors import UserError
+from jobs.store import tracking
 
 RESULT_TAG = tracking.RESULT_TAG
 

@@ -11,13 +11,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from jobs import datasets, judges, stats, tracking
-from jobs.agent import REPEAT_KEY
-from jobs.datasets import Record
-from jobs.errors import UserError
-from jobs.evaluation import RowOutcome, evaluate_records
-from jobs.models import activate
+from jobs.core.errors import UserError
+from jobs.eval import datasets, judges, stats
+from jobs.eval.agent import REPEAT_KEY
+from jobs.eval.datasets import Record
+from jobs.eval.runner import RowOutcome, evaluate_records
+from jobs.llm.endpoints import activate
 from jobs.stages.common import finish, recorded, reuse, say
+from jobs.store import tracking
 
 STAGE = "compare"
 ARMS = ("baseline", "candidate")
@@ -137,7 +138,7 @@ def run(cfg: Any) -> dict:
             mlflow.log_metrics(metrics)
             mlflow.log_text(per_question_csv(records, base, cand, str(cfg.agent.input_key)), "per_question.csv")
             with tempfile.TemporaryDirectory() as tmp:
-                from jobs.charts import compare_chart
+                from jobs.eval.charts import compare_chart
 
                 ids = [r.id for r in records]
                 share = lambda d, q: stats.share([x for x in d.get(q, []) if x is not None])  # noqa: E731

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobs import datasets, judges, tracking
-from jobs.evaluation import evaluate_records
-from jobs.faults import pause_point
-from jobs.models import activate
+from jobs.core.faults import pause_point
+from jobs.eval import datasets, judges
+from jobs.eval.runner import evaluate_records
+from jobs.llm.endpoints import activate
 from jobs.stages.common import finish, recorded, reuse, say
+from jobs.store import tracking
 
 STAGE = "evaluate"
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from jobs import judges, labels, tracking
-from jobs.errors import UserError
-from jobs.faults import pause_point
+from jobs.core.errors import UserError
+from jobs.core.faults import pause_point
+from jobs.eval import judges, labels
 from jobs.stages.common import finish, reuse, say
-from jobs.storage import read_text
-from jobs.traces import expectations_of, feedbacks, response_of
+from jobs.store import tracking
+from jobs.store.files import read_text
+from jobs.store.traces import expectations_of, feedbacks, response_of
 
 STAGE = "feedback"
 SOURCES = ("rubric", "file", "ui")

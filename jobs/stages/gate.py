@@ -9,10 +9,10 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from jobs import tracking
-from jobs.errors import EXIT_REFUSED, UserError
-from jobs.faults import pause_point
+from jobs.core.errors import EXIT_REFUSED, UserError
+from jobs.core.faults import pause_point
 from jobs.stages.common import finish, reuse, say
+from jobs.store import tracking
 
 STAGE = "gate"
 TAG = "promptgate.gate."

@@ -9,14 +9,15 @@ import json
 import random
 from typing import Any
 
-from jobs import datasets, judges, tracking
-from jobs.budget import GepaSummaryLogger, MetricBudget, budgeted_scorer
-from jobs.datasets import Record
-from jobs.errors import UserError
-from jobs.faults import pause_point
-from jobs.models import activate
+from jobs.core.errors import UserError
+from jobs.core.faults import pause_point
+from jobs.eval import datasets, judges
+from jobs.eval.datasets import Record
+from jobs.eval.metric_cap import GepaSummaryLogger, MetricBudget, budgeted_scorer
+from jobs.eval.stats import fmt
+from jobs.llm.endpoints import activate
 from jobs.stages.common import finish, recorded, reuse, say
-from jobs.stats import fmt
+from jobs.store import tracking
 
 STAGE = "optimize"
 TAG = "promptgate."
@@ -131,7 +132,7 @@ def run(cfg: Any) -> dict:
         from mlflow import MlflowClient
         from mlflow.genai.optimize import GepaPromptOptimizer
 
-        from jobs.agent import build_predict_fn
+        from jobs.eval.agent import build_predict_fn
         from jobs.stages.align import recorded_judge
 
         client = MlflowClient()

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobs import tracking
-from jobs.errors import UserError
+from jobs.core.errors import UserError
 from jobs.stages.common import finish, reuse, say
-from jobs.storage import read_text
+from jobs.store import tracking
+from jobs.store.files import read_text
 
 STAGE = "register"
 

@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from jobs.contract import RESULT_TAG, TAG_INPUTS, TAG_PIPELINE, TAG_QUESTION, TAG_REVIEW, TAG_STAGE  # noqa: F401
-from jobs.errors import UserError, network_reason
+from jobs.core.contract import RESULT_TAG, TAG_INPUTS, TAG_PIPELINE, TAG_QUESTION, TAG_REVIEW, TAG_STAGE  # noqa: F401
+from jobs.core.errors import UserError, network_reason
 
 PIPELINE_STAGE = "pipeline"
 

@@ -1,6 +1,6 @@
 """Start, find and stop the local servers: the MLflow tracking server and the simulator.
 
-Used by the Makefile (``python -m jobs.local_servers mlflow-up``), by ``make run`` and by
+Used by the Makefile (``python -m jobs.core.servers mlflow-up``), by ``make run`` and by
 the test session fixtures, so every path starts servers the same way.
 """
 
@@ -19,7 +19,8 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
-from jobs.errors import UserError
+from jobs.core.errors import UserError
+from jobs.core.paths import ROOT
 
 
 def free_port() -> int:
@@ -147,7 +148,7 @@ class QuietJSONHandler(BaseHTTPRequestHandler):
 def start_stdlib_server(module: str, args: list[str], announce: str, health: str,
                         timeout_s: float = 20) -> tuple[subprocess.Popen, str]:
     """Start ``python -m <module> --port 0 ...``, read the URL it announces, wait until healthy."""
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(ROOT)
     env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.Popen([sys.executable, "-m", module, "--port", "0", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True, env=env, start_new_session=True)
@@ -180,7 +181,7 @@ def start_sim(settings: dict[str, Any] | None = None, timeout_s: float = 20) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.local_servers")
+    parser = argparse.ArgumentParser(prog="python -m jobs.core.servers")
     parser.add_argument("action", choices=["mlflow-up", "mlflow-down", "ui"])
     parser.add_argument("--port", type=int, default=int(os.environ.get("MLFLOW_PORT", 5000)))
     parser.add_argument("--state-dir", type=Path, default=Path(os.environ.get("PROMPTGATE_STATE_DIR", ".promptgate")))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from jobs.errors import UserError
+from jobs.core.errors import UserError
 
 VALUE_TYPES = ("bool", "float", "categorical")
 

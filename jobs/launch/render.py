@@ -1,4 +1,4 @@
-"""``python -m jobs.render_job <stage> [overrides]``: print the stage's Kubernetes Job as YAML,
+"""``python -m jobs.launch.render <stage> [overrides]``: print the stage's Kubernetes Job as YAML,
 so that ``make job STAGE=evaluate ARGS="..." | kubectl apply -f -`` launches it with kubectl alone."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import uuid
 def main(argv: list[str] | None = None) -> int:
     import yaml
 
-    from jobs.k8s_jobs import render_stage_job
+    from jobs.launch.manifests import render_stage_job
     from jobs.pipeline import STAGES, compose, new_pipeline_id
 
     args = list(sys.argv[1:] if argv is None else argv)

@@ -12,10 +12,10 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from jobs.contract import EMIT_RESULT_ENV, RESULT_PREFIX
-from jobs.errors import EXIT_BAD_INPUT, IncompleteResult, UserError
+from jobs.core.contract import EMIT_RESULT_ENV, RESULT_PREFIX
+from jobs.core.errors import EXIT_BAD_INPUT, IncompleteResult, UserError
+from jobs.core.paths import CONF_DIR
 from jobs.gateway.client import check_budget_config, check_gateway_config
-from jobs.paths import CONF_DIR
 
 CONFIG_NAME = "pipeline"
 CONFIG_PATH_ENV = "PROMPTGATE_CONFIG_PATH"  # folders of a user's own config groups, ':'-separated
@@ -53,7 +53,7 @@ def check_overrides(overrides: list[str]) -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from jobs.k8s_jobs import register_configs
+    from jobs.launch.manifests import register_configs
 
     register_configs()
     try:
@@ -118,7 +118,7 @@ def stage_main(stage: str, check: Callable[[Any], None], run: Callable[[Any], di
         return {}
 
     def main() -> Any:
-        from jobs.k8s_jobs import register_configs
+        from jobs.launch.manifests import register_configs
 
         register_configs()
         os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # unexpected errors: full traceback, exit 1

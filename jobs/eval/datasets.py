@@ -10,8 +10,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from jobs.errors import UserError
-from jobs.storage import read_text
+from jobs.core.errors import UserError
+from jobs.store.files import read_text
 
 
 @dataclass(frozen=True)

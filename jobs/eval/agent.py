@@ -11,11 +11,9 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from jobs.errors import UserError
-from jobs.paths import resolve
+from jobs.core.errors import UserError
 
 REPEAT_KEY = "repeat"  # an input naming the repeat index; it becomes the LLM's sampling seed
 
@@ -29,32 +27,6 @@ def load_tools(module_name: str) -> list[Callable[..., str]]:
     if not tools:
         raise UserError(f"agent.tools_module '{module_name}' has no TOOLS list; define TOOLS = [fn, ...]")
     return list(tools)
-
-
-PROFILE_FILE = "sim_profile.yaml"  # a domain's simulator profile, next to its tools module
-
-
-def sim_profile_path(agent_cfg: Any) -> str | None:
-    """The domain's simulator profile: ``agent.sim_profile`` as a path, or with ``auto`` the
-    ``sim_profile.yaml`` beside the tools module (found without importing it); None if there is none."""
-    given = agent_cfg.get("sim_profile", "auto")
-    if given in (None, "", "none"):
-        return None
-    if given != "auto":
-        path = resolve(str(given))
-        if not Path(path).is_file():
-            raise UserError(f"agent.sim_profile: no file at {path}; give the profile's path, auto or null")
-        return path
-    module = str(agent_cfg.tools_module)
-    try:
-        spec = importlib.util.find_spec(module)
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.origin:
-        raise UserError(f"agent.tools_module '{module}' cannot be found; give a module path on PYTHONPATH, "
-                        "like mypackage.tools")
-    found = Path(spec.origin).parent / PROFILE_FILE
-    return str(found) if found.is_file() else None
 
 
 def build_predict_fn(agent_cfg: Any, endpoint: Any, prompt_uri: str,

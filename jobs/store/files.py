@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from jobs.errors import UserError
-from jobs.paths import resolve
+from jobs.core.errors import UserError
+from jobs.core.paths import resolve
 
 
 def s3_client():

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 
-from jobs.contract import EMIT_RESULT_ENV, RESULT_PREFIX, stage_command  # noqa: F401 - launchers' API
-from jobs.paths import ROOT
+from jobs.core.contract import EMIT_RESULT_ENV, RESULT_PREFIX, stage_command  # noqa: F401 - launchers' API
+from jobs.core.paths import ROOT
 
 # Stage processes hash strings the same way every run: MemAlign and the judges' distilled
 # guidelines put Python sets into LLM requests, and a set's order follows the hash seed, so
@@ -53,7 +53,7 @@ class KubernetesLauncher:
         import time
         import uuid
 
-        from jobs.k8s_jobs import render_stage_job
+        from jobs.launch.manifests import render_stage_job
 
         batch, core = self._clients()
         ns = str(self.spec.namespace)

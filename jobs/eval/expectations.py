@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from jobs.errors import UserError
+from jobs.core.errors import UserError
 
 WORD_LIMIT_RE = re.compile(r"(?:under|at most|no more than|fewer than)\s+(\d+)\s+words", re.I)
 _CONDITION_RE = re.compile(r"^\s*([A-Za-z_][\w.-]*)\s*(?:=\s*(.*?)\s*)?$")

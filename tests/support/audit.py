@@ -9,9 +9,9 @@ import subprocess
 import sys
 from typing import Any
 
-from jobs import tracking
-from jobs.faults import PAUSE_ENV
-from jobs.paths import ROOT
+from jobs.core.faults import PAUSE_ENV
+from jobs.core.paths import ROOT
+from jobs.store import tracking
 
 KILL_POINTS = {"evaluate": "evaluate.scored", "feedback": "feedback.first_label", "optimize": "optimize.registered",
                "gate": "gate.decided"}

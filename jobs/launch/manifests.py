@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from jobs.contract import EMIT_RESULT_ENV, stage_command
+from jobs.core.contract import EMIT_RESULT_ENV, stage_command
 
 EXIT_BAD_INPUT = 2
 

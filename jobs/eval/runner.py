@@ -14,9 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from jobs import tracking
-from jobs.datasets import Record
-from jobs.errors import IncompleteResult
+from jobs.core.errors import IncompleteResult
+from jobs.eval.datasets import Record
+from jobs.store import tracking
 
 
 @dataclass
@@ -108,7 +108,7 @@ def evaluate_records(cfg: Any, endpoint: Any, experiment_id: str, run_id: str, r
     and return one outcome per record (see ``evaluate_complete``)."""
     import mlflow
 
-    from jobs.agent import build_predict_fn
+    from jobs.eval.agent import build_predict_fn
 
     os.environ["MLFLOW_GENAI_EVAL_MAX_WORKERS"] = str(int(cfg.evaluate.max_workers))
     by_inputs = {signature(r.inputs): r.id for r in records}

@@ -16,7 +16,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from jobs.errors import UserError, network_reason
+from jobs.core.errors import UserError, network_reason
+from jobs.llm.compat import block_absent_pyspark, gateway_cache_only, narrow_import_hook_lock
 
 SIM_KEY = "sim-key-not-a-secret"  # the simulator takes any key
 
@@ -58,58 +59,6 @@ def offline_hygiene() -> None:
         faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 
-def block_absent_pyspark() -> None:
-    """MLflow's trace export asks ``from pyspark import TaskContext`` on every trace. Without
-    pyspark each attempt walks the import system, through MLflow's import-hook finder and its
-    lock, under the module lock; a thread setting up autologging takes the two the other way
-    round, and once a stage hung there. ``None`` in ``sys.modules`` makes the import fail at
-    once, without either lock (Python's documented way to block an import)."""
-    import importlib.util
-    import sys
-
-    if "pyspark" not in sys.modules and importlib.util.find_spec("pyspark") is None:
-        sys.modules["pyspark"] = None  # type: ignore[assignment]
-
-
-def gateway_cache_only() -> None:
-    """The gateway's cache is the one cache: ``cache=off`` must mean off, and every Job must
-    share it. DSPy (MemAlign's judge and distillation) otherwise answers repeats from a disk and
-    memory cache of its own, in the stage's process: a second cache that ``gateway.cache`` does not
-    govern, and which made the requests a rerun sends depend on what that process's disk held."""
-    from mlflow.utils.import_hooks import register_post_import_hook
-
-    def no_dspy_cache(dspy: Any) -> None:
-        dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=False)
-
-    register_post_import_hook(no_dspy_cache, "dspy")
-
-
-def narrow_import_hook_lock() -> None:
-    """MLflow 3.17's ``ImportHookFinder`` takes its hook lock for every import that reaches the
-    finders, under that module's import lock, even for modules nobody hooks. Each GEPA and
-    evaluate batch re-enters ``configure_autologging_for_evaluation``, which runs autolog set-up
-    under the hook lock, and that set-up imports. A trace-export thread importing the same
-    module takes the two locks the other way round, and optimize hung there in CI. Checking
-    "is this module hooked?" before taking the lock (a dict lookup, atomic under the GIL, as
-    MLflow does inside it) keeps the lock to the few hooked modules."""
-    from mlflow.utils import import_hooks as hooks
-
-    finder = hooks.ImportHookFinder
-    if getattr(finder, "_promptgate_narrowed", False):
-        return
-
-    def only_if_hooked(locked):
-        def find(self, fullname, *args, **kwargs):
-            if fullname not in hooks._post_import_hooks and fullname not in hooks._import_error_hooks:
-                return None
-            return locked(self, fullname, *args, **kwargs)
-        return find
-
-    finder.find_spec = only_if_hooked(finder.find_spec)
-    finder.find_module = only_if_hooked(finder.find_module)
-    finder._promptgate_narrowed = True
-
-
 def check_reachable(base_url: str, api_key: str, timeout_s: float = 20) -> None:
     req = urllib.request.Request(base_url.rstrip("/") + "/models", headers={"Authorization": f"Bearer {api_key}"})
     try:
@@ -134,7 +83,7 @@ FLAT_FIGURES = ("note: agent.tools_module {module} brings no simulator profile (
 def sim_settings(cfg: Any) -> dict[str, Any]:
     """Settings of a simulator started for this config: model.sim plus the domain's profile,
     saying once when the domain has none."""
-    from jobs.agent import PROFILE_FILE, sim_profile_path
+    from jobs.sim.profile import PROFILE_FILE, sim_profile_path
 
     profile = sim_profile_path(cfg.agent)
     if profile is None:
@@ -154,7 +103,7 @@ def upstream_endpoint(cfg: Any) -> tuple[str, str, Any]:
         if not os.environ.get(model_cfg.api_key_env):
             os.environ[model_cfg.api_key_env] = SIM_KEY
         if not base_url:
-            from jobs.local_servers import start_sim
+            from jobs.core.servers import start_sim
 
             proc, base_url = start_sim(sim_settings(cfg))
             return base_url, model_cfg.api_key_env, proc
@@ -170,8 +119,8 @@ def upstream_endpoint(cfg: Any) -> tuple[str, str, Any]:
 def start_local_gateway(cfg: Any) -> tuple[list[Any], str, str | None]:
     """A gateway of our own in front of the upstream (started too, for model=sim without
     base_url): its processes, its URL, and the URL of a simulator we started (or None)."""
+    from jobs.core.servers import stop_process
     from jobs.gateway.client import start_gateway
-    from jobs.local_servers import stop_process
 
     upstream, key_env, sim = upstream_endpoint(cfg)
     try:
@@ -191,8 +140,8 @@ def activate(cfg: Any, stage: str, experiment_id: str | None = None) -> Iterator
     neither the upstream URL nor its key. Otherwise it starts the upstream simulator (for
     ``model=sim`` without base_url) and a gateway of its own for the stage.
     """
+    from jobs.core.servers import stop_process
     from jobs.gateway import client as gateway
-    from jobs.local_servers import stop_process
 
     offline_hygiene()
     narrow_import_hook_lock()

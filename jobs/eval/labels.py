@@ -14,10 +14,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from jobs import expectations as rules
-from jobs.datasets import jsonl_objects
-from jobs.errors import UserError
-from jobs.judges import category_for
+from jobs.core.errors import UserError
+from jobs.eval import expectations as rules
+from jobs.eval.datasets import jsonl_objects
+from jobs.eval.judges import category_for
 
 TRUE = {"true", "yes", "1", "pass", "passed", "good", "y"}
 FALSE = {"false", "no", "0", "fail", "failed", "bad", "n"}

@@ -1,0 +1,1 @@
+"""Hydra glue: composing configs, the stage entrypoint wrapper, config schemas."""

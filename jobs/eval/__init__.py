@@ -1,0 +1,1 @@
+"""Evaluation logic: the agent, judges, datasets, labels, the evaluate runner, statistics, charts, the metric-call cap."""

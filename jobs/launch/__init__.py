@@ -1,0 +1,1 @@
+"""Where stages run: local processes, Kubernetes Jobs and their manifests, sweeps, local servers."""

@@ -1,0 +1,1 @@
+"""Everything that talks to MLflow (runs, tags, prompts, traces) or reads input files (local or S3)."""
