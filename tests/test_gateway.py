@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import urllib.error
 import urllib.request
 import uuid
 
@@ -208,3 +209,33 @@ def test_redis_store():
     assert store.get(key) is None
     store.put(key, b"{}")
     assert store.get(key) == b"{}"
+
+
+def test_streamed_replies_pass_through_in_chunks_are_charged_and_cached(stack):
+    """The openai SDK streams through the gateway: the same content as the unstreamed reply,
+    in several chunks; usage from the last chunk is charged; a repeat is served from the cache."""
+    sim, gw = stack()
+    sid, client = open_session(gw)
+    ask = {"model": "sim-agent", "messages": [{"role": "system", "content": "You answer briefly."},
+                                              {"role": "user", "content": "Who pitches tonight for the home side, and what does he throw most?"}], "seed": 3}
+    whole = client.chat.completions.create(**ask).choices[0].message.content
+    streamed = []
+    for _ in range(2):
+        chunks = list(client.chat.completions.create(**ask, stream=True, stream_options={"include_usage": True}))
+        streamed.append("".join(c.choices[0].delta.content or "" for c in chunks if c.choices))
+        assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) >= 2
+        assert chunks[-1].usage and chunks[-1].usage.total_tokens > 0
+    assert streamed == [whole, whole] and whole
+    spend = get(f"{gw}/gateway/sessions/{sid}")
+    assert (spend["requests"], spend["upstream_calls"], spend["cache_hits"]) == (3, 2, 1)
+    sim_stats = get(f"{sim}/sim/stats")
+    assert sim_stats["calls"] == {"chat": 2}  # the plain call and the first streamed one; the repeat was cached
+    assert spend["completion_tokens"] == sim_stats["tokens"]["chat:completion"] > 0  # the stream's usage was charged
+
+
+def test_health_endpoint_answers(stack):
+    _, gw = stack()
+    assert get(f"{gw}/health") == {"status": "ok"}
+    with pytest.raises(urllib.error.HTTPError) as e:
+        get(f"{gw}/no/such/route")
+    assert e.value.code == 404

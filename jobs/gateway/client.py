@@ -103,11 +103,11 @@ def limits_for(cfg: Any, stage: str, spent: dict[str, float]) -> dict[str, list]
 
 def start_gateway(upstream: str, gw: Any, api_key_env: str, timeout_s: float = 20) -> tuple[subprocess.Popen, str]:
     """Start a gateway on a free loopback port; returns the process and its base URL."""
-    from jobs.core.servers import start_stdlib_server
+    from jobs.core.servers import start_server_process
 
     args = ["--upstream", upstream, "--api-key-env", api_key_env, "--cache-uri", str(gw.cache_uri),
             "--max-retries", str(gw.max_retries), "--backoff-s", str(gw.backoff_s), "--timeout-s", str(gw.timeout_s)]
-    return start_stdlib_server("jobs.gateway", args, "GATEWAY_URL", "/health", timeout_s)
+    return start_server_process("jobs.gateway", args, "GATEWAY_URL", "/health", timeout_s)
 
 
 @dataclass

@@ -5,8 +5,11 @@ mode, budget limits and prices) and sends its clients to ``/s/<id>/v1``. Per req
 gateway answers from the shared cache when it may, otherwise forwards upstream with urllib3's
 ``Retry`` (backoff on 429, 5xx and timeouts), counts tokens, dollars and faults per session,
 and refuses further calls with HTTP 402 once a budget is crossed. ``GET /gateway/sessions/<id>``
-returns a session's spend; ``GET /gateway/stats`` the totals. Why not the LiteLLM proxy:
-README, "LLM gateway".
+returns a session's spend; ``GET /gateway/stats`` the totals; ``GET /health`` is what the
+Deployment probes. Streamed calls (``"stream": true``) pass through chunk by chunk as they
+arrive and are cached whole once complete. It is a Starlette app on uvicorn; calls run in its
+thread pool, since the cache stores and urllib3 block. Why not the LiteLLM proxy: README,
+"LLM gateway".
 
 The upstream API key lives only in this process (read from the environment at start); clients
 send a placeholder.
@@ -19,12 +22,11 @@ import json
 import os
 import re
 import threading
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from http.server import ThreadingHTTPServer
 from typing import Any
-from urllib.parse import unquote
 
-from jobs.core.servers import QuietJSONHandler
+from jobs.core.servers import AsgiServer
 from jobs.gateway.cache import MODES, Store, open_store
 
 FAULT_STATUSES = (429, 500, 502, 503, 504)
@@ -164,8 +166,9 @@ class Gateway:
         return out
 
     # -------------------------------------------------------------- calls
-    def forward(self, method: str, route: str, raw: bytes, spend: Spend) -> tuple[int, bytes]:
-        """Send one call upstream with retries; returns (status, body) and counts the faults."""
+    def forward(self, method: str, route: str, raw: bytes, spend: Spend, stream: bool = False) -> tuple[int, Any]:
+        """Send one call upstream with retries; returns (status, body) and counts the faults.
+        With ``stream`` a 200's body is the open urllib3 response, read as it arrives."""
         import urllib3
 
         counter = [0]
@@ -176,9 +179,9 @@ class Gateway:
                 spend.upstream_calls += 1
         try:
             resp = self.pool.request(method, url, body=raw if method == "POST" else None, headers=headers,
-                                     retries=CountingRetry.make(self.settings, counter),
+                                     retries=CountingRetry.make(self.settings, counter), preload_content=not stream,
                                      timeout=urllib3.Timeout(connect=10, read=self.settings.timeout_s))
-            status, data = resp.status, resp.data
+            status, data = resp.status, resp if stream and resp.status == 200 else resp.data
         except urllib3.exceptions.MaxRetryError as e:
             status = 504 if isinstance(e.reason, urllib3.exceptions.ReadTimeoutError) else 502
             data = error_body(f"upstream {self.settings.upstream} failed after {self.settings.max_retries} retries: "
@@ -215,6 +218,8 @@ class Gateway:
                     spend.cache_hits += 1
                 return 200, hit
         log_miss(spend, key, body)
+        if body.get("stream"):
+            return self.stream(route, raw, body, key, spend)
         status, data = self.forward(method, route, raw, spend)
         if status != 200:
             return status, data
@@ -233,6 +238,35 @@ class Gateway:
             self.store.put(key, data)
         return 200, data
 
+
+    def stream(self, route: str, raw: bytes, body: dict[str, Any], key: str, spend: Spend) -> tuple[int, Any]:
+        """A streamed call: chunks go to the client as upstream sends them. Usage is charged from
+        the chunk that carries it; the whole reply is cached once upstream ends it with [DONE]."""
+        status, resp = self.forward("POST", route, raw, spend, stream=True)
+        if status != 200:
+            return status, resp
+
+        def chunks() -> Iterator[bytes]:
+            seen = bytearray()
+            try:
+                for chunk in resp.stream(65536):
+                    seen += chunk
+                    yield chunk
+            finally:
+                resp.release_conn()
+            events = [line[5:].strip() for line in bytes(seen).decode("utf-8", "replace").splitlines()
+                      if line.startswith("data:")]
+            for event in events:
+                try:
+                    usage = json.loads(event).get("usage")
+                except ValueError:
+                    continue
+                if usage:
+                    self._charge(spend, str(body.get("model", "")), usage)
+            if events and events[-1] == "[DONE]" and spend.cache == "readwrite":
+                self.store.put(key, bytes(seen))
+
+        return 200, chunks()
 
     def handle_embeddings(self, route: str, body: dict[str, Any], spend: Spend) -> tuple[int, bytes]:
         """Embeddings are cached per input text, not per request: MemAlign's batches depend on
@@ -286,63 +320,74 @@ def log_miss(spend: Spend, key: str, body: dict[str, Any]) -> None:
             f.write(json.dumps({"stage": spend.stage, "key": key, "body": body}) + "\n")
 
 
+def wants_stream(raw: bytes) -> bool:
+    """Whether a request body asks for a streamed reply (a cached one is replayed as a stream)."""
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError:
+        return False
+    return isinstance(body, dict) and bool(body.get("stream"))
+
+
 def error_body(message: str, kind: str) -> bytes:
     return json.dumps({"error": {"message": message, "type": kind}}).encode()
 
 
-class Handler(QuietJSONHandler):
-    server_version = "promptgate-gateway/1"
+def make_app(gateway: Gateway) -> Any:
+    """The gateway's routes as a Starlette app."""
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response, StreamingResponse
+    from starlette.routing import Route
 
-    @property
-    def gw(self) -> Gateway:
-        return self.server.gateway  # type: ignore[attr-defined]
+    def reply(status: int, data: Any, streamed: bool) -> Response:
+        if isinstance(data, bytes | bytearray):
+            media = "text/event-stream" if streamed and status == 200 else "application/json"
+            return Response(bytes(data), status_code=status, media_type=media)
+        return StreamingResponse(data, status_code=status, media_type="text/event-stream")  # a sync iterator
 
-    def _json(self, status: int, obj: Any) -> None:
-        self._send_bytes(status, json.dumps(obj).encode())
+    async def llm_call(request: Request) -> Response:
+        sid = request.path_params.get("sid", "direct")
+        raw = await request.body() if request.method == "POST" else b""
+        status, data = await run_in_threadpool(gateway.handle, request.method, request.path_params["route"], raw, sid)
+        return reply(status, data, wants_stream(raw))
 
-    def _route(self) -> tuple[str | None, str]:
-        """(session id, upstream route) for /s/<id>/v1/<route> and /v1/<route>; (None, path) otherwise."""
-        path = self.path.split("?")[0]
-        parts = [unquote(p) for p in path.strip("/").split("/")]
-        if len(parts) >= 3 and parts[0] == "s" and parts[2] == "v1":
-            return parts[1], "/".join(parts[3:])
-        if parts and parts[0] == "v1":
-            return "direct", "/".join(parts[1:])
-        return None, path.rstrip("/")
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
 
-    def do_GET(self) -> None:  # noqa: N802
-        sid, route = self._route()
-        if sid is not None:
-            self._send_bytes(*self.gw.handle("GET", route, b"", sid))
-        elif route in ("", "/health"):
-            self._json(200, {"status": "ok"})
-        elif route == "/gateway/stats":
-            self._json(200, {"totals": self.gw.totals(), "sessions": {k: v.view() for k, v in self.gw.sessions.items()}})
-        elif route.startswith("/gateway/sessions/"):
-            sid = unquote(route[len("/gateway/sessions/"):])
-            spend = self.gw.sessions.get(sid)
-            self._json(200, spend.view()) if spend else self._json(404, {"error": {"message": f"no session {sid}"}})
-        else:
-            self._json(404, {"error": {"message": f"no route {self.path}"}})
+    async def stats(request: Request) -> Response:
+        with gateway.lock:
+            sessions = {k: v.view() for k, v in gateway.sessions.items()}
+        return JSONResponse({"totals": gateway.totals(), "sessions": sessions})
 
-    def do_POST(self) -> None:  # noqa: N802
-        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        sid, route = self._route()
-        if sid is not None:
-            self._send_bytes(*self.gw.handle("POST", route, raw, sid))
-        elif route.startswith("/gateway/sessions/"):
+    async def session(request: Request) -> Response:
+        sid = request.path_params["sid"]
+        if request.method == "POST":
             try:
-                spend = self.gw.open_session(unquote(route[len("/gateway/sessions/"):]), json.loads(raw or b"{}"))
+                spec = json.loads(await request.body() or b"{}")
+                return JSONResponse(gateway.open_session(sid, spec).view())
             except ValueError as e:
-                self._json(400, {"error": {"message": str(e)}})
-                return
-            self._json(200, spend.view())
-        else:
-            self._json(404, {"error": {"message": f"no route {self.path}"}})
+                return JSONResponse({"error": {"message": str(e)}}, status_code=400)
+        spend = gateway.sessions.get(sid)
+        if spend is None:
+            return JSONResponse({"error": {"message": f"no session {sid}"}}, status_code=404)
+        return JSONResponse(spend.view())
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return JSONResponse({"error": {"message": f"no route {request.url.path}"}}, status_code=404)
+
+    return Starlette(routes=[
+        Route("/", health), Route("/health", health),
+        Route("/gateway/stats", stats),
+        Route("/gateway/sessions/{sid}", session, methods=["GET", "POST"]),
+        Route("/s/{sid}/v1/{route:path}", llm_call, methods=["GET", "POST"]),
+        Route("/v1/{route:path}", llm_call, methods=["GET", "POST"]),
+    ], exception_handlers={404: not_found})
 
 
-def make_server(settings: GatewaySettings, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
-    httpd = ThreadingHTTPServer((host, port), Handler)
-    httpd.daemon_threads = True
-    httpd.gateway = Gateway(settings)  # type: ignore[attr-defined]
-    return httpd
+def make_server(settings: GatewaySettings, host: str = "127.0.0.1", port: int = 0) -> AsgiServer:
+    gateway = Gateway(settings)
+    server = AsgiServer(make_app(gateway), host, port)
+    server.gateway = gateway  # type: ignore[attr-defined]
+    return server

@@ -1,6 +1,7 @@
 """The OpenAI-compatible HTTP front of the simulator (stdlib only, so it starts in ~0.1 s).
 
-Endpoints: ``POST /v1/chat/completions``, ``POST /v1/embeddings``, ``GET /v1/models``,
+Endpoints: ``POST /v1/chat/completions`` (``"stream": true`` answers in server-sent
+events, one chunk per few words), ``POST /v1/embeddings``, ``GET /v1/models``,
 ``GET /sim/stats`` (calls by role, faults injected) and ``POST /sim/reset``.
 Fault knobs (fractions of requests, drawn deterministically from the seed, the request body
 and how many times that body came before, so thread scheduling does not change them): 429s, 5xx errors, timeouts (the reply is held past ``timeout_s``), malformed
@@ -174,6 +175,11 @@ class Handler(QuietJSONHandler):
             s.tokens[f"{role}:prompt"] += prompt_tokens
             s.tokens[f"{role}:completion"] += completion_tokens
         finish = "tool_calls" if message.get("tool_calls") else "stop"
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                 "total_tokens": prompt_tokens + completion_tokens}
+        if req.get("stream"):
+            self._stream(req, message, finish, usage)
+            return
         self._send(200, {
             "id": f"chatcmpl-sim-{s.counter}",
             "object": "chat.completion",
@@ -181,12 +187,34 @@ class Handler(QuietJSONHandler):
             "model": req.get("model", "sim"),
             "system_fingerprint": f"sim-{s.settings.seed}",
             "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
+            "usage": usage,
         })
+
+    def _stream(self, req: dict[str, Any], message: dict[str, Any], finish: str, usage: dict[str, int]) -> None:
+        """The same reply as server-sent events in HTTP chunks, as OpenAI streams it: a role
+        chunk, the content a few words at a time (tool calls in one chunk), a finish chunk,
+        usage when ``stream_options.include_usage`` asks for it, then ``[DONE]``."""
+        s = self.state
+        base = {"id": f"chatcmpl-sim-{s.counter}", "object": "chat.completion.chunk", "created": int(time.time()),
+                "model": req.get("model", "sim"), "system_fingerprint": f"sim-{s.settings.seed}"}
+        words = re.findall(r"\S+\s*", message.get("content") or "")
+        deltas: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
+        deltas += [{"content": "".join(words[i:i + 4])} for i in range(0, len(words), 4)]
+        if message.get("tool_calls"):
+            deltas.append({"tool_calls": [{**c, "index": i} for i, c in enumerate(message["tool_calls"])]})
+        events = [{**base, "choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas]
+        events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
+        if (req.get("stream_options") or {}).get("include_usage"):
+            events.append({**base, "choices": [], "usage": usage})
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for data in [*(json.dumps(e) for e in events), "[DONE]"]:
+            frame = f"data: {data}\n\n".encode()
+            self.wfile.write(f"{len(frame):x}\r\n".encode() + frame + b"\r\n")
+            self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
 
     def _embeddings(self, req: dict[str, Any]) -> None:
         s = self.state
