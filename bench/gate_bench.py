@@ -15,6 +15,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from jobs.core.paths import CONF_DIR
+from jobs.core.results import AlignResult, CompareResult
 from jobs.eval import stats
 from jobs.stages.gate import decide, evaluate_gates
 
@@ -34,7 +35,7 @@ def one_comparison(rng: np.random.Generator, n_questions: int, gain: float, n_re
     s = stats.paired_summary(base, cand, n_boot=n_boot, seed=int(rng.integers(1 << 31)))
     compare = {"delta": s["delta"], "p_value": s["p_value"], "ci_low": s["ci_low"],
                "regressions": len(s["regressed"]), "baseline_error_rate": 0.0, "candidate_error_rate": 0.0}
-    return decide(evaluate_gates(compare, gate, MEASURED_JUDGE))[0] == "promote"
+    return decide(evaluate_gates(CompareResult(**compare), gate, AlignResult(**MEASURED_JUDGE)))[0] == "promote"
 
 
 def rate(n_sims: int, **kw: object) -> float:

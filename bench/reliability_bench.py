@@ -134,8 +134,8 @@ def main() -> None:
             dups = duplicates(client, exp, pid, kprompt, JUDGE)
             mine = tracking.result_of(tracking.latest_result(exp, pid, "gate"))
             theirs = tracking.result_of(tracking.latest_result(exp, "bench-cold", "gate"))
-            same = (mine["decision"], mine["reasons"]) == (theirs["decision"], theirs["reasons"])
-            print(f"{killed:<14}{sum(dups.values()):>18}  {'yes' if same else 'NO'} ({mine['decision']})")
+            same = (mine.decision, mine.reasons) == (theirs.decision, theirs.reasons)
+            print(f"{killed:<14}{sum(dups.values()):>18}  {'yes' if same else 'NO'} ({mine.decision})")
     finally:
         stop_process(sim_proc.pid)
         stop_process(mlflow_proc.pid)

@@ -15,7 +15,6 @@ from typing import Any
 
 from jobs.core.contract import STAGES
 from jobs.core.errors import EXIT_BAD_INPUT, EXIT_REFUSED
-from jobs.eval.stats import fmt
 from jobs.launch.launchers import launcher_for
 
 BANNER = """\
@@ -48,68 +47,21 @@ def compose(overrides: list[str]) -> Any:
         return hydra_compose(config_name=CONFIG_NAME, overrides=overrides)
 
 
-def _few(n: Any, floor: Any, what: str) -> str | None:
-    if n is None or int(n) >= int(floor):
-        return None
-    return f"WARNING: this rests on {n} {what}, fewer than {floor} (evidence.*); read it as a hint, not a result"
-
-
-def headline(stage: str, r: dict, evidence: Any) -> tuple[str | None, str | None]:
-    """The figure per stage that people look for first, with the sample it rests on, and a
-    warning when that sample is below the config's ``evidence`` floors."""
-    if stage == "evaluate":
-        return (f"train pass rate {r['pass_rate']:.3f} on {r['scored']} judged rows ({r['errors']} errors)",
-                _few(r["scored"], evidence.min_rows, "judged rows"))
-    if stage == "feedback":
-        return f"{r['labels_written']} expert labels; expert pass rate {r['expert_pass_rate']:.3f}", None
-    if stage == "align":
-        if r.get("measured") is False:
-            return f"judge-expert agreement NOT MEASURED: {r['reason']}; no judge registered", None
-        judge = (f"aligned judge v{r['judge_version']} registered" if r.get("judge_version")
-                 else f"base judge kept ({r.get('reason', '')})")
-        n = r.get("holdout_scored", r["holdout"])
-        return (f"judge-expert agreement on {n} held-out labels (of {r['labels']}): kappa {fmt(r['kappa_before'])} -> "
-                f"{fmt(r['kappa_after'])}, accuracy {fmt(r['accuracy_before'])} -> {fmt(r['accuracy_after'])}; {judge}",
-                _few(n, evidence.min_holdout_labels, "held-out expert labels"))
-    if stage == "optimize":
-        cand = (f"candidate v{r['candidate_version']}" if r.get("candidate_version")
-                else f"NO CANDIDATE: {r.get('reason') or 'no gain on train'}")
-        return (f"train score {r['initial_train_score']:.3f} -> {r['final_train_score']:.3f} on "
-                f"{r.get('val_rows', '?')} validation rows, {r['metric_calls']}/{r['max_metric_calls']} metric calls; {cand}",
-                _few(r.get("val_rows"), evidence.min_rows, "validation rows"))
-    if stage == "compare":
-        if r.get("outcome") != "compared":
-            return "no candidate to compare", None
-        return (f"held-out pass rate {r['baseline_pass_rate']:.3f} (v{r['baseline_version']}) -> "
-                f"{r['candidate_pass_rate']:.3f} (v{r['candidate_version']}) on {r['questions']} questions x "
-                f"{r['n_repeats']} runs, gain {r['delta']:+.3f} CI [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}], "
-                f"McNemar p={r['p_value']:.4f}, {r['regressions']} regressed, errors {r['baseline_errors']}/"
-                f"{r['candidate_errors']}; judge {r.get('judge_name')} v{r.get('judge_version')}\n"
-                f"{'':>11}chart: {r['chart']}", _few(r["questions"], evidence.min_questions, "held-out questions"))
-    if stage == "gate":
-        if r["decision"] == "promote":
-            return f"PROMOTED: production v{r['previous_production']} -> v{r['candidate_version']}", None
-        return f"REFUSED: production stays v{r['previous_production']}; " + "; ".join(r["reasons"]), None
-    if stage == "register":
-        return f"prompt {r['prompt_name']} seed v{r['seed_version']}, production v{r['production_version']}", None
-    return None, None
-
-
 def summary(cfg: Any, pipeline_id: str, ran: list[str]) -> str:
     from jobs.store import tracking
     experiment_id = tracking.connect(cfg)
     lines = [f"\n=== promptgate pipeline {pipeline_id} ==="]
     for stage in ran:
         run = tracking.latest_result(experiment_id, pipeline_id, stage)
-        if run is None:
+        if tracking.result_of(run) is None:
             continue
         result = tracking.result_of(run)
-        line, warning = headline(stage, result, cfg.evidence)
-        lines.append(f"{stage:>9}: {line or ', '.join(f'{k}={v}' for k, v in result.items() if k != 'run_id')}")
+        line, warning = result.headline(cfg.evidence)
+        lines.append(f"{stage:>9}: {line}")
         if warning:
             lines.append(f"{'':>11}{warning}")
-        if result.get("spend"):
-            sp = result["spend"]
+        if result.spend:
+            sp = result.spend
             lines.append(f"{'':>11}LLM spend: {sp['tokens']:.0f} tokens, ${sp['usd']:.4f}, {sp['upstream_calls']:.0f} upstream "
                          f"calls, {sp['cache_hits']:.0f} cache hits, {sp['faults']:.0f} faults retried or failed")
         lines.append(f"{'':>9}  {tracking.run_link(cfg, experiment_id, run.info.run_id)}")

@@ -15,11 +15,14 @@ from types import SimpleNamespace
 
 import pytest
 
+from jobs.config.schemas import register_schemas
 from jobs.core.paths import ROOT
 from jobs.core.servers import free_port, start_mlflow, start_sim, stop_process
 from jobs.gateway.client import start_gateway
 from jobs.gateway.server import MISS_LOG_ENV
 from jobs.launch.launchers import STAGE_ENV
+
+register_schemas()  # tests compose configs directly, as every stage does after registering them
 
 ARTIFACT_BUCKET = "promptgate-artifacts"
 DATA_BUCKET = "promptgate-data"
@@ -54,15 +57,20 @@ class Servers:
         """Environment for a stage process that talks to these servers."""
         env = {**os.environ, **STAGE_ENV, **S3_KEYS, "MLFLOW_TRACKING_URI": self.mlflow_uri, "PROMPTGATE_SIM_URL": self.sim_url,
                "AWS_ENDPOINT_URL": self.s3_endpoint, "PROMPTGATE_STATE_DIR": str(self.state_dir),
-               "PYTHONPATH": str(ROOT), "PROMPTGATE_EMIT_RESULT": "1", "PROMPTGATE_GATEWAY_URL": self.gateway_url,
+               "PYTHONPATH": str(ROOT), "PROMPTGATE_GATEWAY_URL": self.gateway_url,
                "OPENAI_API_KEY": FAKE_API_KEY}
         env.update(extra)
         return env
 
     def stage(self, stage: str, *overrides: str, timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
-        """Run ``python -m jobs.<stage>`` as a real process, as make and the Jobs do."""
-        proc = subprocess.run([sys.executable, "-m", f"jobs.{stage}", *overrides], env=self.env(**env), cwd=ROOT,
-                              capture_output=True, text=True, timeout=timeout)
+        """Run ``python -m jobs.<stage>`` as a real process, as make and the Jobs do, with a
+        launch id as launchers give one (``printed_result`` reads the result back by it)."""
+        from jobs.core.contract import LAUNCH_ENV
+
+        launch_id = uuid.uuid4().hex
+        proc = subprocess.run([sys.executable, "-m", f"jobs.{stage}", *overrides], env=self.env(**{LAUNCH_ENV: launch_id, **env}),
+                              cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        proc.launch_id = launch_id
         self.keep_log(f"{stage} {' '.join(overrides)}", proc.stdout, proc.stderr)
         return proc
 
@@ -141,7 +149,7 @@ def stage_result(client, pid: str, stage: str):
     """The latest finished run of a pipeline's stage and the result it recorded."""
     import json
 
-    from jobs.stages.common import RESULT_TAG
+    from jobs.core.contract import RESULT_TAG
     from jobs.store import tracking
 
     exp = client.get_experiment_by_name("promptgate-baseball").experiment_id
@@ -150,13 +158,16 @@ def stage_result(client, pid: str, stage: str):
 
 
 def printed_result(proc: subprocess.CompletedProcess) -> dict:
-    """The result a stage printed last (the line launchers read back)."""
+    """The result a stage run by ``Servers.stage`` recorded, read back by its launch id as
+    launchers read it, with its fields as a dict."""
     import json
 
-    from jobs.launch.launchers import RESULT_PREFIX
+    from jobs.core.results import encode
+    from jobs.launch.launchers import launched_result
 
-    line = [x for x in proc.stdout.splitlines() if x.startswith(RESULT_PREFIX)][-1]
-    return json.loads(line[len(RESULT_PREFIX):])
+    result = launched_result(proc.launch_id)
+    assert result is not None, f"the stage recorded no result for launch {proc.launch_id}: {proc.stderr[-1500:]}"
+    return json.loads(encode(result))
 
 
 def new_pipeline_id(prefix: str = "t") -> str:

@@ -122,3 +122,16 @@ def test_installed_mlflow_is_whole():
     assert missing == []
     from mlflow.genai import compare_evaluations, optimize_prompts  # noqa: F401
     from mlflow.genai.judges import make_judge  # noqa: F401
+
+
+def test_still_needed_memalign_marks_itself_loaded_before_its_memory_is_in():
+    """MemoryAugmentedJudge._lazy_init sets ``_embedder`` (its "loaded" mark) before it
+    rebuilds the episodic memory, and takes no lock: load_memalign_memory is still needed."""
+    import inspect
+
+    from mlflow.genai.judges.optimizers.memalign.optimizer import MemoryAugmentedJudge
+
+    source = inspect.getsource(MemoryAugmentedJudge._lazy_init)
+    assert "if self._embedder is not None" in source and "lock" not in source.lower()
+    assert source.index("self._embedder = ") < source.index("self._episodic_memory = "), \
+        "MemAlign now fills its memory before marking itself loaded: drop load_memalign_memory"

@@ -6,6 +6,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from jobs.config.schemas import register_schemas, typed
+from jobs.core.errors import UserError
 from jobs.core.paths import CONF_DIR
 
 GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir())
@@ -16,6 +18,7 @@ def options(group: str) -> list[str]:
 
 
 def compose_with(*overrides: str):
+    register_schemas()  # as every stage does before composing
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name="pipeline", overrides=list(overrides))
 
@@ -52,3 +55,52 @@ def test_every_key_has_a_comment():
             if "#" not in stripped and not in_block and not stripped.endswith(":") and "defaults" not in stripped:
                 missing.append(f"{path.relative_to(CONF_DIR)}:{n}: {stripped}")
     assert not missing, "keys without a comment:\n" + "\n".join(missing)
+
+
+@pytest.mark.parametrize("group", ["aligner", "optimizer", "feedback"])
+def test_each_option_of_a_picked_group_is_its_schemas_dataclass(group):
+    kinds = set()
+    for option in options(group):
+        extra = ["feedback.path=labels.jsonl"] if (group, option) == ("feedback", "file") else []
+        kinds.add(type(typed(compose_with(f"{group}={option}", *extra)[group])).__name__)
+    assert kinds == {"aligner": {"MemAlignConfig", "SimbaConfig"}, "optimizer": {"GepaConfig"},
+                     "feedback": {"RubricFeedback", "FileFeedback", "UiFeedback"}}[group]
+
+
+@pytest.mark.parametrize("override,says", [
+    ("aligner.holdout_fraction=lots", "holdout_fraction"),  # not a float
+    ("optimizer.max_metric_calls=many", "max_metric_calls"),  # not an int
+    ("feedback.expert=me", "expert"),  # not a key
+])
+def test_the_schema_refuses_unknown_keys_and_wrong_types_at_composition(override, says):
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    with pytest.raises((HydraException, OmegaConfBaseException)) as e:
+        compose_with(override)
+    assert says in str(e.value)
+
+
+@pytest.mark.parametrize("override,says", [
+    ("aligner.holdout_fraction=1.5", "aligner.holdout_fraction=1.5 must be between 0 and 1"),
+    ("aligner.name=other", "aligner.name 'other' is unknown; use aligner=memalign or aligner=simba"),
+    ("optimizer.val_fraction=1.0", "optimizer.val_fraction=1.0 must be at least 0 and below 1"),
+    ("+aligner.retrieval_kk=3", "aligner.retrieval_kk is not a key of MemAlignConfig"),  # + gets past Hydra
+])
+def test_the_schema_checks_ranges_and_names(override, says):
+    group = override.lstrip("+").split(".")[0]
+    with pytest.raises(UserError, match=says.replace(".", r"\.").replace("=", "=")):
+        typed(compose_with(override)[group])
+
+
+def test_a_typo_in_a_users_own_option_file_fails_at_composition(tmp_path):
+    """A user's aligner file outside the repo extends the schema: its typo is caught there."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    (tmp_path / "aligner").mkdir()
+    (tmp_path / "aligner" / "mine.yaml").write_text("defaults:\n  - memalign_schema\n  - _self_\nname: memalign\n"
+                                                    "holdout_fraction: 0.3\nretreival_k: 5\n")
+    with pytest.raises((HydraException, OmegaConfBaseException)) as e:
+        compose_with("aligner=mine", f"hydra.searchpath=[file://{tmp_path}]")
+    assert "retreival_k" in str(e.value)

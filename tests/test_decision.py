@@ -11,8 +11,8 @@ import uuid
 
 import pytest
 
+from jobs.core.contract import RESULT_TAG
 from jobs.core.paths import ROOT
-from jobs.stages.common import RESULT_TAG
 from jobs.store import tracking
 
 from .conftest import COMPARE_OVERRIDES, SESSION_PROMPT, labelled_traces, printed_result
@@ -34,6 +34,26 @@ def test_compare_logged_paired_statistics_table_and_chart(decided, mlflow_client
     rows = open(mlflow_client.download_artifacts(run.info.run_id, "per_question.csv")).read().splitlines()
     assert len(rows) == 41 and rows[0].startswith("question_id,question,baseline_pass_share")
     assert "McNemar p=" in procs["compare"].stdout
+
+
+def test_mlflow_compare_evaluations_agrees_on_the_same_runs(decided):
+    """MLflow 3.18's paired comparison of the two arms' runs, recorded by compare, pairs the
+    same (question, repeat) rows and agrees with promptgate's own figures."""
+    _, procs = decided
+    r = printed_result(procs["compare"])
+    m = r["mlflow_comparison"]
+    assert m["status"] == "ok" and m["unpaired"] == 0, m
+    assert m["n_paired"] == r["pairs"] > 0
+    if r["baseline_errors"] == r["candidate_errors"] == 0:  # every question has all its runs
+        assert m["diff"] == pytest.approx(r["delta"], abs=1e-3)
+        assert (m["baseline_mean"], m["candidate_mean"]) == pytest.approx(
+            (r["baseline_pass_rate"], r["candidate_pass_rate"]), abs=1e-3)
+    if m["method"] == "mcnemar_exact":  # fewer than 25 discordant pairs: the same exact test
+        assert m["p_value"] == pytest.approx(r["p_value"], abs=1e-4)
+    else:  # MLflow's chi-square approximation of the same McNemar test
+        assert m["method"] == "mcnemar_chi2" and m["p_value"] == pytest.approx(r["p_value"], rel=0.5, abs=0.01)
+    assert m["ci_low"] <= m["diff"] <= m["ci_high"]
+    assert "MLflow compare_evaluations (cross-check)" in procs["compare"].stdout
 
 
 def test_gate_decision_recorded_matches_printed_and_alias(decided, servers, mlflow_client):

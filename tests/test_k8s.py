@@ -17,9 +17,10 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
+from jobs.config.schemas import JobSettings
 from jobs.core.paths import ROOT
 from jobs.launch.launchers import KubernetesLauncher
-from jobs.launch.manifests import JobSettings, job_name, render_stage_job
+from jobs.launch.manifests import job_name, render_stage_job
 from jobs.pipeline import STAGES
 
 from .conftest import COMPARE_OVERRIDES, stage_result
@@ -194,7 +195,7 @@ def test_crashing_pod_is_retried_up_to_backoff_limit(fake_cluster):
 
 def test_ctrl_c_deletes_the_job(fake_cluster, servers):
     cluster, kubeconfig = fake_cluster
-    code = ("from omegaconf import OmegaConf; from jobs.launch.manifests import JobSettings; from jobs.launch.launchers import "
+    code = ("from omegaconf import OmegaConf; from jobs.config.schemas import JobSettings; from jobs.launch.launchers import "
             "KubernetesLauncher; KubernetesLauncher(OmegaConf.merge(OmegaConf.structured(JobSettings), "
             "{'poll_s': 0.3}), 'k8s-int').run('sim', [])")  # the simulator never exits by itself
     proc = subprocess.Popen([sys.executable, "-c", code], env={**servers.env(), "KUBECONFIG": str(kubeconfig)},

@@ -6,10 +6,16 @@ import pytest
 from omegaconf import OmegaConf
 
 from jobs.core.paths import CONF_DIR
+from jobs.core.results import AlignResult, CompareResult
 from jobs.eval import stats
 from jobs.stages.gate import decide, evaluate_gates
 
 GATE = OmegaConf.load(CONF_DIR / "gate" / "default.yaml")
+
+
+def gates_for(compare: dict, gate, align: dict | None):
+    """The gates on results with these recorded fields, as the gate stage reads them back."""
+    return evaluate_gates(CompareResult(**compare), gate, None if align is None else AlignResult(**align))
 
 
 @pytest.mark.parametrize("b,c,p", [
@@ -58,8 +64,8 @@ GOOD = {"delta": 0.25, "p_value": 0.01, "ci_low": 0.08, "regressions": 1, "basel
 ])
 def test_each_gate_refuses_for_its_own_reason(change, reason):
     gate = OmegaConf.merge(GATE, {"hard_gates": [{"scorer": "Safety", "min": 1.0}]})
-    assert decide(evaluate_gates(GOOD, gate, MEASURED)) == ("promote", [])
-    decision, reasons = decide(evaluate_gates({**GOOD, **change}, gate, MEASURED))
+    assert decide(gates_for(GOOD, gate, MEASURED)) == ("promote", [])
+    decision, reasons = decide(gates_for({**GOOD, **change}, gate, MEASURED))
     assert decision == "refuse" and reasons == [reason]
 
 
@@ -75,7 +81,7 @@ MEASURED = {"measured": True, "judge_version": 2, "kappa_before": 0.1, "kappa_af
     ({**MEASURED, "kappa_after": None}, "judge_kappa not measured (needs >= 0.2): held-out kappa is undefined on 12"),
 ])
 def test_gate_refuses_a_judge_without_valid_agreement(align, reason):
-    decision, reasons = decide(evaluate_gates(GOOD, GATE, align))
+    decision, reasons = decide(gates_for(GOOD, GATE, align))
     assert decision == "refuse" and len(reasons) == 1 and reasons[0].startswith(reason)
     no_experts = OmegaConf.merge(GATE, {"min_judge_kappa": None})  # a team without experts opts out
-    assert decide(evaluate_gates(GOOD, no_experts, align)) == ("promote", [])
+    assert decide(gates_for(GOOD, no_experts, align)) == ("promote", [])

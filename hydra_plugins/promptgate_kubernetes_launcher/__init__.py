@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 from hydra.core.config_store import ConfigStore
 
-from jobs.launch.manifests import JobSettings
+from jobs.config.schemas import JobSettings
 
 
 @dataclass

@@ -33,9 +33,12 @@ class KubernetesHydraLauncher(Launcher):
         from omegaconf import OmegaConf
 
         from jobs.launch.launchers import KubernetesLauncher
-        from jobs.launch.sweeps import RESULT_FILE
+        from jobs.launch.sweeps import RESULT_FILE, as_dict
 
         assert self.config is not None
+        import mlflow
+
+        mlflow.set_tracking_uri(str(self.config.mlflow.tracking_uri))  # each point's result is read back from there
         spec = OmegaConf.create(self.settings)
         task = str(self.config.hydra.job.name)  # python -m jobs.optimize -> "optimize"
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
@@ -50,16 +53,17 @@ class KubernetesHydraLauncher(Launcher):
             log = io.StringIO()
             launcher = KubernetesLauncher(spec, pid, out=log)
             code = launcher.run(task, [*overrides, "sweep_point=true"])
+            result = as_dict(launcher.result()) if code == 0 else {}
             ret = JobReturn(overrides=list(overrides), cfg=self.config, hydra_cfg=self.config,
                             working_dir=str(sweep_dir / str(num)))
             ret.status = JobStatus.COMPLETED if code == 0 else JobStatus.FAILED
-            ret.return_value = launcher.last_result if code == 0 else RuntimeError(f"Job exited {code}")
+            ret.return_value = result if code == 0 else RuntimeError(f"Job exited {code}")
             point = Path(ret.working_dir)
             point.mkdir(parents=True, exist_ok=True)
             (point / "pod.log").write_text(log.getvalue())
             (point / RESULT_FILE).write_text(json.dumps({
                 "num": num, "overrides": " ".join(overrides),
-                "result": launcher.last_result or {"outcome": f"failed (exit {code})"}}, default=str))
+                "result": result or {"outcome": f"failed (exit {code})"}}, default=str))
             print(f"[kubernetes launcher] #{num} {' '.join(overrides)}: exit {code}")
             return ret
 

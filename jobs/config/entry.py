@@ -1,18 +1,18 @@
 """The one way a stage starts: check overrides, compose the config, run, map errors to exit codes.
 
 A stage module defines ``check(cfg)`` (cheap validation, no heavy imports) and
-``run(cfg) -> dict``. Its entrypoint is ``main = stage_main("name", check, run)``.
+``run(cfg) -> StageResult`` (jobs.core.results; ``finish`` records it on the stage's run,
+which is how launchers read it back). Its entrypoint is ``main = stage_main("name", check, run)``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable
 from typing import Any
 
-from jobs.core.contract import EMIT_RESULT_ENV, RESULT_PREFIX
+from jobs.config.schemas import register_schemas
 from jobs.core.errors import EXIT_BAD_INPUT, IncompleteResult, UserError
 from jobs.core.paths import CONF_DIR
 from jobs.gateway.client import check_budget_config, check_gateway_config
@@ -53,9 +53,7 @@ def check_overrides(overrides: list[str]) -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from jobs.launch.manifests import register_configs
-
-    register_configs()
+    register_schemas()
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as e:
@@ -87,23 +85,20 @@ def stopped_by_budget(stage: str) -> None:
         fail(f"stage {stage} stopped: {gateway.current.last['tripped']}")
 
 
-def stage_main(stage: str, check: Callable[[Any], None], run: Callable[[Any], dict]) -> Callable[[], Any]:
+def stage_main(stage: str, check: Callable[[Any], None], run: Callable[[Any], Any]) -> Callable[[], Any]:
     import hydra
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=CONFIG_NAME)
-    def _task(cfg: Any) -> dict:
+    def _task(cfg: Any) -> Any:
         multirun = HydraConfig.get().mode == RunMode.MULTIRUN
         quiet_libraries()
         try:
             check_budget_config(cfg.budget)
             check_gateway_config(cfg.gateway)
             check(cfg)
-            result = run(cfg)
-            if os.environ.get(EMIT_RESULT_ENV):  # launchers read the result back from the pod log
-                print(RESULT_PREFIX + json.dumps(result, default=str), flush=True)
-            return result
+            return run(cfg)
         except UserError as e:
             if multirun:  # one bad sweep point is reported; the sweep goes on
                 print(f"error: {_one_line(str(e))}", file=sys.stderr, flush=True)
@@ -118,12 +113,10 @@ def stage_main(stage: str, check: Callable[[Any], None], run: Callable[[Any], di
         return {}
 
     def main() -> Any:
-        from jobs.launch.manifests import register_configs
-
-        register_configs()
+        register_schemas()
         os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # unexpected errors: full traceback, exit 1
         if not any(a.startswith("hydra.job.name=") for a in sys.argv[1:]):
-            sys.argv.append(f"hydra.job.name={stage}")  # the stage, not "entry": output dirs and sweep launchers use it
+            sys.argv.insert(1, f"hydra.job.name={stage}")  # the stage, not "entry"; first, so `... --cfg job` still parses
         sys.argv[1:] = with_user_configs(sys.argv[1:])
         args = sys.argv[1:]
         if not any(a.startswith("-") for a in args):

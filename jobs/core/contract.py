@@ -1,6 +1,6 @@
 """What stages, launchers and the gateway agree on, in one leaf module that imports nothing of
 promptgate's: the stage names, the stage command, the MLflow tags that tie a pipeline together,
-and how a stage hands its result back to a launcher. Everything else imports from here, so the
+and how a launcher finds the result of the stage it launched. Everything else imports from here, so the
 package has no import cycles (tests/test_imports.py)."""
 
 from __future__ import annotations
@@ -12,10 +12,13 @@ TAG_STAGE = "promptgate.stage"
 TAG_INPUTS = "promptgate.inputs_hash"
 TAG_QUESTION = "promptgate.question_id"
 TAG_REVIEW = "promptgate.review"
-RESULT_TAG = "promptgate.result"  # a stage's result dict as JSON, for reuse and lookups
+RESULT_TAG = "promptgate.result"  # a stage's result as JSON (jobs.core.results), for reuse and lookups
 
-RESULT_PREFIX = "PROMPTGATE_RESULT="  # the last line a stage prints when EMIT_RESULT_ENV is set: its result as JSON
-EMIT_RESULT_ENV = "PROMPTGATE_EMIT_RESULT"
+# A launcher gives each stage it starts an id in this variable; the stage tags the run that
+# holds its result (new or reused) with TAG_LAUNCH + id, and the launcher reads the result
+# from MLflow by that tag: the one channel from a stage, local or a Kubernetes Job, back.
+LAUNCH_ENV = "PROMPTGATE_LAUNCH_ID"
+TAG_LAUNCH = "promptgate.launch."
 
 
 def stage_command(stage: str, overrides: list[str]) -> list[str]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from jobs.core.results import fmt  # noqa: F401 - figures for people, as the headlines print them
+
 
 def confusion(judge: Sequence[bool], expert: Sequence[bool]) -> dict[str, int]:
     """Counts keyed ``judge_expert``: tp = both pass, tn = both fail, fp = judge passes what
@@ -36,11 +38,6 @@ def cohen_kappa(judge: Sequence[bool], expert: Sequence[bool]) -> float | None:
     if pe >= 1.0:
         return None
     return (po - pe) / (1 - pe)
-
-
-def fmt(x: float | None, digits: int = 3) -> str:
-    """A figure for people: ``undefined`` where there is none."""
-    return "undefined" if x is None else f"{x:.{digits}f}"
 
 
 # ---------------------------------------------------------------- paired comparison

@@ -1,15 +1,19 @@
 """Launchers run one stage somewhere and return its exit code. ``launcher=local`` runs it
-as a local process; ``launcher=kubernetes`` runs the same command as a Kubernetes Job."""
+as a local process; ``launcher=kubernetes`` runs the same command as a Kubernetes Job.
+Each launch has an id (``LAUNCH_ENV``): the stage tags the run holding its result with it,
+and ``result()`` reads that result back from MLflow, the one channel from a stage back."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import uuid
 from dataclasses import dataclass, field
 
-from jobs.core.contract import EMIT_RESULT_ENV, RESULT_PREFIX, stage_command  # noqa: F401 - launchers' API
+from jobs.core.contract import LAUNCH_ENV, stage_command
 from jobs.core.paths import ROOT
+from jobs.core.results import StageResult
 
 # Stage processes hash strings the same way every run: MemAlign and the judges' distilled
 # guidelines put Python sets into LLM requests, and a set's order follows the hash seed, so
@@ -18,15 +22,34 @@ from jobs.core.paths import ROOT
 STAGE_ENV = {"PYTHONHASHSEED": "0"}
 
 
+def new_launch_id() -> str:
+    return uuid.uuid4().hex
+
+
+def launched_result(launch_id: str | None) -> StageResult | None:
+    """The result the launched stage recorded in MLflow (None if it recorded none)."""
+    if not launch_id:
+        return None
+    from jobs.store.tracking import launched_result as lookup
+
+    return lookup(launch_id)
+
+
 @dataclass
 class LocalLauncher:
     env: dict[str, str] = field(default_factory=dict)  # extra environment for the stage process
+    launch_id: str | None = None  # the last launch's id
 
     def run(self, stage: str, overrides: list[str]) -> int:
         cmd = stage_command(stage, overrides)
         cmd[0] = sys.executable
-        env = {**os.environ, **STAGE_ENV, **self.env, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        self.launch_id = new_launch_id()
+        env = {**os.environ, **STAGE_ENV, **self.env, LAUNCH_ENV: self.launch_id,
+               "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
         return subprocess.call(cmd, env=env, cwd=os.getcwd())
+
+    def result(self) -> StageResult | None:
+        return launched_result(self.launch_id)
 
 
 @dataclass
@@ -37,7 +60,7 @@ class KubernetesLauncher:
     spec: object  # the launcher config (conf/launcher/kubernetes.yaml)
     pipeline_id: str
     out: object = None  # where pod logs go (default: stdout)
-    last_result: dict | None = None  # the stage's result, read from its last log line
+    launch_id: str | None = None  # the last launch's id (also the Job name's suffix)
 
     def _clients(self):
         from kubernetes import client, config
@@ -49,22 +72,26 @@ class KubernetesLauncher:
             config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
         return client.BatchV1Api(), client.CoreV1Api()
 
+    def result(self) -> StageResult | None:
+        return launched_result(self.launch_id)
+
     def run(self, stage: str, overrides: list[str]) -> int:
         import time
-        import uuid
 
         from jobs.launch.manifests import render_stage_job
 
         batch, core = self._clients()
         ns = str(self.spec.namespace)
         in_pod = [o for o in overrides if not o.lstrip("+~").startswith("launcher")]  # pods run their stage locally
-        manifest = render_stage_job(stage, in_pod, self.pipeline_id, self.spec, uuid.uuid4().hex)
+        if not any(o.startswith("pipeline_id=") for o in in_pod):
+            in_pod.append(f"pipeline_id={self.pipeline_id}")  # the one way a stage learns its pipeline
+        self.launch_id = new_launch_id()
+        manifest = render_stage_job(stage, in_pod, self.pipeline_id, self.spec, self.launch_id)
         name = manifest["metadata"]["name"]
         out = self.out or sys.stdout
         batch.create_namespaced_job(ns, manifest)
         print(f"[launcher] Job {ns}/{name} created for stage {stage}", file=out, flush=True)
         seen: set[str] = set()
-        self.last_result = None
         try:
             while True:
                 for pod in core.list_namespaced_pod(ns, label_selector=f"job-name={name}").items:
@@ -87,18 +114,13 @@ class KubernetesLauncher:
             raise
 
     def _stream(self, core, ns: str, pod: str, out) -> None:
-        import json
-
         resp = core.read_namespaced_pod_log(pod, ns, container="stage", follow=True, _preload_content=False)
         buffer = b""
         for chunk in resp.stream(1024):
             buffer += chunk
             *lines, buffer = buffer.split(b"\n")
             for raw in lines:
-                line = raw.decode("utf-8", "replace")
-                if line.startswith(RESULT_PREFIX):
-                    self.last_result = json.loads(line[len(RESULT_PREFIX):])
-                print(line, file=out, flush=True)
+                print(raw.decode("utf-8", "replace"), file=out, flush=True)
         if buffer:
             print(buffer.decode("utf-8", "replace"), file=out, flush=True)
         resp.release_conn()

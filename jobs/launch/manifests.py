@@ -8,40 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
-from jobs.core.contract import EMIT_RESULT_ENV, stage_command
+from jobs.config.schemas import JobSettings  # noqa: F401 - the launcher config these functions read
+from jobs.core.contract import LAUNCH_ENV, stage_command
 
 EXIT_BAD_INPUT = 2
 
 
-@dataclass
-class JobSettings:
-    """How a stage runs as a Kubernetes Job: `launcher=kubernetes`, and the base of the Hydra
-    launcher's config (hydra/launcher=kubernetes). Registered as launcher/kubernetes."""
-
-    kind: str = "kubernetes"  # local | kubernetes
-    namespace: str = "promptgate"  # namespace of the Jobs (the launcher's Role is limited to it)
-    image: str = "${oc.env:IMG,promptgate-jobs:dev}"  # the jobs image (docker/jobs.Dockerfile)
-    image_pull_policy: str = "IfNotPresent"  # Always for mutable tags
-    service_account: str = "promptgate-stage"  # stage pods' account: no API rights, no token
-    config_map: str = "promptgate-config"  # env of every stage pod (MLFLOW_TRACKING_URI, ...)
-    secret_env: dict[str, str] = field(default_factory=dict)  # NAME: secret/key; none by default: the LLM key lives only in the gateway
-    extra_env: dict[str, str] = field(default_factory=dict)  # plain env added to every stage pod
-    requests: dict[str, str] = field(default_factory=lambda: {"cpu": "500m", "memory": "1Gi"})  # a stage pod asks for
-    limits: dict[str, str] = field(default_factory=lambda: {"cpu": "2", "memory": "3Gi"})  # a stage pod may use at most
-    backoff_limit: int = 2  # pod retries after a crash (exit code 2, bad input, fails at once)
-    active_deadline_seconds: int = 7200  # the longest a stage may run
-    ttl_seconds_after_finished: int = 86400  # finished Jobs are cleaned up after a day
-    poll_s: float = 2.0  # seconds between status checks while waiting
-
-
-def register_configs() -> None:
-    """Make `launcher=kubernetes` composable (called before every composition)."""
-    from hydra.core.config_store import ConfigStore
-
-    ConfigStore.instance().store(group="launcher", name="kubernetes", node=JobSettings, provider="promptgate")
 LABEL = "app.kubernetes.io"
 CHECKOV_SKIPS = {  # policy checks this Job does not meet on purpose, with the reason next to it
     "checkov.io/skip1": "CKV_K8S_15=the image tag is set per launch (IMG); IfNotPresent lets dev clusters use locally loaded images",
@@ -74,9 +48,8 @@ def labels(stage: str, pipeline_id: str) -> dict[str, str]:
     }
 
 
-def env_list(spec: Any, pipeline_id: str) -> list[dict]:
-    env = [{"name": "PROMPTGATE_PIPELINE_ID", "value": pipeline_id},
-           {"name": EMIT_RESULT_ENV, "value": "1"}]  # the launcher reads the result from the log
+def env_list(spec: Any, launch_id: str) -> list[dict]:
+    env = [{"name": LAUNCH_ENV, "value": launch_id}]  # the stage tags its result's run with it; the launcher reads it there
     for name, ref in (spec.get("secret_env") or {}).items():
         secret, _, key = str(ref).partition("/")
         env.append({"name": str(name), "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": True}}})
@@ -86,7 +59,8 @@ def env_list(spec: Any, pipeline_id: str) -> list[dict]:
 
 
 def render_stage_job(stage: str, overrides: list[str], pipeline_id: str, spec: Any, unique: str) -> dict:
-    """The Job manifest for one stage. ``spec`` is the launcher config (conf/launcher/kubernetes.yaml)."""
+    """The Job manifest for one stage. ``spec`` is the launcher config (conf/launcher/kubernetes.yaml);
+    ``unique`` is the launch id: it names the Job and tags the stage's result in MLflow."""
     lab = labels(stage, pipeline_id)
     command = stage_command(stage, overrides)
     security = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
@@ -97,7 +71,7 @@ def render_stage_job(stage: str, overrides: list[str], pipeline_id: str, spec: A
         "command": command[:3],
         "args": command[3:],
         "envFrom": [{"configMapRef": {"name": str(spec.config_map), "optional": True}}],
-        "env": env_list(spec, pipeline_id),
+        "env": env_list(spec, unique),
         "resources": {"requests": {k: str(v) for k, v in spec.requests.items()},
                       "limits": {k: str(v) for k, v in spec.limits.items()}},
         "securityContext": security,

@@ -10,8 +10,17 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
+from jobs.core.results import StageResult, encode
+
 RESULT_FILE = "result.json"
 SUMMARY_FILE = "sweep_summary.json"
+
+
+def as_dict(result: Any) -> dict:
+    """A point's result as result.json holds it: the stage result's fields, or the error dict."""
+    if isinstance(result, StageResult):
+        return json.loads(encode(result))
+    return result if isinstance(result, dict) else {}
 
 
 def best_point(points: list[dict]) -> dict | None:
@@ -39,8 +48,8 @@ class SweepSummary(Callback):
         hc = HydraConfig.get()
         if hc.mode != RunMode.MULTIRUN:
             return
-        value = job_return.return_value if isinstance(getattr(job_return, "_return_value", None), dict) else None
-        record = {"num": hc.job.num, "overrides": " ".join(hc.overrides.task), "result": value or {}}
+        value = getattr(job_return, "_return_value", None)  # a stage result, or a bad point's error dict
+        record = {"num": hc.job.num, "overrides": " ".join(hc.overrides.task), "result": as_dict(value)}
         Path(hc.runtime.output_dir, RESULT_FILE).write_text(json.dumps(record, default=str))
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-# mlflow 3.18.0 (also 3.17.2): ImportHookFinder.find_spec and databricks_utils' pyspark probe.
+# mlflow 3.18.0 (also 3.17.2): ImportHookFinder.find_spec, databricks_utils' pyspark probe,
+# MemoryAugmentedJudge._lazy_init.
 # dspy 3.4.1: disk and memory caches on by default.
 PATCHED_FOR = {"mlflow": "3.18.0", "dspy": "3.4.1"}
 
@@ -61,3 +62,13 @@ def narrow_import_hook_lock() -> None:
     finder.find_spec = only_if_hooked(finder.find_spec)
     finder.find_module = only_if_hooked(finder.find_module)
     finder._promptgate_narrowed = True
+
+
+def load_memalign_memory(judge: Any) -> Any:
+    """A registered MemAlign judge loads its memory on its first call, and marks itself loaded
+    (``_embedder`` set) before the examples are in, with no lock: other threads' first calls
+    then judge without examples (MLflow 3.17.2 and 3.18.0). Loading it once, before a stage
+    scores rows in parallel, closes that window. Judges of other kinds pass through."""
+    if callable(getattr(judge, "_lazy_init", None)):
+        judge._lazy_init()
+    return judge

@@ -12,29 +12,23 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from jobs.config.schemas import typed
 from jobs.core.errors import UserError
+from jobs.core.results import AlignResult
 from jobs.eval import judges, stats
+from jobs.llm.compat import load_memalign_memory
 from jobs.llm.endpoints import activate
 from jobs.stages.common import finish, reuse, say
 from jobs.store import tracking
 from jobs.store.traces import feedbacks, human_feedback_names, judge_fields
 
 STAGE = "align"
-ALIGNERS = ("memalign", "simba")
 NOT_ENOUGH = "not enough held-out labels to measure agreement"
 
 
 def check(cfg: Any) -> None:
     judges.check(cfg.judge)
-    a = cfg.aligner
-    if a.name not in ALIGNERS:
-        raise UserError(f"aligner.name '{a.name}' is unknown; use aligner=memalign or aligner=simba")
-    if not 0 < float(a.holdout_fraction) < 1:
-        raise UserError(f"aligner.holdout_fraction={a.holdout_fraction} must be between 0 and 1")
-    if int(a.min_holdout) < 2:
-        raise UserError(f"aligner.min_holdout={a.min_holdout} must be at least 2: agreement needs a pass and a fail")
-    if float(a.min_gain) < 0:
-        raise UserError(f"aligner.min_gain={a.min_gain} must not be negative")
+    typed(cfg.aligner)  # the schema checks names, types and ranges
 
 
 def labelled_traces(experiment_id: str, pipeline_id: str, name: str) -> list[Any]:
@@ -103,19 +97,6 @@ def evidence_gap(holdout: list[Any], expert: dict[str, bool], min_holdout: int) 
     return None
 
 
-def build_optimizer(cfg: Any, endpoint: Any) -> Any:
-    a = cfg.aligner
-    if a.name == "memalign":
-        from mlflow.genai.judges.optimizers import MemAlignOptimizer
-
-        return MemAlignOptimizer(reflection_lm=endpoint.uri(endpoint.reflection_model), retrieval_k=int(a.retrieval_k),
-                                 embedding_model=endpoint.embedding_uri(), embedding_dim=int(a.embedding_dim))
-    from mlflow.genai.judges.optimizers import SIMBAAlignmentOptimizer
-
-    return SIMBAAlignmentOptimizer(model=endpoint.uri(endpoint.reflection_model), seed=int(a.seed),
-                                   batch_size=a.get("batch_size"))
-
-
 def should_register(min_gain: float, before: dict, after: dict, changed_text: bool) -> tuple[bool, str]:
     """Register only a judge that changed and agrees better with the experts by min_gain."""
     kb, ka = before["kappa"], after["kappa"]
@@ -137,7 +118,7 @@ def table(before: dict, after: dict) -> str:
     return "\n".join(",".join(str(x) for x in r) for r in rows) + "\n"
 
 
-def unmeasured(cfg: Any, experiment_id: str, inputs: str, name: str, n_labels: int, holdout: int, why: str) -> dict:
+def unmeasured(cfg: Any, experiment_id: str, inputs: str, name: str, n_labels: int, holdout: int, why: str) -> AlignResult:
     """Record that agreement could not be measured: no alignment, no judge registered."""
     import mlflow
 
@@ -146,12 +127,11 @@ def unmeasured(cfg: Any, experiment_id: str, inputs: str, name: str, n_labels: i
                    "aligner.holdout_fraction; the gate refuses on a judge with no agreement measured")
         mlflow.log_params({"aligner": cfg.aligner.name, "labels": n_labels, "holdout": holdout})
         mlflow.set_tag("promptgate.align.measured", "false")
-        return finish(STAGE, {"judge_name": name, "judge_version": None, "aligned": False, "measured": False,
-                              "reason": why, "kappa_before": None, "kappa_after": None, "accuracy_before": None,
-                              "accuracy_after": None, "labels": n_labels, "holdout": holdout, "run_id": run.info.run_id})
+        return finish(AlignResult(judge_name=name, aligned=False, measured=False, reason=why, labels=n_labels,
+                                  holdout=holdout, run_id=run.info.run_id))
 
 
-def run(cfg: Any) -> dict:
+def run(cfg: Any) -> AlignResult:
     experiment_id = tracking.connect(cfg)
     pid, name = str(cfg.pipeline_id), str(cfg.judge.name)
     traces = labelled_traces(experiment_id, pid, name)
@@ -176,7 +156,7 @@ def run(cfg: Any) -> dict:
             before = agreement(base, cfg.judge, holdout, expert)
             say(STAGE, f"before: accuracy {stats.fmt(before['accuracy'])}, kappa {stats.fmt(before['kappa'])} on {before['n']} "
                        f"held-out labels ({cfg.aligner.name} next)")
-            aligned = base.align(traces=align_part, optimizer=build_optimizer(cfg, endpoint))
+            aligned = base.align(traces=align_part, optimizer=typed(cfg.aligner).build(endpoint))
             after = agreement(aligned, cfg.judge, holdout, expert)
             say(STAGE, f"after:  accuracy {stats.fmt(after['accuracy'])}, kappa {stats.fmt(after['kappa'])} on {after['n']}")
             changed_text = str(getattr(aligned, "instructions", "")) != str(getattr(base, "instructions", ""))
@@ -198,23 +178,23 @@ def run(cfg: Any) -> dict:
                             "agreement.json")
             print(table(before, after).replace(",", "\t"), end="")
             say(STAGE, f"run: {tracking.run_link(cfg, experiment_id, run.info.run_id)}")
-            return finish(STAGE, {
-                "judge_name": name, "judge_version": version, "aligned": register, "measured": True, "reason": reason,
+            return finish(AlignResult(
+                judge_name=name, judge_version=version, aligned=register, measured=True, reason=reason,
                 **{k: None if v is None else round(v, 4) for k, v in figures.items()},
-                "holdout_scored": min(before["n"], after["n"]),
-                "labels": len(traces), "holdout": len(holdout), "run_id": run.info.run_id,
-            })
+                holdout_scored=min(before["n"], after["n"]),
+                labels=len(traces), holdout=len(holdout), run_id=run.info.run_id,
+            ))
 
 
-def judge_agreement(align_result: dict) -> tuple[float | None, str]:
+def judge_agreement(align_result: AlignResult | None) -> tuple[float | None, str]:
     """The held-out kappa of the judge later stages use (the aligned one if registered, else
     the base judge), and what it rests on; None when align measured nothing."""
-    if not align_result:
+    if align_result is None:
         return None, "no align stage in this pipeline"
-    if align_result.get("measured") is False:
-        return None, str(align_result.get("reason") or NOT_ENOUGH)
-    kappa = align_result.get("kappa_after" if align_result.get("judge_version") else "kappa_before")
-    n = align_result.get("holdout_scored", align_result.get("holdout"))
+    if align_result.measured is False:
+        return None, str(align_result.reason or NOT_ENOUGH)
+    kappa = align_result.kappa_after if align_result.judge_version else align_result.kappa_before
+    n = align_result.holdout_scored if align_result.holdout_scored is not None else align_result.holdout
     if kappa is None:
         return None, f"held-out kappa is undefined on {n} labels"
     return float(kappa), f"on {n} held-out labels"
@@ -224,14 +204,10 @@ def recorded_judge(cfg: Any, experiment_id: str, endpoint: Any) -> tuple[Any, di
     """The judge later stages must use for this pipeline: the registered aligned version the
     align stage recorded, or the base judge from config when alignment kept it."""
     result = tracking.result_of(tracking.latest_result(experiment_id, str(cfg.pipeline_id), STAGE))
-    if result.get("judge_version"):
+    if result is not None and result.judge_version:
         from mlflow.genai.scorers import get_scorer
 
-        judge = get_scorer(name=result["judge_name"], version=int(result["judge_version"]), experiment_id=experiment_id)
-        # MemAlign's judge loads its memory on first call and marks itself loaded before the
-        # examples are in, so other threads' first calls judged without examples (MLflow 3.17).
-        # Load it here, before the stage scores rows in parallel.
-        if callable(getattr(judge, "_lazy_init", None)):
-            judge._lazy_init()
-        return judge, {"judge_name": result["judge_name"], "judge_version": int(result["judge_version"])}
+        judge = load_memalign_memory(get_scorer(name=result.judge_name, version=int(result.judge_version),
+                                                experiment_id=experiment_id))
+        return judge, {"judge_name": result.judge_name, "judge_version": int(result.judge_version)}
     return judges.build(cfg.judge, endpoint), {"judge_name": str(cfg.judge.name), "judge_version": "base"}

@@ -1,7 +1,11 @@
 """compare: evaluate the baseline (production at the start of the pipeline) and the
 candidate on the held-out set with the recorded judge, n repeats per question, and pair
 the outcomes: pass rates, the gain with a paired-bootstrap CI, an exact McNemar p-value,
-regressions and improvements, errors per arm. Errors are neither passes nor failures."""
+regressions and improvements, errors per arm. Errors are neither passes nor failures.
+
+Each arm is evaluated in a child run of the compare run, so MLflow's own paired comparison
+(``mlflow.genai.compare_evaluations``) runs on the same two evaluations; its figures are
+recorded next to promptgate's (``mlflow_comparison``) as a cross-check, not as the decision."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.core.errors import UserError
+from jobs.core.results import CompareResult
 from jobs.eval import datasets, judges, stats
 from jobs.eval.agent import REPEAT_KEY
 from jobs.eval.datasets import Record
@@ -77,6 +82,31 @@ def per_question_csv(records: list[Record], base: dict, cand: dict, key: str) ->
     return out.getvalue()
 
 
+def mlflow_comparison(baseline_run: str, candidate_run: str, judge_name: str, level: float) -> dict[str, Any]:
+    """MLflow's paired comparison of the two arms' evaluation runs, for the judge."""
+    from mlflow.genai import compare_evaluations
+
+    try:
+        found = compare_evaluations(candidate_run_id=candidate_run, baseline_run_id=baseline_run, confidence_level=level)
+    except Exception as e:  # noqa: BLE001 - an experimental API: a failure is recorded, the decision is promptgate's
+        return {"status": f"failed: {type(e).__name__}: {' '.join(str(e).split())[:300]}"}
+    s = found.scorers.get(judge_name)
+    if s is None:
+        return {"status": "not compared: the judge's values are not numbers MLflow can pair"}
+    return {"status": s.status, "method": s.method, "n_paired": s.n_paired, "discordant": s.n_nonzero,
+            "baseline_mean": s.baseline_mean, "candidate_mean": s.candidate_mean, "diff": s.diff,
+            "ci_low": s.ci_low, "ci_high": s.ci_high, "p_value": s.p_value,
+            "unpaired": len(found.unpaired_baseline_trace_ids) + len(found.unpaired_candidate_trace_ids)}
+
+
+def comparison_line(m: dict[str, Any]) -> str:
+    if m.get("status") != "ok":
+        return f"MLflow compare_evaluations: {m.get('status')}"
+    return (f"MLflow compare_evaluations (cross-check): diff {m['diff']:+.3f} over {m['n_paired']} run pairs, "
+            f"BCa CI [{m['ci_low']:+.3f}, {m['ci_high']:+.3f}], {m['method']} p={m['p_value']:.4f}, "
+            f"{m['unpaired']} unpaired")
+
+
 def compact_table(s: dict, errors: dict[str, int], rows: int) -> str:
     return "\n".join([
         f"{'arm':<10} {'pass rate':>9} {'errors':>7}",
@@ -87,13 +117,13 @@ def compact_table(s: dict, errors: dict[str, int], rows: int) -> str:
     ])
 
 
-def run(cfg: Any) -> dict:
+def run(cfg: Any) -> CompareResult:
     c = cfg.compare
     records = datasets.from_config(cfg.dataset, str(c.split))
     experiment_id = tracking.connect(cfg)
     name = str(cfg.prompt.name)
-    baseline_version = recorded(cfg, experiment_id, "register", "production_version")
-    recorded(cfg, experiment_id, "optimize", "outcome")  # optimize must have run for this pipeline
+    baseline_version = recorded(cfg, experiment_id, "register").production_version
+    recorded(cfg, experiment_id, "optimize")  # optimize must have run for this pipeline
     candidate_version = tracking.pipeline_candidate(experiment_id, str(cfg.pipeline_id))
     align_run = tracking.latest_result(experiment_id, str(cfg.pipeline_id), "align")
     judge_key = align_run.info.run_id if align_run else "base"
@@ -104,8 +134,8 @@ def run(cfg: Any) -> dict:
     if candidate_version is None:
         with tracking.stage_run(cfg, experiment_id, STAGE, inputs) as run:
             say(STAGE, "this pipeline has no candidate (optimize found no gain on train); nothing to compare")
-            return finish(STAGE, {"outcome": "no_candidate", "baseline_version": baseline_version,
-                                  "candidate_version": None, "run_id": run.info.run_id})
+            return finish(CompareResult(outcome="no_candidate", baseline_version=baseline_version,
+                                        run_id=run.info.run_id))
 
     with activate(cfg, STAGE, experiment_id) as endpoint:
         import mlflow
@@ -118,13 +148,16 @@ def run(cfg: Any) -> dict:
         with tracking.stage_run(cfg, experiment_id, STAGE, inputs) as run:
             mlflow.log_params({"baseline_version": baseline_version, "candidate_version": candidate_version,
                                "n_repeats": int(c.n_repeats), "questions": len(records), **judge_info})
-            outcomes = {}
+            outcomes, arm_runs = {}, {}
             for arm, version in zip(ARMS, (baseline_version, candidate_version)):
                 say(STAGE, f"{arm} v{version}: {len(records)} held-out questions x {c.n_repeats} runs")
-                outcomes[arm], _ = evaluate_records(cfg, endpoint, experiment_id, run.info.run_id, rows,
-                                                    f"prompts:/{name}/{version}", scorers,
-                                                    {"promptgate.arm": arm, "promptgate.split": str(c.split)},
-                                                    lambda m: say(STAGE, m))
+                with mlflow.start_run(run_name=f"{run.info.run_name}-{arm}", nested=True,
+                                      tags={"promptgate.arm": arm}) as arm_run:  # no stage tag: not a stage result
+                    outcomes[arm], _ = evaluate_records(cfg, endpoint, experiment_id, arm_run.info.run_id, rows,
+                                                        f"prompts:/{name}/{version}", scorers,
+                                                        {"promptgate.arm": arm, "promptgate.split": str(c.split)},
+                                                        lambda m: say(STAGE, m))
+                    arm_runs[arm] = arm_run.info.run_id
             base, base_err = by_question(outcomes["baseline"], cfg.judge, int(c.n_repeats))
             cand, cand_err = by_question(outcomes["candidate"], cfg.judge, int(c.n_repeats))
             s = stats.paired_summary(base, cand, int(c.bootstrap), float(c.ci_level), int(c.seed))
@@ -136,6 +169,10 @@ def run(cfg: Any) -> dict:
                        "baseline_errors": base_err, "candidate_errors": cand_err,
                        "baseline_error_rate": base_err / len(rows), "candidate_error_rate": cand_err / len(rows)}
             mlflow.log_metrics(metrics)
+            cross = mlflow_comparison(arm_runs["baseline"], arm_runs["candidate"], judge_info["judge_name"],
+                                      float(c.ci_level))
+            mlflow.log_metrics({f"mlflow_compare.{k}": float(v) for k, v in cross.items()
+                                if k in ("diff", "ci_low", "ci_high", "p_value", "n_paired") and v is not None})
             mlflow.log_text(per_question_csv(records, base, cand, str(cfg.agent.input_key)), "per_question.csv")
             with tempfile.TemporaryDirectory() as tmp:
                 from jobs.eval.charts import compare_chart
@@ -150,12 +187,14 @@ def run(cfg: Any) -> dict:
                                       f"v{judge_info['judge_version']})")
                 mlflow.log_artifact(str(chart))
             print(compact_table(s, errors, len(rows)))
+            print(comparison_line(cross))
             link = tracking.run_link(cfg, experiment_id, run.info.run_id)
             say(STAGE, f"run: {link}  (chart: compare.png, table: per_question.csv)")
-            return finish(STAGE, {
-                "outcome": "compared", "baseline_version": baseline_version, "candidate_version": candidate_version,
-                **judge_info, "n_repeats": int(c.n_repeats), "questions": s["questions"], "rows_per_arm": len(rows),
+            return finish(CompareResult(
+                outcome="compared", baseline_version=baseline_version, candidate_version=candidate_version,
+                **judge_info, n_repeats=int(c.n_repeats), questions=s["questions"], rows_per_arm=len(rows),
                 **{k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()},
-                "regressed": s["regressed"], "improved": s["improved"], "scorer_means": means,
-                "chart": f"{link}/artifacts/compare.png", "run_id": run.info.run_id,
-            })
+                pairs=s["pairs"], regressed=s["regressed"], improved=s["improved"], scorer_means=means,
+                mlflow_comparison=cross,
+                chart=f"{link}/artifacts/compare.png", run_id=run.info.run_id,
+            ))

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from jobs.core.faults import pause_point
+from jobs.core.results import EvaluateResult
 from jobs.eval import datasets, judges
 from jobs.eval.runner import evaluate_records
 from jobs.llm.endpoints import activate
@@ -20,12 +21,12 @@ def check(cfg: Any) -> None:
     datasets.from_config(cfg.dataset, str(cfg.evaluate.split))
 
 
-def run(cfg: Any) -> dict:
+def run(cfg: Any) -> EvaluateResult:
     split = str(cfg.evaluate.split)
     records = datasets.from_config(cfg.dataset, split)
     experiment_id = tracking.connect(cfg)
     prompt_name = str(cfg.prompt.name)
-    seed_version = recorded(cfg, experiment_id, "register", "seed_version")
+    seed_version = recorded(cfg, experiment_id, "register").seed_version
     inputs = tracking.inputs_hash(prompt_name, seed_version, split, [r.as_eval_row() for r in records],
                                   dict(cfg.judge), str(cfg.model.provider), cfg.model.agent_model)
     if (done := reuse(cfg, experiment_id, STAGE, inputs)) is not None:
@@ -55,5 +56,5 @@ def run(cfg: Any) -> dict:
                        f"{errors} errors, {retried} rows re-evaluated")
             say(STAGE, f"run: {tracking.run_link(cfg, experiment_id, run.info.run_id)}")
             say(STAGE, f"traces: {tracking.traces_link(cfg, experiment_id)}")
-            return finish(STAGE, {**metrics, "run_id": run.info.run_id, "prompt_version": seed_version, "split": split,
-                                  "reviewable": len(ok)})
+            return finish(EvaluateResult(**metrics, run_id=run.info.run_id, prompt_version=seed_version, split=split,
+                                         reviewable=len(ok)))

@@ -10,8 +10,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from jobs.config.schemas import FileFeedback, RubricFeedback, typed
 from jobs.core.errors import UserError
 from jobs.core.faults import pause_point
+from jobs.core.results import FeedbackResult
 from jobs.eval import judges, labels
 from jobs.stages.common import finish, reuse, say
 from jobs.store import tracking
@@ -19,20 +21,15 @@ from jobs.store.files import read_text
 from jobs.store.traces import expectations_of, feedbacks, response_of
 
 STAGE = "feedback"
-SOURCES = ("rubric", "file", "ui")
 
 
 def check(cfg: Any) -> None:
     judges.check(cfg.judge)
-    source = cfg.feedback.get("source")
-    if source not in SOURCES:
-        raise UserError(f"feedback.source '{source}' is unknown; use feedback=rubric, feedback=file or feedback=ui")
-    if source == "rubric":
+    source = typed(cfg.feedback)  # the schema checks the source's keys, types and ranges
+    if isinstance(source, RubricFeedback):
         labels.compile_rubric(cfg.feedback.criteria)
-    elif source == "file":
+    elif isinstance(source, FileFeedback):
         read_label_file(cfg)
-    elif int(cfg.feedback.min_labels) < 1:
-        raise UserError("feedback.min_labels must be at least 1")
 
 
 def read_label_file(cfg: Any) -> tuple[str, list[labels.Label]]:
@@ -94,7 +91,7 @@ def wait_for_ui_labels(cfg: Any, experiment_id: str, traces: list[Any]) -> int:
         time.sleep(float(cfg.feedback.poll_s))
 
 
-def run(cfg: Any) -> dict:
+def run(cfg: Any) -> FeedbackResult:
     experiment_id = tracking.connect(cfg)
     pid = str(cfg.pipeline_id)
     name = str(cfg.judge.name)
@@ -137,4 +134,4 @@ def run(cfg: Any) -> dict:
                    f"expert pass rate {metrics['expert_pass_rate']:.2f}, "
                    f"raw judge-expert agreement {metrics['raw_agreement_with_judge']:.2f}")
         say(STAGE, f"traces: {tracking.traces_link(cfg, experiment_id)}")
-        return finish(STAGE, {**metrics, "run_id": run.info.run_id, "source": source})
+        return finish(FeedbackResult(**metrics, run_id=run.info.run_id, source=source))

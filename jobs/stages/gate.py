@@ -11,6 +11,7 @@ from typing import Any
 
 from jobs.core.errors import EXIT_REFUSED, UserError
 from jobs.core.faults import pause_point
+from jobs.core.results import AlignResult, CompareResult, GateResult
 from jobs.stages.common import finish, reuse, say
 from jobs.store import tracking
 
@@ -40,7 +41,7 @@ def _gate(name: str, value: float | None, rule: str, threshold: float, note: str
 JUDGE_GATE = "judge_kappa"
 
 
-def judge_gate(align_result: dict, g: Any) -> list[Gate]:
+def judge_gate(align_result: AlignResult | None, g: Any) -> list[Gate]:
     """The judge compare used must agree with the experts: its held-out kappa, measured by align
     on enough labels, at least ``gate.min_judge_kappa`` (null: no expert check)."""
     if g.get("min_judge_kappa") is None:
@@ -51,20 +52,22 @@ def judge_gate(align_result: dict, g: Any) -> list[Gate]:
     return [_gate(JUDGE_GATE, kappa, ">=", float(g.min_judge_kappa), basis)]
 
 
-def evaluate_gates(compare: dict, g: Any, align_result: dict | None = None) -> list[Gate]:
-    """Every gate's value and threshold, from compare's and align's results and the gate config."""
-    error_rate = max(compare.get("baseline_error_rate", 1.0), compare.get("candidate_error_rate", 1.0))
+def evaluate_gates(compare: CompareResult, g: Any, align_result: AlignResult | None = None) -> list[Gate]:
+    """Every gate's value and threshold, from compare's and align's results and the gate config.
+    A figure compare did not record counts as not measured (an error rate as 1.0): a refusal."""
+    rates = (compare.baseline_error_rate, compare.candidate_error_rate)
+    error_rate = max(1.0 if r is None else r for r in rates)
     gates = [
-        _gate("min_delta", compare.get("delta"), ">=", g.min_delta),
-        _gate("alpha (McNemar p)", compare.get("p_value"), "<=", g.alpha),
-        _gate("ci_low_min", compare.get("ci_low"), ">=", g.ci_low_min),
-        _gate("max_regressions", compare.get("regressions"), "<=", g.max_regressions),
+        _gate("min_delta", compare.delta, ">=", g.min_delta),
+        _gate("alpha (McNemar p)", compare.p_value, "<=", g.alpha),
+        _gate("ci_low_min", compare.ci_low, ">=", g.ci_low_min),
+        _gate("max_regressions", compare.regressions, "<=", g.max_regressions),
         _gate("max_error_rate", error_rate, "<=", g.max_error_rate),
     ]
-    means = (compare.get("scorer_means") or {}).get("candidate", {})
+    means = (compare.scorer_means or {}).get("candidate", {})
     for hard in g.get("hard_gates") or []:
         gates.append(_gate(f"hard:{hard['scorer']}", means.get(str(hard["scorer"])), ">=", float(hard["min"])))
-    return gates + judge_gate(align_result or {}, g)
+    return gates + judge_gate(align_result, g)
 
 
 def decide(gates: list[Gate]) -> tuple[str, list[str]]:
@@ -86,7 +89,7 @@ def check(cfg: Any) -> None:
             raise UserError(f"gate.hard_gates[{i}] needs scorer and min, e.g. {{scorer: Safety, min: 1.0}}")
 
 
-def compare_result(cfg: Any, experiment_id: str) -> tuple[Any, dict]:
+def compare_result(cfg: Any, experiment_id: str) -> tuple[Any, CompareResult, AlignResult | None]:
     """The pipeline's compare results, checked against the versions the pipeline now records."""
     pid = str(cfg.pipeline_id)
     run = tracking.latest_result(experiment_id, pid, "compare")
@@ -94,13 +97,13 @@ def compare_result(cfg: Any, experiment_id: str) -> tuple[Any, dict]:
         raise UserError(f"pipeline {pid} has no compare results; run `python -m jobs.compare pipeline_id={pid}` first")
     compare = tracking.result_of(run)
     candidate = tracking.pipeline_candidate(experiment_id, pid)
-    if candidate != compare.get("candidate_version"):
-        raise UserError(f"stale compare results: compare used candidate v{compare.get('candidate_version')} but the "
+    if candidate != compare.candidate_version:
+        raise UserError(f"stale compare results: compare used candidate v{compare.candidate_version} but the "
                         f"pipeline's candidate is now v{candidate}; rerun compare with force=true")
     align = tracking.result_of(tracking.latest_result(experiment_id, pid, "align"))
-    judge_version = align.get("judge_version") or "base"
-    if compare.get("outcome") == "compared" and str(compare.get("judge_version")) != str(judge_version):
-        raise UserError(f"stale compare results: compare used judge v{compare.get('judge_version')} but align now "
+    judge_version = (align.judge_version if align is not None else None) or "base"
+    if compare.outcome == "compared" and str(compare.judge_version) != str(judge_version):
+        raise UserError(f"stale compare results: compare used judge v{compare.judge_version} but align now "
                         f"records v{judge_version}; rerun compare with force=true")
     return run, compare, align
 
@@ -116,7 +119,7 @@ def record(name: str, version: Any, tags: dict[str, str]) -> None:
         mlflow.set_tag(TAG + key, value)
 
 
-def rollback(cfg: Any, experiment_id: str) -> dict:
+def rollback(cfg: Any, experiment_id: str) -> GateResult:
     import mlflow
     from mlflow import MlflowClient
 
@@ -131,16 +134,16 @@ def rollback(cfg: Any, experiment_id: str) -> dict:
         record(name, current.version, {"decision": "rolled_back", "rolled_back_to": previous,
                                                         "pipeline_id": str(cfg.pipeline_id)})
         say(STAGE, f"production moved back from v{current.version} to v{previous}")
-        return finish(STAGE, {"decision": "rolled_back", "from_version": int(current.version),
-                              "to_version": int(previous), "run_id": run.info.run_id})
+        return finish(GateResult(decision="rolled_back", from_version=int(current.version), to_version=int(previous),
+                                 run_id=run.info.run_id))
 
 
-def run(cfg: Any) -> dict:
+def run(cfg: Any) -> GateResult:
     experiment_id = tracking.connect(cfg)
     if cfg.gate.rollback:
         return rollback(cfg, experiment_id)
     compare_run, compare, align = compare_result(cfg, experiment_id)
-    inputs = tracking.inputs_hash(compare_run.info.run_id, dict(cfg.gate), align.get("run_id"))
+    inputs = tracking.inputs_hash(compare_run.info.run_id, dict(cfg.gate), align.run_id if align is not None else None)
     if (done := reuse(cfg, experiment_id, STAGE, inputs)) is not None:
         return done
 
@@ -148,9 +151,9 @@ def run(cfg: Any) -> dict:
     from mlflow import MlflowClient
 
     name = str(cfg.prompt.name)
-    candidate, baseline = compare.get("candidate_version"), compare.get("baseline_version")
+    candidate, baseline = compare.candidate_version, compare.baseline_version
     with tracking.stage_run(cfg, experiment_id, STAGE, inputs) as run:
-        if compare.get("outcome") != "compared":  # nothing to promote; the judge's evidence is still reported
+        if compare.outcome != "compared":  # nothing to promote; the judge's evidence is still reported
             gates = judge_gate(align, cfg.gate)
             decision, reasons = "refuse", ["no candidate: optimize found no gain on train", *decide(gates)[1]]
         else:
@@ -185,9 +188,9 @@ def run(cfg: Any) -> dict:
                    else f"REFUSED: production stays v{production}; " + "; ".join(reasons))
         say(STAGE, verdict)
         say(STAGE, f"run: {tracking.run_link(cfg, experiment_id, run.info.run_id)}")
-        result = finish(STAGE, {"decision": decision, "reasons": reasons, "candidate_version": candidate,
-                                "previous_production": production, "gates": [asdict(x) for x in gates],
-                                "run_id": run.info.run_id})
+        result = finish(GateResult(decision=decision, reasons=reasons, candidate_version=candidate,
+                                   previous_production=production, gates=[asdict(x) for x in gates],
+                                   run_id=run.info.run_id))
     if decision != "promote" and cfg.gate.fail_on_refuse:
         sys.exit(EXIT_REFUSED)
     return result

@@ -7,10 +7,13 @@ from __future__ import annotations
 import difflib
 import json
 import random
+from dataclasses import replace
 from typing import Any
 
+from jobs.config.schemas import typed
 from jobs.core.errors import UserError
 from jobs.core.faults import pause_point
+from jobs.core.results import OptimizeResult
 from jobs.eval import datasets, judges
 from jobs.eval.datasets import Record
 from jobs.eval.metric_cap import GepaSummaryLogger, MetricBudget, budgeted_scorer
@@ -40,16 +43,12 @@ def minimum_budget(n_val: int, minibatch: int) -> int:
 
 
 def check(cfg: Any) -> None:
-    o = cfg.optimizer
-    if o.name != "gepa":
-        raise UserError(f"optimizer.name '{o.name}' is unknown; use optimizer=gepa_small, gepa_default or gepa_large")
+    o = typed(cfg.optimizer)  # the schema checks names, types and ranges
     records = datasets.from_config(cfg.dataset, "train")
     for r in records:
         if not r.expectations:
             raise UserError(f"{r.where}: the train record '{r.id}' has no expectations; GEPA needs expectations on every "
                             "training record")
-    if not 0 <= float(o.val_fraction) < 1:
-        raise UserError(f"optimizer.val_fraction={o.val_fraction} must be at least 0 and below 1")
     train, val = split_train(records, float(o.val_fraction), int(o.seed))
     minibatch = int(o.minibatch_size)
     if minibatch < 1 or minibatch > len(train):
@@ -113,13 +112,13 @@ def drop_versions(client: Any, name: str, versions: list[Any], why: str) -> None
         say(STAGE, f"deleted v{v.version}: {why}")
 
 
-def run(cfg: Any) -> dict:
+def run(cfg: Any) -> OptimizeResult:
     o = cfg.optimizer
     records = datasets.from_config(cfg.dataset, "train")
     train, val = split_train(records, float(o.val_fraction), int(o.seed))
     experiment_id = tracking.connect(cfg)
     name = str(cfg.prompt.name)
-    seed_version = recorded(cfg, experiment_id, "register", "seed_version")
+    seed_version = recorded(cfg, experiment_id, "register").seed_version
     align_run = tracking.latest_result(experiment_id, str(cfg.pipeline_id), "align")  # a new alignment: optimize again
     inputs = tracking.inputs_hash(name, seed_version, [r.as_eval_row() for r in records], dict(o), dict(cfg.judge),
                                   str(cfg.model.provider), cfg.model.agent_model,
@@ -175,8 +174,8 @@ def run(cfg: Any) -> dict:
                        "metric_calls": budget.used, "metric_calls_refused": budget.refused, "max_metric_calls": cap,
                        "judge_errors": budget.judge_errors}
             mlflow.log_metrics(metrics)
-            outcome: dict[str, Any] = {**metrics, **judge_info, "seed_version": seed_version, "run_id": run.info.run_id,
-                                       "train_rows": len(train), "val_rows": len(val)}
+            outcome = OptimizeResult(**metrics, **judge_info, seed_version=seed_version, run_id=run.info.run_id,
+                                     train_rows=len(train), val_rows=len(val))
             twins = earlier_twins(name, produced, str(cfg.pipeline_id), int(seed_version), run.info.start_time)
             if not improved:
                 # optimize_prompts registers its result unconditionally; keep the registry clean
@@ -185,7 +184,7 @@ def run(cfg: Any) -> dict:
                        else f"no candidate beat the seed on train ({fmt(initial)} -> {fmt(final)})")
                 say(STAGE, f"{why}; nothing registered")
                 mlflow.set_tag(TAG + "outcome", "no_improvement")
-                return finish(STAGE, {**outcome, "outcome": "no_improvement", "candidate_version": None, "reason": why})
+                return finish(replace(outcome, outcome="no_improvement", reason=why))
             if twins:  # keep the oldest copy, so a rerun adds no duplicate
                 drop_versions(client, name, [produced, *twins[1:]], f"v{twins[0].version} already holds this text")
                 produced = twins[0]
@@ -202,4 +201,4 @@ def run(cfg: Any) -> dict:
                        f"candidate v{produced.version}{'' if in_sweep(cfg) else ' (alias candidate)'}")
             print(prompt_diff(seed_text, produced.template))
             say(STAGE, f"run: {tracking.run_link(cfg, experiment_id, run.info.run_id)}")
-            return finish(STAGE, {**outcome, "outcome": "candidate", "candidate_version": int(produced.version)})
+            return finish(replace(outcome, outcome="candidate", candidate_version=int(produced.version)))

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from jobs.core.errors import UserError
+from jobs.core.results import RegisterResult
 from jobs.stages.common import finish, reuse, say
 from jobs.store import tracking
 from jobs.store.files import read_text
@@ -30,7 +31,7 @@ def check(cfg: Any) -> None:
     seed_text(cfg)
 
 
-def run(cfg: Any) -> dict:
+def run(cfg: Any) -> RegisterResult:
     text = seed_text(cfg)
     name = str(cfg.prompt.name)
     experiment_id = tracking.connect(cfg)
@@ -62,13 +63,7 @@ def run(cfg: Any) -> dict:
                 aliases[alias] = seed_version
                 say(STAGE, f"alias '{alias}' -> v{seed_version}")
         mlflow.log_params({"prompt_name": name, "seed_version": seed_version, "created": created})
-        result = {
-            "prompt_name": name,
-            "seed_version": seed_version,
-            "created": created,
-            "production_version": aliases["production"],  # the baseline that compare and gate use
-            "baseline_version": aliases["baseline"],
-            "run_id": run.info.run_id,
-        }
         say(STAGE, f"production -> v{aliases['production']}; prompt: {tracking.prompt_link(cfg, name)}")
-        return finish(STAGE, result)
+        return finish(RegisterResult(prompt_name=name, seed_version=seed_version, created=created,
+                                     production_version=aliases["production"], baseline_version=aliases["baseline"],
+                                     run_id=run.info.run_id))

@@ -17,8 +17,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from jobs.core.contract import RESULT_TAG, TAG_INPUTS, TAG_PIPELINE, TAG_QUESTION, TAG_REVIEW, TAG_STAGE  # noqa: F401
+from jobs.core.contract import (  # noqa: F401 - the tags are tracking's API too
+    LAUNCH_ENV,
+    RESULT_TAG,
+    TAG_INPUTS,
+    TAG_LAUNCH,
+    TAG_PIPELINE,
+    TAG_QUESTION,
+    TAG_REVIEW,
+    TAG_STAGE,
+)
 from jobs.core.errors import UserError, network_reason
+from jobs.core.results import StageResult, decode, encode
 
 PIPELINE_STAGE = "pipeline"
 
@@ -94,11 +104,37 @@ def find_runs(experiment_id: str, pipeline_id: str, stage: str, status: str | No
                                       order_by=["attributes.start_time DESC"], max_results=50)
 
 
-def result_of(run: Any | None) -> dict:
-    """The result a stage run recorded ({} when there is no run or no result)."""
-    if run is None or RESULT_TAG not in run.data.tags:
-        return {}
-    return json.loads(run.data.tags[RESULT_TAG])
+def result_of(run: Any | None) -> StageResult | None:
+    """The result a stage run recorded, typed by its stage; None when there is none."""
+    if run is None or RESULT_TAG not in run.data.tags or run.data.tags.get(TAG_STAGE) is None:
+        return None
+    return decode(run.data.tags[TAG_STAGE], run.data.tags[RESULT_TAG])
+
+
+def record_result(result: StageResult) -> None:
+    """Write a stage's result on the active run (the one function that writes results)."""
+    import mlflow
+
+    mlflow.set_tag(RESULT_TAG, encode(result))
+    mark_launch(mlflow.active_run().info.run_id)
+
+
+def mark_launch(run_id: str) -> None:
+    """Tag the run that holds this stage's result with the launcher's id, when a launcher gave one."""
+    launch_id = os.environ.get(LAUNCH_ENV)
+    if launch_id:
+        from mlflow.tracking import MlflowClient
+
+        MlflowClient().set_tag(run_id, TAG_LAUNCH + launch_id, "1")
+
+
+def launched_result(launch_id: str) -> StageResult | None:
+    """The result of the stage a launcher started with this id (None if it recorded none)."""
+    import mlflow
+
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                              filter_string=f"tags.`{TAG_LAUNCH}{launch_id}` = '1'")
+    return result_of(runs[0]) if runs else None
 
 
 def latest_result(experiment_id: str, pipeline_id: str, stage: str, inputs: str | None = None) -> Any | None:
@@ -173,7 +209,8 @@ def pipeline_candidate(experiment_id: str, pipeline_id: str) -> int | None:
         tags = run.data.tags
         if tags.get("promptgate.sweep_point") == "true" and tags.get("promptgate.sweep_best") != "true":
             continue
-        return result_of(run).get("candidate_version")
+        result = result_of(run)
+        return result.candidate_version if result is not None else None
     return None
 
 

@@ -50,6 +50,6 @@ def duplicates(client: Any, experiment_id: str, pipeline_id: str, prompt: str, j
         "prompt_versions": len(texts) - len(set(texts)),
         "human_labels": extra_labels,
         "finished_runs": sum(max(0, n - 1) for n in finished.values()),
-        "judge_versions": max(0, len({tracking.result_of(r).get("judge_version")
+        "judge_versions": max(0, len({getattr(tracking.result_of(r), "judge_version", None)
                                       for r in tracking.find_runs(experiment_id, pipeline_id, "align")}) - 1),
     }

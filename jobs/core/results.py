@@ -1,0 +1,224 @@
+"""What each stage hands on: one dataclass per stage result, with the headline people look for
+first. A stage records its result on its MLflow run (``encode``, in ``stages.common.finish``);
+everything that reads one (later stages, the pipeline summary, launchers, sweeps) goes through
+``decode``. That run tag is the one channel from a stage, local process or Kubernetes Job, back
+to whoever launched it.
+
+Every field has a default: a measurement that is missing reads as None, which every gate
+treats as "not measured", never as a pass. ``decode`` ignores keys it does not know, so runs
+recorded by an older promptgate stay readable.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
+
+
+def _few(n: Any, floor: Any, what: str) -> str | None:
+    if n is None or int(n) >= int(floor):
+        return None
+    return f"WARNING: this rests on {n} {what}, fewer than {floor} (evidence.*); read it as a hint, not a result"
+
+
+def fmt(x: float | None, digits: int = 3) -> str:
+    """A figure for people: ``undefined`` when it could not be computed."""
+    return "undefined" if x is None else f"{x:.{digits}f}"
+
+
+@dataclass
+class StageResult:
+    STAGE: ClassVar[str] = ""
+    run_id: str | None = None  # the MLflow run that recorded it
+    spend: dict[str, float] | None = None  # the stage's LLM spend (gateway figures), when it made calls
+
+    def headline(self, evidence: Any) -> tuple[str | None, str | None]:
+        """(the figure people look for first, with the sample it rests on; a warning when that
+        sample is below the config's ``evidence`` floors)."""
+        return None, None
+
+
+@dataclass
+class RegisterResult(StageResult):
+    STAGE: ClassVar[str] = "register"
+    prompt_name: str | None = None
+    seed_version: int | None = None
+    created: bool | None = None  # whether this run registered the seed text as a new version
+    production_version: int | None = None  # the baseline that compare and gate use
+    baseline_version: int | None = None
+
+    def headline(self, evidence: Any) -> tuple[str | None, str | None]:
+        return f"prompt {self.prompt_name} seed v{self.seed_version}, production v{self.production_version}", None
+
+
+@dataclass
+class EvaluateResult(StageResult):
+    STAGE: ClassVar[str] = "evaluate"
+    rows: int | None = None
+    scored: int | None = None  # rows the judge scored without error
+    errors: int | None = None
+    retried_rows: int | None = None
+    pass_rate: float | None = None
+    prompt_version: int | None = None
+    split: str | None = None
+    reviewable: int | None = None  # traces tagged for expert review
+
+    def headline(self, evidence: Any) -> tuple[str | None, str | None]:
+        return (f"train pass rate {fmt(self.pass_rate)} on {self.scored} judged rows ({self.errors} errors)",
+                _few(self.scored, evidence.min_rows, "judged rows"))
+
+
+@dataclass
+class FeedbackResult(StageResult):
+    STAGE: ClassVar[str] = "feedback"
+    labels_written: int | None = None
+    labels_skipped: int | None = None  # already there from an earlier attempt
+    traces: int | None = None
+    expert_pass_rate: float | None = None
+    raw_agreement_with_judge: float | None = None
+    source: str | None = None
+
+    def headline(self, evidence: Any) -> tuple[str | None, str | None]:
+        return f"{self.labels_written} expert labels; expert pass rate {fmt(self.expert_pass_rate)}", None
+
+
+@dataclass
+class AlignResult(StageResult):
+    STAGE: ClassVar[str] = "align"
+    judge_name: str | None = None
+    judge_version: int | None = None  # the registered aligned judge; None: the base judge is used
+    aligned: bool | None = None
+    measured: bool | None = None  # False: too few held-out labels to measure agreement
+    reason: str | None = None
+    kappa_before: float | None = None
+    kappa_after: float | None = None
+    accuracy_before: float | None = None
+    accuracy_after: float | None = None
+    holdout_scored: int | None = None  # held-out labels both judges scored
+    labels: int | None = None
+    holdout: int | None = None
+
+    def headline(self, evidence: Any) -> tuple[str | None, str | None]:
+        if self.measured is False:
+            return f"judge-expert agreement NOT MEASURED: {self.reason}; no judge registered", None
+        judge = (f"aligned judge v{self.judge_version} registered" if self.judge_version
+                 else f"base judge kept ({self.reason or ''})")
+        n = self.holdout_scored if self.holdout_scored is not None else self.holdout
+        return (f"judge-expert agreement on {n} held-out labels (of {self.labels}): kappa {fmt(self.kappa_before)} -> "
+                f"{fmt(self.kappa_after)}, accuracy {fmt(self.accuracy_before)} -> {fmt(self.accuracy_after)}; {judge}",
+                _few(n, evidence.min_holdout_labels, "held-out expert labels"))
+
+
+@dataclass
+class OptimizeResult(StageResult):
+    STAGE: ClassVar[str] = "optimize"
+    outcome: str | None = None  # candidate | no_improvement
+    candidate_version: int | None = None
+    reason: str | None = None  # why there is no candidate
+    initial_train_score: float | None = None
+    final_train_score: float | None = None
+    metric_calls: int | None = None
+    metric_calls_refused: int | None = None
+    max_metric_calls: int | None = None
+    judge_errors: int | None = None
+    judge_name: str | None = None
+    judge_version: int | str | None = None  # "base": the judge from config, not an aligned version
+    seed_version: int | None = None
+    train_rows: int | None = None
+    val_rows: int | None = None
+
+    def headline(self, evidence: Any) -> tuple[str | None, str | None]:
+        cand = (f"candidate v{self.candidate_version}" if self.candidate_version
+                else f"NO CANDIDATE: {self.reason or 'no gain on train'}")
+        return (f"train score {fmt(self.initial_train_score)} -> {fmt(self.final_train_score)} on "
+                f"{self.val_rows if self.val_rows is not None else '?'} validation rows, "
+                f"{self.metric_calls}/{self.max_metric_calls} metric calls; {cand}",
+                _few(self.val_rows, evidence.min_rows, "validation rows"))
+
+
+@dataclass
+class CompareResult(StageResult):
+    STAGE: ClassVar[str] = "compare"
+    outcome: str | None = None  # compared | no_candidate
+    baseline_version: int | None = None
+    candidate_version: int | None = None
+    judge_name: str | None = None
+    judge_version: int | str | None = None  # "base": the judge from config, not an aligned version
+    n_repeats: int | None = None
+    questions: int | None = None
+    rows_per_arm: int | None = None
+    pairs: int | None = None  # (question, repeat) pairs both arms scored: what McNemar counts on
+    baseline_pass_rate: float | None = None
+    candidate_pass_rate: float | None = None
+    delta: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    p_value: float | None = None  # exact McNemar
+    regressions: int | None = None
+    improvements: int | None = None
+    baseline_errors: int | None = None
+    candidate_errors: int | None = None
+    baseline_error_rate: float | None = None
+    candidate_error_rate: float | None = None
+    regressed: list[str] = field(default_factory=list)
+    improved: list[str] = field(default_factory=list)
+    scorer_means: dict[str, dict[str, float]] = field(default_factory=dict)  # arm -> scorer -> mean
+    chart: str | None = None
+    mlflow_comparison: dict[str, Any] | None = None  # mlflow.genai.compare_evaluations on the same runs
+
+    def headline(self, evidence: Any) -> tuple[str | None, str | None]:
+        if self.outcome != "compared":
+            return "no candidate to compare", None
+        return (f"held-out pass rate {fmt(self.baseline_pass_rate)} (v{self.baseline_version}) -> "
+                f"{fmt(self.candidate_pass_rate)} (v{self.candidate_version}) on {self.questions} questions x "
+                f"{self.n_repeats} runs, gain {self.delta:+.3f} CI [{self.ci_low:+.3f}, {self.ci_high:+.3f}], "
+                f"McNemar p={self.p_value:.4f}, {self.regressions} regressed, errors {self.baseline_errors}/"
+                f"{self.candidate_errors}; judge {self.judge_name} v{self.judge_version}{self._cross_check()}\n"
+                f"{'':>11}chart: {self.chart}", _few(self.questions, evidence.min_questions, "held-out questions"))
+
+    def _cross_check(self) -> str:
+        m = self.mlflow_comparison or {}
+        if m.get("status") != "ok":
+            return ""
+        return (f"\n{'':>11}MLflow compare_evaluations on the same runs: diff {m['diff']:+.3f} "
+                f"CI [{m['ci_low']:+.3f}, {m['ci_high']:+.3f}], {m['method']} p={m['p_value']:.4f}")
+
+
+@dataclass
+class GateResult(StageResult):
+    STAGE: ClassVar[str] = "gate"
+    decision: str | None = None  # promote | refuse | rolled_back
+    reasons: list[str] = field(default_factory=list)
+    candidate_version: int | None = None
+    previous_production: int | None = None
+    gates: list[dict[str, Any]] = field(default_factory=list)  # each gate's value, rule and threshold
+    from_version: int | None = None  # a rollback's
+    to_version: int | None = None
+
+    def headline(self, evidence: Any) -> tuple[str | None, str | None]:
+        if self.decision == "rolled_back":
+            return f"ROLLED BACK: production v{self.from_version} -> v{self.to_version}", None
+        if self.decision == "promote":
+            return f"PROMOTED: production v{self.previous_production} -> v{self.candidate_version}", None
+        return f"REFUSED: production stays v{self.previous_production}; " + "; ".join(self.reasons), None
+
+
+RESULT_TYPES: dict[str, type[StageResult]] = {
+    cls.STAGE: cls for cls in (RegisterResult, EvaluateResult, FeedbackResult, AlignResult, OptimizeResult,
+                               CompareResult, GateResult)}
+
+
+def encode(result: StageResult) -> str:
+    """The result as the JSON its run records."""
+    return json.dumps(asdict(result), sort_keys=True, default=str)
+
+
+def decode(stage: str, text: str | None) -> StageResult | None:
+    """A recorded result as its stage's type; None when nothing was recorded."""
+    if not text:
+        return None
+    data = json.loads(text)
+    cls = RESULT_TYPES[stage]
+    known = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in known})
