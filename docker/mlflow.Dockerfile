@@ -1,11 +1,24 @@
 # The MLflow tracking server: Postgres backend store, artifacts proxied to S3 (MinIO).
 # Build from the repository root: docker build -f docker/mlflow.Dockerfile -t $MLFLOW_IMG .
+# MLflow comes from the project's lock file (extra `server`), so the server runs the very
+# version the stages use (3.18.0, installed as pyproject.toml's [tool.uv] explains).
+
+FROM python:3.11-slim-bookworm AS build
+ENV UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_PROJECT_ENVIRONMENT=/app/.venv
+RUN pip install --no-cache-dir uv==0.13.9
+WORKDIR /app
+COPY pyproject.toml uv.lock ./
+RUN uv sync --frozen --no-install-project --no-dev --extra server
 
 FROM python:3.11-slim-bookworm
-RUN pip install --no-cache-dir mlflow==3.17.2 "psycopg[binary]==3.3.9" boto3==1.40.61 \
-    && groupadd --gid 10001 mlflow \
+RUN groupadd --gid 10001 mlflow \
     && useradd --uid 10001 --gid 10001 --home-dir /tmp --no-create-home --shell /usr/sbin/nologin mlflow
-ENV HOME=/tmp \
+COPY --from=build /app/.venv /app/.venv
+ENV PATH=/app/.venv/bin:$PATH \
+    HOME=/tmp \
     PYTHONUNBUFFERED=1 \
     MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
     MLFLOW_DISABLE_TELEMETRY=true
