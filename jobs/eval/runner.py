@@ -1,7 +1,8 @@
 """Evaluating records with mlflow.genai.evaluate so that no row is lost without a message.
 
 Under load MLflow 3.17 with a SQLite server silently dropped rows (the server answered 400
-on trace export while the database was locked). So every record carries its id as a trace
+on trace export while the database was locked; not re-measured on 3.18, and the check costs
+nothing when nothing is lost). So every record carries its id as a trace
 tag, the result is matched back by that id, and rows that came back without a trace or a
 judge value are evaluated again; rows that never come back are named.
 """
@@ -110,7 +111,6 @@ def evaluate_records(cfg: Any, endpoint: Any, experiment_id: str, run_id: str, r
 
     from jobs.eval.agent import build_predict_fn
 
-    os.environ["MLFLOW_GENAI_EVAL_MAX_WORKERS"] = str(int(cfg.evaluate.max_workers))
     by_inputs = {signature(r.inputs): r.id for r in records}
     base_tags = {tracking.TAG_PIPELINE: str(cfg.pipeline_id), **tags}
 
@@ -128,4 +128,13 @@ def evaluate_records(cfg: Any, endpoint: Any, experiment_id: str, run_id: str, r
             locations=[experiment_id], run_id=run_id, return_type="list", max_results=10000, include_spans=False)}
         return outcomes_from(res.result_df, judge_name, traces)
 
-    return evaluate_complete(records, run_once, int(cfg.evaluate.max_attempts), str(cfg.evaluate.on_missing), say)
+    workers_var = "MLFLOW_GENAI_EVAL_MAX_WORKERS"  # MLflow reads its row concurrency from the environment
+    saved = os.environ.get(workers_var)
+    os.environ[workers_var] = str(int(cfg.evaluate.max_workers))
+    try:
+        return evaluate_complete(records, run_once, int(cfg.evaluate.max_attempts), str(cfg.evaluate.on_missing), say)
+    finally:  # leave the process's environment as it was
+        if saved is None:
+            os.environ.pop(workers_var, None)
+        else:
+            os.environ[workers_var] = saved
