@@ -116,7 +116,7 @@ def stage_main(stage: str, check: Callable[[Any], None], run: Callable[[Any], An
         register_schemas()
         os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # unexpected errors: full traceback, exit 1
         if not any(a.startswith("hydra.job.name=") for a in sys.argv[1:]):
-            sys.argv.insert(1, f"hydra.job.name={stage}")  # the stage, not "entry"; first, so `... --cfg job` still parses
+            sys.argv.append(f"hydra.job.name={stage}")  # the stage, not "entry": output dirs and sweep launchers use it
         sys.argv[1:] = with_user_configs(sys.argv[1:])
         args = sys.argv[1:]
         if not any(a.startswith("-") for a in args):

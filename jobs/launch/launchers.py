@@ -11,7 +11,7 @@ import sys
 import uuid
 from dataclasses import dataclass, field
 
-from jobs.core.contract import LAUNCH_ENV, stage_command
+from jobs.core.contract import LAUNCH_ENV, STAGES, stage_command
 from jobs.core.paths import ROOT
 from jobs.core.results import StageResult
 
@@ -83,7 +83,7 @@ class KubernetesLauncher:
         batch, core = self._clients()
         ns = str(self.spec.namespace)
         in_pod = [o for o in overrides if not o.lstrip("+~").startswith("launcher")]  # pods run their stage locally
-        if not any(o.startswith("pipeline_id=") for o in in_pod):
+        if stage in STAGES and not any(o.startswith("pipeline_id=") for o in in_pod):
             in_pod.append(f"pipeline_id={self.pipeline_id}")  # the one way a stage learns its pipeline
         self.launch_id = new_launch_id()
         manifest = render_stage_job(stage, in_pod, self.pipeline_id, self.spec, self.launch_id)
