@@ -8,16 +8,22 @@ which is how launchers read it back). Its entrypoint is ``main = stage_main("nam
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
 
-from jobs.config.schemas import register_schemas
+from jobs.config.schemas import check_settings, closest, register_schemas
 from jobs.core.errors import EXIT_BAD_INPUT, IncompleteResult, UserError
 from jobs.core.paths import CONF_DIR
 from jobs.gateway.client import check_budget_config, check_gateway_config
 
 CONFIG_NAME = "pipeline"
+FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir",
+                    "-cd", "--experimental-rerun", "--shell-completion", "-sc"}  # Hydra's flags that take a value
+WANTED = {"Integer": "a whole number", "Float": "a number", "Boolean": "true or false",
+          "list or tuple.": "a list, like [a, b]"}  # what to give, by the type OmegaConf could not convert to
+INFO_TOPICS = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}  # --info's optional value
 CONFIG_PATH_ENV = "PROMPTGATE_CONFIG_PATH"  # folders of a user's own config groups, ':'-separated
 SEARCHPATH = "hydra.searchpath"
 
@@ -46,9 +52,9 @@ def fail(msg: str, code: int = EXIT_BAD_INPUT) -> None:
     sys.exit(code)
 
 
-def check_overrides(overrides: list[str]) -> None:
-    """Compose once with the plain overrides, so an unknown key or group is exit 2 with one line."""
-    from hydra import compose, initialize_config_dir
+def check_overrides(overrides: list[str], stage: str = "pipeline") -> None:
+    """Compose once with the plain overrides, so an unknown key, option or a wrong type is exit 2
+    with one line that names it and the fix."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
@@ -57,15 +63,78 @@ def check_overrides(overrides: list[str]) -> None:
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as e:
-        fail(f"bad override: {e}; use key=value as in `python -m jobs.<stage> --cfg job`")
+        fail(f"bad override: {_one_line(str(e))}; use key=value as in `python -m jobs.{stage} --cfg job`")
     plain = [o.input_line for o in parsed if not o.is_sweep_override()
              and (not o.key_or_group.startswith("hydra") or o.key_or_group == SEARCHPATH)]  # a user's config folders count
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            compose(config_name=CONFIG_NAME, overrides=plain)
+        check_settings(compose_plain(plain))
     except (HydraException, OmegaConfBaseException) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        fail(f"config: {first}; list the options with `python -m jobs.<stage> --help`")
+        fail(f"config: {config_error(e, plain, stage)}")
+    except UserError as e:
+        fail(f"config: {e}")
+
+
+def compose_plain(overrides: list[str]) -> Any:
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name=CONFIG_NAME, overrides=overrides)
+
+
+def config_keys(node: Any, prefix: str = "") -> list[str]:
+    """Every dotted key of a config (mappings only), for suggesting the one a user meant."""
+    from omegaconf import DictConfig
+
+    keys = []
+    for key in node.keys() if isinstance(node, DictConfig) else []:
+        path = f"{prefix}{key}"
+        keys.append(path)
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+            keys.extend(config_keys(child, path + "."))
+    return keys
+
+
+def config_error(e: BaseException, overrides: list[str], stage: str) -> str:
+    """Hydra's error as one line: the key, option or value, and the fix."""
+    text = str(e).strip()
+    first = text.splitlines()[0] if text else type(e).__name__
+    if m := re.search(r"Could not find '([^']+)/([^']+)'", first):
+        group, option = m.groups()
+        options = re.findall(r"^\t(\S+)$", text.split("Config search path:")[0], flags=re.M)
+        return f"{group}={option}: no such option; use one of {', '.join(options)}" if options else first
+    if m := re.search(r"Could not (?:override|append to) '([^']+)'", first):
+        key = m.group(1)
+        rest = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] != key]
+        try:
+            best = closest(key, config_keys(compose_plain(rest)))
+        except Exception:  # noqa: BLE001 - another override is broken too: no suggestion
+            best = None
+        fix = f"did you mean {best}?" if best else f"`python -m jobs.{stage} --cfg job` prints every key"
+        return f"{key} is not a key; {fix}"
+    if m := re.search(r"Error merging override (\S+)", first):
+        cause = (str(e.__cause__ or "").strip().splitlines() or [first])[0]
+        wanted = next((w for t, w in WANTED.items() if cause.endswith(t)), "a value of the key's type")
+        return f"{m.group(1)}: {cause}; give {wanted}"
+    return f"{first}; `python -m jobs.{stage} --help` lists the groups and their options"
+
+
+def split_args(args: list[str]) -> tuple[list[str], list[str]]:
+    """(Hydra's flags with their values, the overrides), so flags and overrides work in any order."""
+    flags, overrides = [], []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("-"):
+            overrides.append(arg)
+        else:
+            flags.append(arg)
+            takes = arg in FLAGS_WITH_VALUE or (arg in ("--info", "-i") and i + 1 < len(args) and args[i + 1] in INFO_TOPICS)
+            if takes and i + 1 < len(args):
+                flags.append(args[i + 1])
+                i += 1
+        i += 1
+    return flags, overrides
 
 
 def quiet_libraries() -> None:
@@ -95,6 +164,7 @@ def stage_main(stage: str, check: Callable[[Any], None], run: Callable[[Any], An
         multirun = HydraConfig.get().mode == RunMode.MULTIRUN
         quiet_libraries()
         try:
+            check_settings(cfg)
             check_budget_config(cfg.budget)
             check_gateway_config(cfg.gateway)
             check(cfg)
@@ -115,14 +185,13 @@ def stage_main(stage: str, check: Callable[[Any], None], run: Callable[[Any], An
     def main() -> Any:
         register_schemas()
         os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # unexpected errors: full traceback, exit 1
-        if not any(a.startswith("hydra.job.name=") for a in sys.argv[1:]):
-            sys.argv.append(f"hydra.job.name={stage}")  # the stage, not "entry": output dirs and sweep launchers use it
-        sys.argv[1:] = with_user_configs(sys.argv[1:])
-        args = sys.argv[1:]
-        if not any(a.startswith("-") for a in args):
-            check_overrides(args)
-        elif any(a in ("-m", "--multirun") for a in args):
-            check_overrides([a for a in args if not a.startswith("-")])
+        flags, overrides = split_args(sys.argv[1:])
+        if not any(o.startswith("hydra.job.name=") for o in overrides):
+            overrides.append(f"hydra.job.name={stage}")  # the stage, not "entry": output dirs and sweep launchers use it
+        overrides = with_user_configs(overrides)
+        if not {"--shell-completion", "-sc", "--hydra-help", "--version"} & set(flags):
+            check_overrides(overrides, stage)
+        sys.argv[1:] = [*flags, *overrides]  # Hydra wants its flags before the overrides
         return _task()
 
     main.__doc__ = f"python -m jobs.{stage} [overrides]"

@@ -1,6 +1,12 @@
-"""Schemas of the config groups that pick an implementation: ``aligner``, ``optimizer``,
-``feedback`` and ``launcher=kubernetes`` (``JobSettings``, also the Hydra launcher plugin's base). Each option's YAML file extends its schema (``defaults: [<name>_schema, _self_]``),
-so Hydra refuses an unknown key or a wrong type at composition, and the stage exits 2 with
+"""Config schemas, the one place that checks keys and types.
+
+``PipelineSettings`` is the root schema (conf/pipeline.yaml names it first in its defaults):
+it types every section and the groups with one shape (model, agent, judge, dataset, gate,
+gateway), so a user's own YAML for those groups is checked without naming a schema. The
+groups that pick an implementation (``aligner``, ``optimizer``, ``feedback``, and
+``launcher=kubernetes`` whose ``JobSettings`` is also the Hydra launcher plugin's base)
+have one schema per option: each option's YAML extends it (``defaults: [<name>_schema, _self_]``).
+Hydra refuses an unknown key or a wrong type at composition, and the stage exits 2 with
 one line. ``typed(node)`` turns a composed group into its dataclass; ``__post_init__`` checks
 the ranges, and the stage asks the object what to build instead of dispatching on a name.
 Lightweight on purpose: no MLflow import here, so configs are checked before the heavy imports.
@@ -19,6 +25,11 @@ from jobs.core.errors import UserError
 def _between(key: str, value: float, low: float, high: float, what: str) -> None:
     if not low < value < high:
         raise UserError(f"{key}={value} must be {what}")
+
+
+def _at_least(key: str, value: float, low: float) -> None:
+    if value < low:
+        raise UserError(f"{key}={value} must be at least {low}")
 
 
 ALIGNERS = "use aligner=memalign or aligner=simba"
@@ -152,6 +163,197 @@ class JobSettings:
     poll_s: float = 2.0  # seconds between status checks while waiting
 
 
+@dataclass
+class ModelSettings:
+    provider: str = MISSING  # endpoint kind: sim | openai | openai_compatible
+    base_url: str | None = None  # the API's /v1 URL
+    api_key_env: str = "OPENAI_API_KEY"  # variable holding the key
+    agent_model: str = MISSING  # model the agent calls
+    judge_model: str = MISSING  # model the judges call
+    reflection_model: str = MISSING  # model for MemAlign distillation and GEPA reflection
+    embedding_model: str = MISSING  # model for MemAlign's embeddings
+    temperature: float = 0.0  # agent sampling temperature
+    request_timeout_s: float = 60  # timeout of one LLM call
+    prices: dict[str, list[float]] = field(default_factory=dict)  # USD per 1M tokens [input, output]
+    sim: dict[str, Any] | None = None  # settings of a simulator the stage starts (model=sim)
+
+    def __post_init__(self) -> None:
+        _at_least("model.temperature", self.temperature, 0)
+        _between("model.request_timeout_s", self.request_timeout_s, 0, float("inf"), "above 0")
+
+
+@dataclass
+class AgentSettings:
+    tools_module: str = MISSING  # module exposing TOOLS
+    input_key: str = "question"  # dataset inputs key that holds the user's message
+    max_steps: int = 6  # tool-calling rounds before the agent must answer
+    max_retries: int = 2  # the OpenAI client's own retries per call
+    sim_profile: str | None = "auto"  # the simulator profile: auto, a path, or null
+
+    def __post_init__(self) -> None:
+        _at_least("agent.max_steps", self.max_steps, 1)
+        _at_least("agent.max_retries", self.max_retries, 0)
+
+
+@dataclass
+class JudgeSettings:
+    name: str = MISSING  # judge name; also the name of expert assessments
+    instructions: str = MISSING  # what the judge checks
+    feedback_value_type: str = "bool"  # bool | float | categorical
+    categories: list[str] | None = None  # allowed values, best first, when categorical
+    pass_threshold: float = 0.5  # a float value at or above this counts as a pass
+    model: str | None = None  # judge model URI; null uses openai:/<model.judge_model>
+    builtin_scorers: list[str] = field(default_factory=list)  # extra built-in MLflow scorers
+
+
+@dataclass
+class DatasetSettings:
+    train: str | None = None  # train JSONL (path or s3://)
+    heldout: str | None = None  # held-out JSONL, disjoint from train
+    input_keys: list[str] = field(default_factory=lambda: ["question"])  # keys every record's inputs must have
+    required_expectations: list[str] = field(default_factory=list)  # keys every record's expectations must have
+
+
+@dataclass
+class GateSettings:
+    min_delta: float = 0.10  # smallest held-out pass-rate gain
+    alpha: float = 0.05  # largest exact McNemar p-value
+    ci_low_min: float = 0.0  # smallest lower bound of the gain's confidence interval
+    max_regressions: int = 6  # most questions that may go from pass to fail
+    max_error_rate: float = 0.10  # largest share of errored rows in either arm
+    min_judge_kappa: float | None = 0.2  # least held-out kappa of the judge compare used; null: no check
+    hard_gates: list[Any] = field(default_factory=list)  # [{scorer, min}]
+    fail_on_refuse: bool = False  # exit 3 on refusal
+    rollback: bool = False  # move production back to the version before the last promotion
+
+    def __post_init__(self) -> None:
+        if not 0 < self.alpha <= 1:
+            raise UserError(f"gate.alpha={self.alpha} must be in (0, 1]")
+        if self.min_judge_kappa is not None and not -1 <= self.min_judge_kappa <= 1:
+            raise UserError(f"gate.min_judge_kappa={self.min_judge_kappa} must be between -1 and 1, or null")
+        if self.max_error_rate < 0 or self.max_regressions < 0:
+            raise UserError("gate.max_error_rate and gate.max_regressions must not be negative")
+        for i, hard in enumerate(self.hard_gates):
+            if not isinstance(hard, dict) or "scorer" not in hard or "min" not in hard:
+                raise UserError(f"gate.hard_gates[{i}] needs scorer and min, e.g. {{scorer: Safety, min: 1.0}}")
+
+
+@dataclass
+class GatewaySettings:
+    url: str | None = None  # a running gateway's base URL; null starts one
+    cache: str = "readwrite"  # off | read | readwrite
+    cache_uri: str = MISSING  # a folder, s3://bucket/prefix or redis://host:port/db
+    max_retries: int = 4  # retries of one call on 429, 5xx and timeouts
+    backoff_s: float = 0.2  # backoff factor
+    timeout_s: float = 60  # read timeout of one upstream attempt
+
+
+@dataclass
+class MlflowSettings:
+    tracking_uri: str = MISSING  # the MLflow server all stages share
+    ui_url: str | None = None  # base of the links printed for people
+    experiment: str = MISSING  # MLflow experiment that holds the runs and traces
+    connect_timeout_s: float = 10  # how long to wait for the server
+
+    def __post_init__(self) -> None:
+        _between("mlflow.connect_timeout_s", self.connect_timeout_s, 0, float("inf"), "above 0")
+
+
+@dataclass
+class PromptSettings:
+    name: str = MISSING  # prompt registry name of the agent's system prompt
+    seed_file: str | None = None  # file (or s3:// URI) with the seed text
+    seed_text: str | None = None  # inline seed text
+    commit_message: str = "seed prompt"  # message on a newly registered version
+
+
+@dataclass
+class EvaluateSettings:
+    split: str = "train"  # dataset split to evaluate
+    max_workers: int = 4  # rows evaluated at once
+    max_attempts: int = 3  # passes over rows that came back incomplete
+    on_missing: str = "fail"  # fail | record
+
+    def __post_init__(self) -> None:
+        _at_least("evaluate.max_workers", self.max_workers, 1)
+        _at_least("evaluate.max_attempts", self.max_attempts, 1)
+        if self.on_missing not in ("fail", "record"):
+            raise UserError(f"evaluate.on_missing '{self.on_missing}' is unknown; use fail or record")
+
+
+@dataclass
+class CompareSettings:
+    split: str = "heldout"  # dataset split both arms are evaluated on
+    n_repeats: int = 5  # runs per question and arm
+    bootstrap: int = 2000  # paired-bootstrap resamples
+    ci_level: float = 0.95  # confidence level of the gain's interval
+    seed: int = 0  # bootstrap seed
+
+    def __post_init__(self) -> None:
+        _at_least("compare.n_repeats", self.n_repeats, 1)
+        _at_least("compare.bootstrap", self.bootstrap, 100)
+        _between("compare.ci_level", self.ci_level, 0, 1, "between 0 and 1")
+
+
+@dataclass
+class EvidenceSettings:
+    min_rows: int = 20  # judged rows under a pass rate
+    min_holdout_labels: int = 10  # held-out expert labels under judge-expert agreement
+    min_questions: int = 20  # held-out questions under compare's gain
+
+    def __post_init__(self) -> None:
+        for key in ("min_rows", "min_holdout_labels", "min_questions"):
+            _at_least(f"evidence.{key}", getattr(self, key), 1)
+
+
+@dataclass
+class LimitsSettings:
+    max_file_mb: float = 50  # largest dataset, label or seed prompt file
+    max_record_kb: float = 64  # longest line (one record) of a dataset or label file
+    max_input_chars: int = 4000  # longest input value (a question) of a dataset record
+
+    def __post_init__(self) -> None:
+        for key in ("max_file_mb", "max_record_kb", "max_input_chars"):
+            _between(f"limits.{key}", getattr(self, key), 0, float("inf"), "above 0")
+
+    @property
+    def max_file_bytes(self) -> int:
+        return int(self.max_file_mb * 1024 * 1024)
+
+    @property
+    def max_record_bytes(self) -> int:
+        return int(self.max_record_kb * 1024)
+
+
+@dataclass
+class PipelineSettings:
+    """The root of every stage's config (conf/pipeline.yaml)."""
+
+    model: ModelSettings = MISSING
+    agent: AgentSettings = MISSING
+    judge: JudgeSettings = MISSING
+    dataset: DatasetSettings = MISSING
+    feedback: Any = MISSING  # typed by its option's schema
+    aligner: Any = MISSING  # typed by its option's schema
+    optimizer: Any = MISSING  # typed by its option's schema
+    gate: GateSettings = MISSING
+    gateway: GatewaySettings = MISSING
+    budget: Any = MISSING  # units checked by jobs.gateway.client.check_budget_config
+    launcher: Any = MISSING  # local, or JobSettings
+    pipeline_id: str = "adhoc"
+    sweep_point: bool = False
+    force: bool = False
+    state_dir: str = ".promptgate"
+    experiment_name: str = MISSING
+    expert_rubric: Any = None  # the experiment's programmatic expert
+    mlflow: MlflowSettings = field(default_factory=MlflowSettings)
+    prompt: PromptSettings = field(default_factory=PromptSettings)
+    evaluate: EvaluateSettings = field(default_factory=EvaluateSettings)
+    compare: CompareSettings = field(default_factory=CompareSettings)
+    evidence: EvidenceSettings = field(default_factory=EvidenceSettings)
+    limits: LimitsSettings = field(default_factory=LimitsSettings)
+
+
 SCHEMAS = {  # (group, schema name) -> dataclass; each option's YAML names its schema in its defaults
     ("aligner", "memalign_schema"): MemAlignConfig,
     ("aligner", "simba_schema"): SimbaConfig,
@@ -170,6 +372,53 @@ def register_schemas() -> None:
     for (group, name), node in SCHEMAS.items():
         store.store(group=group, name=name, node=node, provider="promptgate")
     store.store(group="launcher", name="kubernetes", node=JobSettings, provider="promptgate")  # launcher=kubernetes
+    store.store(name="pipeline_schema", node=PipelineSettings, provider="promptgate")  # the root
+
+
+SECTIONS = ("model", "agent", "judge", "dataset", "gate", "gateway", "mlflow", "prompt", "evaluate", "compare",
+            "evidence", "limits")  # the root schema's sections with one shape
+
+
+def settings(cfg: Any, section: str) -> Any:
+    """One section of the root config as its dataclass, its ranges checked (exit 2 on a bad value)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
+    node = cfg[section]
+    refuse_extra_keys(section, node, OmegaConf.get_type(node))
+    try:
+        return OmegaConf.to_object(node)
+    except MissingMandatoryValue as e:
+        key = getattr(e, "full_key", None) or section
+        raise UserError(f"{key} is not set; set it in your experiment config or as {key}=...") from None
+    except OmegaConfBaseException as e:
+        raise UserError(" ".join(str(e).split("\n")[0].split())) from e
+
+
+def closest(key: str, known: Any) -> str | None:
+    """The known name nearest a mistyped one, if any is near."""
+    import difflib
+
+    best = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+    return best[0] if best else None
+
+
+def refuse_extra_keys(where: str, node: Any, kind: Any) -> None:
+    """A key added with +key=... (Hydra lets it past a schema) is refused, naming the nearest known key."""
+    known = {f.name for f in fields(kind)}
+    extra = sorted(set(node.keys()) - known)
+    if extra:
+        prefix = f"{where}." if where else ""
+        best = closest(extra[0], known)
+        fix = f"did you mean {prefix}{best}?" if best else f"its keys are {', '.join(sorted(known))}"
+        raise UserError(f"{prefix}{extra[0]} is not a key of {kind.__name__}; {fix}")
+
+
+def check_settings(cfg: Any) -> None:
+    """Every section of the root schema converts and holds values in range; no key is extra."""
+    refuse_extra_keys("", cfg, PipelineSettings)
+    for section in SECTIONS:
+        settings(cfg, section)
 
 
 def typed(node: Any) -> Any:
@@ -184,10 +433,7 @@ def typed(node: Any) -> Any:
         names = ", ".join(sorted(n for g, n in SCHEMAS if g == group))
         raise UserError(f"{group}: this option has no schema; start its YAML with `defaults: [<schema>, _self_]` "
                         f"naming one of {names}")
-    known = {f.name for f in fields(kind)}
-    extra = sorted(set(node.keys()) - known)  # added with +key=..., which Hydra lets past a schema
-    if extra:
-        raise UserError(f"{group}.{extra[0]} is not a key of {kind.__name__}; its keys are {', '.join(sorted(known))}")
+    refuse_extra_keys(group, node, kind)
     try:
         return OmegaConf.to_object(node)
     except OmegaConfBaseException as e:

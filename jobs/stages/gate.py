@@ -12,7 +12,7 @@ from typing import Any
 from jobs.core.errors import EXIT_REFUSED, UserError
 from jobs.core.faults import pause_point
 from jobs.core.results import AlignResult, CompareResult, GateResult
-from jobs.stages.common import finish, reuse, say
+from jobs.stages.common import command, finish, reuse, say
 from jobs.store import tracking
 
 STAGE = "gate"
@@ -77,16 +77,7 @@ def decide(gates: list[Gate]) -> tuple[str, list[str]]:
 
 
 def check(cfg: Any) -> None:
-    g = cfg.gate
-    if not 0 < float(g.alpha) <= 1:
-        raise UserError(f"gate.alpha={g.alpha} must be in (0, 1]")
-    if g.get("min_judge_kappa") is not None and not -1 <= float(g.min_judge_kappa) <= 1:
-        raise UserError(f"gate.min_judge_kappa={g.min_judge_kappa} must be between -1 and 1, or null")
-    if float(g.max_error_rate) < 0 or int(g.max_regressions) < 0:
-        raise UserError("gate.max_error_rate and gate.max_regressions must not be negative")
-    for i, hard in enumerate(g.get("hard_gates") or []):
-        if "scorer" not in hard or "min" not in hard:
-            raise UserError(f"gate.hard_gates[{i}] needs scorer and min, e.g. {{scorer: Safety, min: 1.0}}")
+    """The gate reads only MLflow; its thresholds are checked by the root schema (GateSettings)."""
 
 
 def compare_result(cfg: Any, experiment_id: str) -> tuple[Any, CompareResult, AlignResult | None]:
@@ -94,7 +85,7 @@ def compare_result(cfg: Any, experiment_id: str) -> tuple[Any, CompareResult, Al
     pid = str(cfg.pipeline_id)
     run = tracking.latest_result(experiment_id, pid, "compare")
     if run is None:
-        raise UserError(f"pipeline {pid} has no compare results; run `python -m jobs.compare pipeline_id={pid}` first")
+        raise UserError(f"pipeline {pid} has no compare results; run `{command('compare', cfg)}` first")
     compare = tracking.result_of(run)
     candidate = tracking.pipeline_candidate(experiment_id, pid)
     if candidate != compare.candidate_version:
