@@ -47,6 +47,29 @@ def compose(overrides: list[str]) -> Any:
         return hydra_compose(config_name=CONFIG_NAME, overrides=overrides)
 
 
+def check_inputs(cfg: Any, stages: list[str]) -> None:
+    """Every stage's inputs and the relations between them (held-out disjoint from train,
+    feedback.min_labels within evaluate's rows), before the first stage writes anything."""
+    from jobs.config.schemas import check_settings
+    from jobs.gateway.client import check_budget_config, check_gateway_config
+
+    check_settings(cfg)
+    check_budget_config(cfg.budget)
+    check_gateway_config(cfg.gateway)
+    for stage in stages:
+        importlib.import_module(f"jobs.stages.{stage}").check(cfg)
+
+
+def end_pipeline(cfg: Any, pipeline_id: str, failed_stage: str | None) -> None:
+    """FINISHED, or FAILED naming the stage, on the pipeline's parent run (if a stage made one)."""
+    from jobs.store import tracking
+
+    status = tracking.end_pipeline_run(tracking.connect(cfg), pipeline_id, failed_stage)
+    if status:
+        print(f"pipeline run pipeline-{pipeline_id}: {status}" + (f" at stage {failed_stage}" if failed_stage else ""),
+              file=sys.stderr if failed_stage else sys.stdout, flush=True)
+
+
 def summary(cfg: Any, pipeline_id: str, ran: list[str]) -> str:
     from jobs.store import tracking
     experiment_id = tracking.connect(cfg)
@@ -103,14 +126,17 @@ def main(argv: list[str] | None = None) -> int:
     env: dict[str, str] = {"MLFLOW_TRACKING_URI": str(cfg.mlflow.tracking_uri)}
     if cfg.model.provider == "sim":
         print(BANNER)
-    from jobs.gateway.client import check_budget_config, check_gateway_config
+    from jobs.core.errors import UserError
     from jobs.store.tracking import check_server
 
+    try:
+        check_inputs(cfg, available_stages())
+    except UserError as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     procs: list[Any] = []
     sim_url = None
     try:
-        check_budget_config(cfg.budget)
-        check_gateway_config(cfg.gateway)
         check_server(str(cfg.mlflow.tracking_uri), float(cfg.mlflow.connect_timeout_s))
         if cfg.launcher.kind == "local" and not cfg.gateway.get("url"):  # in pods, the cluster's gateway serves
             from jobs.llm.endpoints import offline_hygiene, start_local_gateway
@@ -125,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     ran: list[str] = []
     code = 0
     started = time.monotonic()
+    stage = ""
     try:
         for stage in available_stages():
             print(f"\n--- {stage} ({pipeline_id}) ---", flush=True)
@@ -136,10 +163,13 @@ def main(argv: list[str] | None = None) -> int:
             if code != 0:
                 print(f"\nstage {stage} failed with exit code {code}; pipeline {pipeline_id} stopped. "
                       f"Rerun with pipeline_id={pipeline_id} to resume: finished stages are reused.", file=sys.stderr)
+                os.environ.update(env)
+                end_pipeline(cfg, pipeline_id, stage)
                 return code
             ran.append(stage)
             print(f"--- {stage} done in {time.monotonic() - t0:.0f} s ---", flush=True)
         os.environ.update(env)
+        end_pipeline(cfg, pipeline_id, None)
         print(summary(cfg, pipeline_id, ran))
         if env.get("PROMPTGATE_GATEWAY_URL"):
             print(gateway_totals(env["PROMPTGATE_GATEWAY_URL"]))
@@ -147,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
             print(simulator_faults(sim_url))
         print(f"\nAll {len(ran)} stages finished in {time.monotonic() - started:.0f} s.")
         return code if ran and ran[-1] == "gate" else 0
+    except BaseException:  # interrupted (Ctrl-C) or crashed: the stage that was running is named
+        os.environ.update(env)
+        end_pipeline(cfg, pipeline_id, stage or "start")
+        raise
     finally:
         from jobs.core.servers import stop_process
 

@@ -135,3 +135,31 @@ def test_still_needed_memalign_marks_itself_loaded_before_its_memory_is_in():
     assert "if self._embedder is not None" in source and "lock" not in source.lower()
     assert source.index("self._embedder = ") < source.index("self._episodic_memory = "), \
         "MemAlign now fills its memory before marking itself loaded: drop load_memalign_memory"
+
+
+def test_mlflows_registry_store_registry_is_shared_before_it_is_filled(monkeypatch):
+    """Why the agent loads its prompt version once, before any worker thread runs (README,
+    "Prompt loading"): MLflow publishes the model-registry store registry before it registers
+    the http builder, so a thread that makes the process's first registry call while another
+    is still filling it sees no "http" scheme, and load_prompt raises "Model Registry features
+    are not supported by the store with URI". Still needed while this holds."""
+    from mlflow.tracking._model_registry import utils
+
+    monkeypatch.setattr(utils, "_model_registry_store_registry", None)  # as in a fresh process
+    filling, release = threading.Event(), threading.Event()
+    register = utils.ModelRegistryStoreRegistry.register
+
+    def slow_register(self, scheme, builder):  # widen the window the race needs
+        filling.set()
+        release.wait(10)
+        return register(self, scheme, builder)
+
+    monkeypatch.setattr(utils.ModelRegistryStoreRegistry, "register", slow_register)
+    first = threading.Thread(target=utils._get_store_registry, daemon=True)
+    first.start()
+    assert filling.wait(10)
+    seen_by_another_thread = utils._get_store_registry()
+    schemes = set(seen_by_another_thread._registry)
+    release.set()
+    first.join(30)
+    assert "http" not in schemes, "MLflow now fills the registry before sharing it: loading once is still right, but the README's reason is gone"

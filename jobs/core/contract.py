@@ -12,6 +12,7 @@ TAG_STAGE = "promptgate.stage"
 TAG_INPUTS = "promptgate.inputs_hash"
 TAG_QUESTION = "promptgate.question_id"
 TAG_REVIEW = "promptgate.review"
+TAG_FAILED_STAGE = "promptgate.failed_stage"  # on the pipeline run: the stage that stopped it
 RESULT_TAG = "promptgate.result"  # a stage's result as JSON (jobs.core.results), for reuse and lookups
 
 # A launcher gives each stage it starts an id in this variable; the stage tags the run that

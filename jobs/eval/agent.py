@@ -3,7 +3,10 @@
 A domain is a tools module exposing ``TOOLS`` (plain functions with ``Annotated`` parameter
 descriptions). The factory wraps them as LangChain tools, builds a LangGraph ReAct agent
 over a ChatOpenAI model from the model config, and returns ``predict_fn(**inputs) -> str``.
-The system prompt is loaded from the MLflow prompt registry on every call, as GEPA needs.
+The system prompt version is loaded once, before any row runs (a version is immutable, and
+MLflow's registry client must not be first used from the worker threads: see README, "Prompt
+loading"), and rendered through ``PromptVersion.format()`` on every call, which is where GEPA
+puts its candidate text.
 """
 
 from __future__ import annotations
@@ -29,6 +32,15 @@ def load_tools(module_name: str) -> list[Callable[..., str]]:
     return list(tools)
 
 
+def check(cfg: Any) -> None:
+    """The tools module imports and has TOOLS; the agent's input is one the dataset guarantees."""
+    load_tools(str(cfg.agent.tools_module))
+    key, keys = str(cfg.agent.input_key), [str(k) for k in cfg.dataset.input_keys]
+    if key not in keys:
+        raise UserError(f"agent.input_key '{key}' is not among dataset.input_keys {keys}; the agent would get no "
+                        "question. Add it to dataset.input_keys or fix agent.input_key")
+
+
 def build_predict_fn(agent_cfg: Any, endpoint: Any, prompt_uri: str,
                      tags_for: Callable[[dict[str, Any]], dict[str, str]] | None = None) -> Callable[..., str]:
     import mlflow
@@ -38,6 +50,7 @@ def build_predict_fn(agent_cfg: Any, endpoint: Any, prompt_uri: str,
     from langchain_openai import ChatOpenAI
 
     tools = [StructuredTool.from_function(fn) for fn in load_tools(str(agent_cfg.tools_module))]
+    prompt = mlflow.genai.load_prompt(prompt_uri)  # once, in the calling thread
     graphs: dict[Any, Any] = {}
 
     def graph_for(seed: Any) -> Any:
@@ -55,7 +68,7 @@ def build_predict_fn(agent_cfg: Any, endpoint: Any, prompt_uri: str,
     def predict_fn(**inputs: Any) -> str:
         if tags_for is not None:
             mlflow.update_current_trace(tags=tags_for(inputs))
-        system = mlflow.genai.load_prompt(prompt_uri).format()  # rendered at call time (GEPA contract)
+        system = prompt.format()  # rendered at call time: GEPA patches PromptVersion.template
         messages = [SystemMessage(system), HumanMessage(str(inputs.get(input_key, "")))]
         graph = graph_for(inputs.get(REPEAT_KEY))
         state = graph.invoke({"messages": messages}, config={"recursion_limit": recursion_limit})

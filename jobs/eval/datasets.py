@@ -25,26 +25,42 @@ class Record:
         return {"inputs": dict(self.inputs), "expectations": dict(self.expectations)}
 
 
-def jsonl_objects(text: str, source: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for every non-blank line; a line that is not a JSON object is an error."""
+def check_line_sizes(text: str, source: str, max_bytes: int | None) -> None:
+    """Every line (one record) within limits.max_record_kb."""
+    if max_bytes is None or len(text) <= max_bytes:
+        return
     for n, line in enumerate(text.splitlines(), 1):
+        size = len(line.encode("utf-8"))
+        if size > max_bytes:
+            raise UserError(f"{source}:{n}: the record is {size / 1024:.0f} KB, above limits.max_record_kb={max_bytes / 1024:g}; "
+                            "shorten it or raise limits.max_record_kb")
+
+
+def jsonl_objects(text: str, source: str, max_line_bytes: int | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for every non-blank line; a line that is not a JSON object is an error."""
+    check_line_sizes(text, source, max_line_bytes)
+    lines = text.splitlines()
+    for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            raise UserError(f"{source}:{n}: not valid JSON ({e.msg} at column {e.colno}); each line must be one JSON object") from None
+            cut = " (the last line ends early: is the file truncated?)" if n == len(lines) and not text.endswith("\n") else ""
+            raise UserError(f"{source}:{n}: not valid JSON ({e.msg} at column {e.colno}){cut}; each line must be one "
+                            "JSON object") from None
         if not isinstance(obj, dict):
             raise UserError(f"{source}:{n}: expected a JSON object per line, got {type(obj).__name__}")
         yield n, obj
 
 
 def parse(text: str, source: str, input_keys: Iterable[str] = ("question",),
-          required_expectations: Iterable[str] = ()) -> list[Record]:
+          required_expectations: Iterable[str] = (), max_input_chars: int | None = None,
+          max_record_bytes: int | None = None) -> list[Record]:
     records: list[Record] = []
     ids: set[str] = set()
     seen_inputs: dict[str, int] = {}
-    for n, obj in jsonl_objects(text, source):
+    for n, obj in jsonl_objects(text, source, max_record_bytes):
         where = f"{source}:{n}"
         inputs = obj.get("inputs")
         if not isinstance(inputs, dict):
@@ -52,6 +68,10 @@ def parse(text: str, source: str, input_keys: Iterable[str] = ("question",),
         for key in input_keys:
             if not isinstance(inputs.get(key), str):
                 raise UserError(f"{where}: inputs.{key} is missing or not a string; every record needs it")
+        for key, value in inputs.items():
+            if max_input_chars is not None and isinstance(value, str) and len(value) > max_input_chars:
+                raise UserError(f"{where}: inputs.{key} is {len(value)} characters, above limits.max_input_chars="
+                                f"{max_input_chars}; shorten it or raise limits.max_input_chars")
         exp = obj.get("expectations", {})
         if not isinstance(exp, dict):
             raise UserError(f"{where}: 'expectations' must be an object")
@@ -72,12 +92,30 @@ def parse(text: str, source: str, input_keys: Iterable[str] = ("question",),
     return records
 
 
-def load(uri: str, input_keys: Iterable[str] = ("question",), required_expectations: Iterable[str] = ()) -> list[Record]:
-    return parse(read_text(uri, "dataset"), uri, input_keys, required_expectations)
+def load(uri: str, input_keys: Iterable[str] = ("question",), required_expectations: Iterable[str] = (),
+         limits: Any = None) -> list[Record]:
+    """A dataset file, within ``limits`` (the config's limits section) when given."""
+    if limits is None:
+        return parse(read_text(uri, "dataset"), uri, input_keys, required_expectations)
+    return parse(read_text(uri, "dataset", int(limits.max_file_mb * 2**20)), uri, input_keys, required_expectations,
+                 int(limits.max_input_chars), int(limits.max_record_kb * 1024))
 
 
-def from_config(dataset_cfg: Any, split: str) -> list[Record]:
-    uri = dataset_cfg.get(split)
+def from_config(cfg: Any, split: str) -> list[Record]:
+    """The records of ``dataset.<split>``, checked against the dataset's keys and the limits."""
+    uri = cfg.dataset.get(split)
     if not uri:
         raise UserError(f"dataset.{split} is not set; give the path or s3:// URI of the {split} JSONL")
-    return load(str(uri), list(dataset_cfg.input_keys), list(dataset_cfg.required_expectations))
+    return load(str(uri), list(cfg.dataset.input_keys), list(cfg.dataset.required_expectations), cfg.limits)
+
+
+def normalized(text: str) -> str:
+    """A question's text for comparing sets: case, spacing and punctuation ignored."""
+    return " ".join("".join(c if c.isalnum() else " " for c in text.casefold()).split())
+
+
+def shared_questions(a: list[Record], b: list[Record], key: str) -> list[tuple[Record, Record]]:
+    """Pairs (record of a, record of b) that ask the same question once normalized."""
+    seen = {normalized(str(r.inputs.get(key, ""))): r for r in a}
+    seen.pop("", None)  # a blank question is an edge case of its own, not a leak
+    return [(seen[q], r) for r in b if (q := normalized(str(r.inputs.get(key, "")))) in seen]

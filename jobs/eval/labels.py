@@ -16,7 +16,7 @@ from typing import Any
 
 from jobs.core.errors import UserError
 from jobs.eval import expectations as rules
-from jobs.eval.datasets import jsonl_objects
+from jobs.eval.datasets import check_line_sizes, jsonl_objects
 from jobs.eval.judges import category_for
 
 TRUE = {"true", "yes", "1", "pass", "passed", "good", "y"}
@@ -54,8 +54,9 @@ def coerce(value: Any, kind: str, categories: Iterable[str] | None, where: str) 
 
 
 def parse_file(text: str, source: str, judge_name: str, kind: str, categories: Iterable[str] | None,
-               default_expert: str) -> tuple[str, list[Label]]:
+               default_expert: str, max_record_bytes: int | None = None) -> tuple[str, list[Label]]:
     """Parse a label file. Returns the key column ('trace_id' or 'question_id') and the labels."""
+    check_line_sizes(text, source, max_record_bytes)
     if source.lower().endswith(".csv"):
         reader = csv.DictReader(io.StringIO(text))
         rows = [(n + 2, dict(r)) for n, r in enumerate(reader)]

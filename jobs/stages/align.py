@@ -18,7 +18,7 @@ from jobs.core.results import AlignResult
 from jobs.eval import judges, stats
 from jobs.llm.compat import load_memalign_memory
 from jobs.llm.endpoints import activate
-from jobs.stages.common import finish, reuse, say
+from jobs.stages.common import command, finish, reuse, say
 from jobs.store import tracking
 from jobs.store.traces import feedbacks, human_feedback_names, judge_fields
 
@@ -31,7 +31,7 @@ def check(cfg: Any) -> None:
     typed(cfg.aligner)  # the schema checks names, types and ranges
 
 
-def labelled_traces(experiment_id: str, pipeline_id: str, name: str) -> list[Any]:
+def labelled_traces(cfg: Any, experiment_id: str, pipeline_id: str, name: str) -> list[Any]:
     """The pipeline's traces that carry both the judge's and an expert's assessment under ``name``."""
     import mlflow
 
@@ -45,8 +45,7 @@ def labelled_traces(experiment_id: str, pipeline_id: str, name: str) -> list[Any
     if other:
         raise UserError(f"expert labels of pipeline {pipeline_id} are named {', '.join(repr(o) for o in other)}, not the "
                         f"judge's name '{name}'; relabel them as '{name}' or set judge.name to match")
-    raise UserError(f"pipeline {pipeline_id} has no expert labels named '{name}'; run `python -m jobs.feedback "
-                    f"pipeline_id={pipeline_id}` first")
+    raise UserError(f"pipeline {pipeline_id} has no expert labels named '{name}'; run `{command('feedback', cfg)}` first")
 
 
 def expert_value(trace: Any, name: str) -> Any:
@@ -134,7 +133,7 @@ def unmeasured(cfg: Any, experiment_id: str, inputs: str, name: str, n_labels: i
 def run(cfg: Any) -> AlignResult:
     experiment_id = tracking.connect(cfg)
     pid, name = str(cfg.pipeline_id), str(cfg.judge.name)
-    traces = labelled_traces(experiment_id, pid, name)
+    traces = labelled_traces(cfg, experiment_id, pid, name)
     expert = {t.info.trace_id: bool(judges.passed(cfg.judge, expert_value(t, name))) for t in traces}
     align_part, holdout = split(traces, expert, float(cfg.aligner.holdout_fraction), int(cfg.aligner.seed))
     if len(align_part) < int(cfg.aligner.min_labels):  # the aligner cannot run at all: a config or data error

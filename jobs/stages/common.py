@@ -38,9 +38,20 @@ def recorded(cfg: Any, experiment_id: str, stage: str) -> Any:
     """The result a previous stage of this pipeline recorded; exit 2 naming the missing stage."""
     result = tracking.result_of(tracking.latest_result(experiment_id, str(cfg.pipeline_id), stage))
     if result is None:
-        raise UserError(f"pipeline {cfg.pipeline_id} has no finished {stage} stage; run `python -m jobs.{stage} "
-                        f"pipeline_id={cfg.pipeline_id}` first")
+        raise UserError(f"pipeline {cfg.pipeline_id} has no finished {stage} stage; run `{command(stage, cfg)}` first")
     return result
+
+
+def command(stage: str, cfg: Any) -> str:
+    """The command that runs ``stage`` with this invocation's overrides (experiment=, dataset paths,
+    ...), so a "run X first" hint does the right thing when followed literally."""
+    import shlex
+
+    from hydra.core.hydra_config import HydraConfig
+
+    given = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    keep = [o for o in given if o.lstrip("+~").split("=", 1)[0] not in ("pipeline_id", "force")]
+    return " ".join(["python -m jobs." + stage, f"pipeline_id={cfg.pipeline_id}", *map(shlex.quote, keep)])
 
 
 def say(stage: str, msg: str) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from jobs.core.errors import UserError
 from jobs.core.results import CompareResult
-from jobs.eval import datasets, judges, stats
+from jobs.eval import agent, datasets, judges, stats
 from jobs.eval.agent import REPEAT_KEY
 from jobs.eval.datasets import Record
 from jobs.eval.runner import RowOutcome, evaluate_records
@@ -31,11 +31,18 @@ ARMS = ("baseline", "candidate")
 
 def check(cfg: Any) -> None:
     judges.check(cfg.judge)
-    datasets.from_config(cfg.dataset, str(cfg.compare.split))
-    if int(cfg.compare.n_repeats) < 1:
-        raise UserError(f"compare.n_repeats={cfg.compare.n_repeats} must be at least 1")
-    if not 0 < float(cfg.compare.ci_level) < 1:
-        raise UserError(f"compare.ci_level={cfg.compare.ci_level} must be between 0 and 1")
+    agent.check(cfg)
+    split = str(cfg.compare.split)
+    held = datasets.from_config(cfg, split)
+    if split == "train":
+        raise UserError("compare.split=train: compare must prove the gain on questions the optimizer did not see; "
+                        "use compare.split=heldout")
+    shared = datasets.shared_questions(datasets.from_config(cfg, "train"), held, str(cfg.agent.input_key))
+    if shared:
+        train_record, held_record = shared[0]
+        raise UserError(f"{held_record.where}: this {split} question is also in the train set ({train_record.where}); "
+                        f"{len(shared)} {split} question(s) are shared, so the gate's held-out proof would mean nothing; "
+                        "remove them from one of the files")
 
 
 def repeated(records: list[Record], n: int) -> list[Record]:
@@ -119,7 +126,7 @@ def compact_table(s: dict, errors: dict[str, int], rows: int) -> str:
 
 def run(cfg: Any) -> CompareResult:
     c = cfg.compare
-    records = datasets.from_config(cfg.dataset, str(c.split))
+    records = datasets.from_config(cfg, str(c.split))
     experiment_id = tracking.connect(cfg)
     name = str(cfg.prompt.name)
     baseline_version = recorded(cfg, experiment_id, "register").production_version

@@ -7,7 +7,7 @@ from typing import Any
 
 from jobs.core.faults import pause_point
 from jobs.core.results import EvaluateResult
-from jobs.eval import datasets, judges
+from jobs.eval import agent, datasets, judges
 from jobs.eval.runner import evaluate_records
 from jobs.llm.endpoints import activate
 from jobs.stages.common import finish, recorded, reuse, say
@@ -18,12 +18,13 @@ STAGE = "evaluate"
 
 def check(cfg: Any) -> None:
     judges.check(cfg.judge)
-    datasets.from_config(cfg.dataset, str(cfg.evaluate.split))
+    agent.check(cfg)
+    datasets.from_config(cfg, str(cfg.evaluate.split))
 
 
 def run(cfg: Any) -> EvaluateResult:
     split = str(cfg.evaluate.split)
-    records = datasets.from_config(cfg.dataset, split)
+    records = datasets.from_config(cfg, split)
     experiment_id = tracking.connect(cfg)
     prompt_name = str(cfg.prompt.name)
     seed_version = recorded(cfg, experiment_id, "register").seed_version

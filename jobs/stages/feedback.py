@@ -10,12 +10,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from jobs.config.schemas import FileFeedback, RubricFeedback, typed
+from jobs.config.schemas import FileFeedback, RubricFeedback, UiFeedback, typed
 from jobs.core.errors import UserError
 from jobs.core.faults import pause_point
 from jobs.core.results import FeedbackResult
-from jobs.eval import judges, labels
-from jobs.stages.common import finish, reuse, say
+from jobs.eval import datasets, judges, labels
+from jobs.stages.common import command, finish, reuse, say
 from jobs.store import tracking
 from jobs.store.files import read_text
 from jobs.store.traces import expectations_of, feedbacks, response_of
@@ -30,12 +30,19 @@ def check(cfg: Any) -> None:
         labels.compile_rubric(cfg.feedback.criteria)
     elif isinstance(source, FileFeedback):
         read_label_file(cfg)
+    elif isinstance(source, UiFeedback):
+        split = str(cfg.evaluate.split)
+        questions = len(datasets.from_config(cfg, split))
+        if source.min_labels > questions:
+            raise UserError(f"feedback.min_labels={source.min_labels} is above the {questions} questions of dataset.{split} "
+                            f"that evaluate gives the experts; set feedback.min_labels to at most {questions}")
 
 
 def read_label_file(cfg: Any) -> tuple[str, list[labels.Label]]:
     path = str(cfg.feedback.path)
-    return labels.parse_file(read_text(path, "label file"), path, str(cfg.judge.name), str(cfg.judge.feedback_value_type),
-                             cfg.judge.get("categories"), str(cfg.feedback.expert_id))
+    text = read_text(path, "label file", int(cfg.limits.max_file_mb * 2**20))
+    return labels.parse_file(text, path, str(cfg.judge.name), str(cfg.judge.feedback_value_type),
+                             cfg.judge.get("categories"), str(cfg.feedback.expert_id), int(cfg.limits.max_record_kb * 1024))
 
 
 def review_traces(experiment_id: str, pipeline_id: str, evaluate_run_id: str) -> list[Any]:
@@ -98,7 +105,7 @@ def run(cfg: Any) -> FeedbackResult:
     evaluate_run = tracking.latest_result(experiment_id, pid, "evaluate")
     traces = review_traces(experiment_id, pid, evaluate_run.info.run_id) if evaluate_run else []
     if not traces:
-        raise UserError(f"pipeline {pid} has no traces awaiting review; run `python -m jobs.evaluate pipeline_id={pid}` first")
+        raise UserError(f"pipeline {pid} has no traces awaiting review; run `{command('evaluate', cfg)}` first")
     source = str(cfg.feedback.source)
     inputs = tracking.inputs_hash(source, dict(cfg.feedback), sorted(t.info.trace_id for t in traces), name)
     if (done := reuse(cfg, experiment_id, STAGE, inputs)) is not None:
@@ -108,10 +115,13 @@ def run(cfg: Any) -> FeedbackResult:
     from mlflow.entities import AssessmentSource
 
     planned = labels_for(cfg, traces) if source != "ui" else []  # all checked before anything is written
+    written = skipped = 0
+    if source == "ui":  # the experts label in the UI; the stage's run opens once they have
+        if int(cfg.feedback.min_labels) > len(traces):
+            raise UserError(f"feedback.min_labels={cfg.feedback.min_labels} but pipeline {pid} has only {len(traces)} "
+                            f"traces awaiting review; set feedback.min_labels to at most {len(traces)}")
+        written = wait_for_ui_labels(cfg, experiment_id, traces)
     with tracking.stage_run(cfg, experiment_id, STAGE, inputs) as run:
-        written = skipped = 0
-        if source == "ui":
-            written = wait_for_ui_labels(cfg, experiment_id, traces)
         for trace, value, why, expert in planned:
             if any(a.source.source_id == expert for a in feedbacks(trace, name, "HUMAN")):
                 skipped += 1  # a rerun of this stage: that expert's label is already there

@@ -14,7 +14,7 @@ from jobs.config.schemas import typed
 from jobs.core.errors import UserError
 from jobs.core.faults import pause_point
 from jobs.core.results import OptimizeResult
-from jobs.eval import datasets, judges
+from jobs.eval import agent, datasets, judges
 from jobs.eval.datasets import Record
 from jobs.eval.metric_cap import GepaSummaryLogger, MetricBudget, budgeted_scorer
 from jobs.eval.stats import fmt
@@ -43,8 +43,9 @@ def minimum_budget(n_val: int, minibatch: int) -> int:
 
 
 def check(cfg: Any) -> None:
+    agent.check(cfg)
     o = typed(cfg.optimizer)  # the schema checks names, types and ranges
-    records = datasets.from_config(cfg.dataset, "train")
+    records = datasets.from_config(cfg, "train")
     for r in records:
         if not r.expectations:
             raise UserError(f"{r.where}: the train record '{r.id}' has no expectations; GEPA needs expectations on every "
@@ -114,7 +115,7 @@ def drop_versions(client: Any, name: str, versions: list[Any], why: str) -> None
 
 def run(cfg: Any) -> OptimizeResult:
     o = cfg.optimizer
-    records = datasets.from_config(cfg.dataset, "train")
+    records = datasets.from_config(cfg, "train")
     train, val = split_train(records, float(o.val_fraction), int(o.seed))
     experiment_id = tracking.connect(cfg)
     name = str(cfg.prompt.name)
@@ -141,12 +142,12 @@ def run(cfg: Any) -> OptimizeResult:
         budget = MetricBudget(cap, minibatch=int(o.minibatch_size), n_val=len(val))
         seed_uri = f"prompts:/{name}/{seed_version}"
         seed_text = mlflow.genai.load_prompt(seed_uri).template
-        agent = build_predict_fn(cfg.agent, endpoint, seed_uri)
+        predict = build_predict_fn(cfg.agent, endpoint, seed_uri)
 
         def predict_fn(**kw: Any) -> str:
             if budget.spent:  # no agent calls for rows that will not be scored
                 return "(not run: the max_metric_calls budget is spent)"
-            return agent(**kw)
+            return predict(**kw)
 
         gepa_kwargs: dict[str, Any] = {"reflection_minibatch_size": int(o.minibatch_size), "seed": int(o.seed),
                                        "stop_callbacks": [budget], "logger": GepaSummaryLogger()}

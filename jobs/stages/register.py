@@ -18,7 +18,8 @@ def seed_text(cfg: Any) -> str:
     if cfg.prompt.get("seed_text"):
         text, where = str(cfg.prompt.seed_text), "prompt.seed_text"
     elif cfg.prompt.get("seed_file"):
-        text, where = read_text(str(cfg.prompt.seed_file), "prompt.seed_file"), str(cfg.prompt.seed_file)
+        text = read_text(str(cfg.prompt.seed_file), "prompt.seed_file", int(cfg.limits.max_file_mb * 2**20))
+        where = str(cfg.prompt.seed_file)
     else:
         raise UserError("no seed prompt: set prompt.seed_file or prompt.seed_text")
     text = text.strip()

@@ -17,22 +17,57 @@ def s3_client():
     return boto3.client("s3", endpoint_url=endpoint)
 
 
-def read_text(uri: str, what: str = "file") -> str:
-    if uri.startswith("s3://"):
-        bucket, _, key = uri[len("s3://"):].partition("/")
-        if not bucket or not key:
-            raise UserError(f"{what} {uri}: an S3 URI needs a bucket and a key, like s3://bucket/path/file.jsonl")
-        try:
-            from botocore.exceptions import BotoCoreError, ClientError
+def read_text(uri: str, what: str = "file", max_bytes: int | None = None) -> str:
+    """The file's text. Exit 2 naming the file for every way a user can get it wrong: missing,
+    a folder, unreadable, too large (``max_bytes``, from limits.max_file_mb), not UTF-8."""
+    data = _read_s3(uri, what, max_bytes) if uri.startswith("s3://") else _read_local(uri, what, max_bytes)
+    return decode_utf8(data, uri)
 
-            body = s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
-        except ClientError as e:
-            code = e.response.get("Error", {}).get("Code", "error")
-            raise UserError(f"{what} {uri}: S3 answered {code}; check the bucket, key and credentials") from None
-        except BotoCoreError as e:
-            raise UserError(f"{what} {uri}: cannot reach S3 ({e}); set AWS_ENDPOINT_URL or the credentials") from None
-        return body.decode("utf-8")
+
+def _too_large(what: str, uri: str, size: int, max_bytes: int | None) -> None:
+    if max_bytes is not None and size > max_bytes:
+        raise UserError(f"{what} {uri}: {size / 2**20:.1f} MB is above limits.max_file_mb={max_bytes / 2**20:g}; "
+                        "split the file or raise limits.max_file_mb")
+
+
+def _read_s3(uri: str, what: str, max_bytes: int | None) -> bytes:
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    if not bucket or not key or key.endswith("/"):
+        raise UserError(f"{what} {uri}: an S3 URI needs a bucket and a key, like s3://bucket/path/file.jsonl")
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        obj = s3_client().get_object(Bucket=bucket, Key=key)
+        _too_large(what, uri, int(obj.get("ContentLength") or 0), max_bytes)
+        return obj["Body"].read()
+    except ClientError as e:
+        code = e.response.get("Error", {}).get("Code", "error")
+        raise UserError(f"{what} {uri}: S3 answered {code}; check the bucket, key and credentials") from None
+    except BotoCoreError as e:
+        raise UserError(f"{what} {uri}: cannot reach S3 ({e}); set AWS_ENDPOINT_URL or the credentials") from None
+
+
+def _read_local(uri: str, what: str, max_bytes: int | None) -> bytes:
     path = Path(resolve(uri))
+    if path.is_dir():
+        raise UserError(f"{what} {uri}: is a folder; give the path of the file in it")
     if not path.is_file():
         raise UserError(f"{what} {uri}: no such file; check the path in the config")
-    return path.read_text(encoding="utf-8")
+    _too_large(what, uri, path.stat().st_size, max_bytes)
+    try:
+        return path.read_bytes()
+    except PermissionError:
+        raise UserError(f"{what} {uri}: permission denied; make the file readable by this user (chmod a+r)") from None
+    except OSError as e:
+        raise UserError(f"{what} {uri}: cannot be read ({e.strerror}); check the file") from None
+
+
+def decode_utf8(data: bytes, source: str) -> str:
+    """UTF-8 text (a byte-order mark is dropped); other bytes are named by line and column."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - data.rfind(b"\n", 0, e.start)
+        raise UserError(f"{source}:{line}: byte 0x{data[e.start]:02x} at column {column} is not UTF-8; "
+                        "save the file as UTF-8") from None

@@ -20,6 +20,7 @@ from typing import Any
 from jobs.core.contract import (  # noqa: F401 - the tags are tracking's API too
     LAUNCH_ENV,
     RESULT_TAG,
+    TAG_FAILED_STAGE,
     TAG_INPUTS,
     TAG_LAUNCH,
     TAG_PIPELINE,
@@ -150,10 +151,31 @@ def pipeline_run_id(experiment_id: str, pipeline_id: str) -> str:
 
     found = find_runs(experiment_id, pipeline_id, PIPELINE_STAGE, status=None)
     if found:
-        return found[-1].info.run_id  # the oldest, should two stages race to create it
+        run = found[-1]  # the oldest, should two stages race to create it
+        if run.info.status != "RUNNING":  # resumed: it runs again until this stage ends
+            MlflowClient().update_run(run.info.run_id, status="RUNNING")
+        return run.info.run_id
     run = MlflowClient().create_run(experiment_id, run_name=f"pipeline-{pipeline_id}",
                                     tags={TAG_PIPELINE: pipeline_id, TAG_STAGE: PIPELINE_STAGE})
     return run.info.run_id
+
+
+def end_pipeline_run(experiment_id: str, pipeline_id: str, failed_stage: str | None = None) -> str | None:
+    """End the pipeline's parent run: FINISHED, or FAILED with the stage that stopped it tagged.
+    Returns the status set, or None when the pipeline has no run (nothing was written)."""
+    from mlflow.tracking import MlflowClient
+
+    found = find_runs(experiment_id, pipeline_id, PIPELINE_STAGE, status=None)
+    if not found:
+        return None
+    client, run = MlflowClient(), found[-1]
+    if failed_stage:
+        client.set_tag(run.info.run_id, TAG_FAILED_STAGE, failed_stage)
+    elif TAG_FAILED_STAGE in run.data.tags:  # a resumed pipeline that now got through
+        client.delete_tag(run.info.run_id, TAG_FAILED_STAGE)
+    status = "FAILED" if failed_stage else "FINISHED"
+    client.set_terminated(run.info.run_id, status)
+    return status
 
 
 @contextmanager
@@ -167,12 +189,17 @@ def stage_run(cfg: Any, experiment_id: str, stage: str, inputs: str) -> Iterator
     from jobs.gateway import client as gateway
 
     kill_orphans(experiment_id, pid, stage, inputs)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{stage}-{pid}", tags=tags) as run:
-        try:
-            yield run
-        finally:
-            if gateway.current is not None:  # spend is reported whether the stage finished or not
-                gateway.current.log()
+    failed = True
+    try:
+        with mlflow.start_run(experiment_id=experiment_id, run_name=f"{stage}-{pid}", tags=tags) as run:
+            try:
+                yield run
+            finally:
+                if gateway.current is not None:  # spend is reported whether the stage finished or not
+                    gateway.current.log()
+        failed = False
+    finally:  # the pipeline run is RUNNING only while one of its stages runs
+        end_pipeline_run(experiment_id, pid, stage if failed else None)
 
 
 def kill_orphans(experiment_id: str, pipeline_id: str, stage: str, inputs: str) -> None:
