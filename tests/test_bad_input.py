@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
+import subprocess
+import sys
 import time
 
 import pytest
 
+from jobs.core.paths import ROOT
 from jobs.core.servers import free_port
-from tests.conftest import SESSION_PROMPT, labelled_traces, new_pipeline_id
+from tests.conftest import SESSION_PROMPT, labelled_traces, new_pipeline_id, printed_result
 
 pytestmark = pytest.mark.integration
 PROMPT = SESSION_PROMPT
@@ -34,12 +39,28 @@ def error_lines(proc):
 
 def write(tmp_path, name, text):
     p = tmp_path / name
-    p.write_text(text)
+    p.write_bytes(text if isinstance(text, bytes) else text.encode())
     return str(p)
+
+
+def folder(tmp_path, name):
+    (tmp_path / name).mkdir(exist_ok=True)
+    return str(tmp_path / name)
 
 
 GOOD = json.dumps({"id": "a", "inputs": {"question": "q"},
                    "expectations": {"answerable": True, "small_sample": False, "injection": False}})
+EXP = {"answerable": True, "small_sample": False, "injection": False}
+
+
+def question(text: str) -> str:
+    return json.dumps({"id": "big", "inputs": {"question": text}, "expectations": EXP})
+
+
+TRAIN = "data/baseball/train.jsonl"
+NOT_UTF8_DATASET = GOOD.encode() + b'\n{"id": "\xe9t\xe9"}'  # Latin-1, as a spreadsheet may save it
+NOT_UTF8_LABELS = b'{"trace_id": "t", "value": "\xff"}'
+NOT_UTF8_SEED = b"You help.\n\x80"
 
 
 @pytest.mark.parametrize("case,stage,overrides,expect", [
@@ -51,8 +72,9 @@ GOOD = json.dumps({"id": "a", "inputs": {"question": "q"},
     ("missing expectation", "evaluate",
      lambda t: [f"dataset.train={write(t, 'x.jsonl', json.dumps({'inputs': {'question': 'q'}, 'expectations': {}}))}"],
      "x.jsonl:1: expectations.answerable is missing"),
-    ("unknown config option", "register", lambda t: ["no_such_key=1"], "config: Could not override 'no_such_key'"),
-    ("unknown config group option", "evaluate", lambda t: ["judge=nope"], "config: In 'pipeline': Could not find 'judge/nope'"),
+    ("unknown config option", "register", lambda t: ["no_such_key=1"], "config: no_such_key is not a key;"),
+    ("unknown config group option", "evaluate", lambda t: ["judge=nope"],
+     "config: judge=nope: no such option; use one of hitting_quality, support_quality"),
     ("empty seed prompt", "register", lambda t: [f"prompt.seed_file={write(t, 's.txt', '  ')}"], "the seed prompt is empty"),
     ("label name mismatch", "feedback",
      lambda t: ["feedback=file", f"feedback.path={write(t, 'l.jsonl', json.dumps({'trace_id': 't', 'value': True, 'name': 'other'}))}"],
@@ -80,10 +102,58 @@ GOOD = json.dumps({"id": "a", "inputs": {"question": "q"},
      "gateway.cache_uri=ftp://host/cache: use a folder"),
     ("gateway URL that is not http", "evaluate", lambda t: ["gateway.url=localhost:4000"],
      "gateway.url=localhost:4000: give the gateway's http:// or https:// base URL"),
-    ("gate alpha out of range", "gate", lambda t: ["gate.alpha=0"], "gate.alpha=0 must be in (0, 1]"),
+    ("gate alpha out of range", "gate", lambda t: ["gate.alpha=0"], "gate.alpha=0.0 must be in (0, 1]"),
     ("hard gate without a minimum", "gate", lambda t: ["gate.hard_gates=[{scorer: Safety}]"],
      "gate.hard_gates[0] needs scorer and min"),
     ("zero compare repeats", "compare", lambda t: ["compare.n_repeats=0"], "compare.n_repeats=0 must be at least 1"),
+    # files: encodings, permissions, folders, empty and truncated files, sizes
+    ("dataset not UTF-8", "evaluate", lambda t: [f"dataset.train={write(t, 'u.jsonl', NOT_UTF8_DATASET)}"],
+     "u.jsonl:2: byte 0xe9 at column 9 is not UTF-8; save the file as UTF-8"),
+    ("dataset is a folder", "evaluate", lambda t: [f"dataset.train={folder(t, 'setdir')}"], "setdir: is a folder; give the path"),
+    ("truncated dataset", "evaluate", lambda t: [f"dataset.train={write(t, 'tr.jsonl', GOOD + chr(10) + GOOD[:30])}"],
+     "tr.jsonl:2: not valid JSON (Unterminated string starting at, column 24) (the last line ends early: is the file truncated?)"),
+    ("10 MB one-line question", "evaluate", lambda t: [f"dataset.train={write(t, 'big.jsonl', question('x' * 10_000_000))}"],
+     "big.jsonl:1: the record is 9766 KB, above limits.max_record_kb=64; shorten it or raise limits.max_record_kb"),
+    ("question above the input limit", "evaluate", lambda t: [f"dataset.train={write(t, 'q.jsonl', question('y' * 5000))}"],
+     "q.jsonl:1: inputs.question is 5000 characters, above limits.max_input_chars=4000"),
+    ("dataset file above the file limit", "evaluate", lambda t: ["limits.max_file_mb=0.001"],
+     f"dataset {TRAIN}: 5.4 KB is above limits.max_file_mb=0.001; split the file or raise limits.max_file_mb"),
+    ("limit that is not positive", "evaluate", lambda t: ["limits.max_record_kb=0"], "limits.max_record_kb=0.0 must be above 0"),
+    ("label file not UTF-8", "feedback",
+     lambda t: ["feedback=file", f"feedback.path={write(t, 'lu.jsonl', NOT_UTF8_LABELS)}"],
+     "lu.jsonl:1: byte 0xff at column 29 is not UTF-8"),
+    ("empty label file", "feedback", lambda t: ["feedback=file", f"feedback.path={write(t, 'le.jsonl', '')}"],
+     "le.jsonl: no labels in the file"),
+    ("label file is a folder", "feedback", lambda t: ["feedback=file", f"feedback.path={folder(t, 'labdir')}"],
+     "labdir: is a folder"),
+    ("seed prompt is a folder", "register", lambda t: [f"prompt.seed_file={folder(t, 'seeddir')}"], "seeddir: is a folder"),
+    ("seed prompt not UTF-8", "register", lambda t: [f"prompt.seed_file={write(t, 's8.txt', NOT_UTF8_SEED)}"],
+     "s8.txt:2: byte 0x80 at column 1 is not UTF-8"),
+    # typed keys, unknown keys and options
+    ("wrong type for an optimizer key", "optimize", lambda t: ["optimizer.max_metric_calls=abc"],
+     "config: optimizer.max_metric_calls=abc: Value 'abc' of type 'str' could not be converted to Integer; give a whole number"),
+    ("wrong type for a gate key", "gate", lambda t: ["gate.alpha=low"], "config: gate.alpha=low: Value 'low' of type 'str' could not"),
+    ("wrong type for a section key", "compare", lambda t: ["compare.n_repeats=many"], "give a whole number"),
+    ("list key given a number", "evaluate", lambda t: ["dataset.input_keys=3"], "give a list, like [a, b]"),
+    ("mistyped key", "optimize", lambda t: ["optimizer.max_metric_call=10"],
+     "config: optimizer.max_metric_call is not a key; did you mean optimizer.max_metric_calls?"),
+    ("mistyped group", "optimize", lambda t: ["optimzer.max_metric_calls=10"], "did you mean optimizer.max_metric_calls?"),
+    ("added key a schema lacks", "evaluate", lambda t: ["+evaluate.max_worker=2"],
+     "config: evaluate.max_worker is not a key of EvaluateSettings; did you mean evaluate.max_workers?"),
+    ("unknown model option", "evaluate", lambda t: ["model=doesnotexist"],
+     "config: model=doesnotexist: no such option; use one of openai, openai_compatible, sim"),
+    ("unknown on_missing", "evaluate", lambda t: ["evaluate.on_missing=maybe"], "evaluate.on_missing 'maybe' is unknown; use fail or record"),
+    # the agent and the relations between inputs
+    ("tools module that does not import", "evaluate", lambda t: ["agent.tools_module=nowhere.tools"],
+     "agent.tools_module 'nowhere.tools' cannot be imported"),
+    ("agent input key the dataset lacks", "evaluate", lambda t: ["agent.input_key=prompt"],
+     "agent.input_key 'prompt' is not among dataset.input_keys ['question']"),
+    ("held-out set that shares train questions", "compare",
+     lambda t: [f"dataset.heldout={write(t, 'h.jsonl', question('What does pitcher HECTOR Delgado throw to left-handed batters in a 2-2 count'))}"],
+     f"h.jsonl:1: this heldout question is also in the train set ({TRAIN}:1); 1 heldout question(s) are shared"),
+    ("compare on the train split", "compare", lambda t: ["compare.split=train"], "compare.split=train: compare must prove"),
+    ("ui feedback waiting for more labels than rows", "feedback", lambda t: ["feedback=ui", "feedback.min_labels=500"],
+     "feedback.min_labels=500 is above the 28 questions of dataset.train"),
 ])
 def test_bad_input_exits_2_with_one_line(servers, mlflow_client, tmp_path, case, stage, overrides, expect):
     pid = f"bad-{stage}-{abs(hash(case)) % 10**6}"
@@ -115,21 +185,6 @@ def test_llm_gateway_down(servers, mlflow_client, foundation):
     lines = error_lines(proc)
     assert len(lines) == 1 and f"LLM gateway {dead} is not reachable (Connection refused)" in lines[0], proc.stderr
     assert runs(mlflow_client, pid) == before
-
-
-def test_budget_crossed_stops_the_stage(servers, mlflow_client, foundation):
-    """A stage budget far below one evaluation: exit 2 naming it, spend in MLflow, no result.
-    A pipeline of its own: the traces made before the budget tripped stay with it."""
-    pid = new_pipeline_id("budget")
-    assert servers.stage("register", f"pipeline_id={pid}").returncode == 0
-    proc = servers.stage("evaluate", f"pipeline_id={pid}", "budget.stage.tokens=2000", "gateway.cache=off")
-    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
-    lines = error_lines(proc)
-    assert len(lines) == 1 and "budget.stage.tokens (2000 tokens) crossed: stage evaluate used" in lines[0], proc.stderr
-    exp = mlflow_client.get_experiment_by_name("promptgate-baseball").experiment_id
-    failed = mlflow_client.search_runs([exp], f"tags.`promptgate.pipeline_id` = '{pid}' AND tags.`promptgate.stage` = "
-                                              "'evaluate' AND attributes.status = 'FAILED'")
-    assert failed and failed[0].data.metrics["spend.tokens"] > 2000 and "promptgate.result" not in failed[0].data.tags
 
 
 def test_llm_endpoint_down(servers, mlflow_client, foundation):
@@ -179,3 +234,71 @@ def test_learning_stages_refuse_bad_input(servers, mlflow_client, tmp_path, case
     assert len(lines) == 1 and expect.format(pid=pid) in lines[0], proc.stderr
     assert (versions(mlflow_client), scorer_versions(mlflow_client)) == before
     assert runs(mlflow_client, pid) == 0
+
+
+# ------------------------------------------------------------------ make run: checked first, nothing left RUNNING
+def run_statuses(client, pid) -> dict[str, str]:
+    """stage (or "pipeline", the parent run) -> status of every run the pipeline id has."""
+    exp = client.get_experiment_by_name("promptgate-baseball")
+    found = client.search_runs([exp.experiment_id], f"tags.`promptgate.pipeline_id` = '{pid}'") if exp else []
+    return {r.data.tags["promptgate.stage"]: r.info.status for r in found}
+
+
+def make_run(servers, pid, *overrides, timeout=600):
+    proc = subprocess.run([sys.executable, "-m", "jobs.pipeline", f"pipeline_id={pid}", *overrides], env=servers.env(),
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    servers.keep_log(f"pipeline {pid}", proc.stdout, proc.stderr)
+    return proc
+
+
+@pytest.mark.parametrize("case,overrides,expect", [
+    ("held-out shares train questions", lambda t: ["dataset.heldout=data/baseball/train.jsonl"],
+     "this heldout question is also in the train set"),
+    ("optimizer budget below one iteration", lambda t: ["optimizer.max_metric_calls=8"], "optimizer.max_metric_calls=8 is below"),
+    ("label file of the wrong type", lambda t: ["feedback=file", f"feedback.path={write(t, 'lab.jsonl', NOT_UTF8_LABELS)}"],
+     "lab.jsonl:1: byte 0xff"),
+])
+def test_make_run_checks_every_stage_before_the_first_writes(servers, mlflow_client, tmp_path, case, overrides, expect):
+    """A bad input of a late stage (compare, optimize, feedback) stops `make run` before register
+    writes anything: no prompt version, no run, not even the pipeline's parent run."""
+    pid = new_pipeline_id("badrun")
+    before = versions(mlflow_client)
+    proc = make_run(servers, pid, *overrides(tmp_path), timeout=120)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    lines = error_lines(proc)
+    assert len(lines) == 1 and expect in lines[0], proc.stderr
+    assert "--- register" not in proc.stdout
+    assert run_statuses(mlflow_client, pid) == {} and versions(mlflow_client) == before
+
+
+def test_a_budget_stops_the_pipeline_mid_way_and_its_run_ends_failed_naming_the_stage(servers, mlflow_client):
+    """A stage budget far below one evaluation: evaluate exits 2 naming it after register finished.
+    The one exit 2 that keeps a run: evaluate's, FAILED, with the money it spent and no result.
+    The pipeline's parent run ends FAILED with the stage recorded, not RUNNING."""
+    pid = new_pipeline_id("budget")
+    proc = make_run(servers, pid, "budget.stage.tokens=2000", "gateway.cache=off")
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    lines = error_lines(proc)
+    assert len(lines) == 1 and "budget.stage.tokens (2000 tokens) crossed: stage evaluate used" in lines[0], proc.stderr
+    assert run_statuses(mlflow_client, pid) == {"pipeline": "FAILED", "register": "FINISHED", "evaluate": "FAILED"}
+    exp = mlflow_client.get_experiment_by_name("promptgate-baseball").experiment_id
+    runs = {r.data.tags["promptgate.stage"]: r for r in
+            mlflow_client.search_runs([exp], f"tags.`promptgate.pipeline_id` = '{pid}'")}
+    assert runs["pipeline"].data.tags["promptgate.failed_stage"] == "evaluate"
+    assert runs["evaluate"].data.metrics["spend.tokens"] > 2000 and "promptgate.result" not in runs["evaluate"].data.tags
+    assert f"pipeline run pipeline-{pid}: FAILED at stage evaluate" in proc.stderr
+
+
+def test_a_run_first_hint_repeats_the_overrides_and_works_when_followed(servers, mlflow_client):
+    """Followed literally, the hint registers the prompt of the user's experiment, not the default's."""
+    pid = new_pipeline_id("hint")
+    prompt = f"hint-shop-{pid[-8:]}"
+    proc = servers.stage("evaluate", f"pipeline_id={pid}", "experiment=shop", f"prompt.name={prompt}")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    hint = re.search(r"run `([^`]+)` first", error_lines(proc)[0]).group(1)
+    assert hint == f"python -m jobs.register pipeline_id={pid} experiment=shop prompt.name={prompt}"
+    followed = servers.stage("register", *shlex.split(hint)[3:])
+    assert followed.returncode == 0, followed.stderr[-2000:]
+    seed = (ROOT / "data/shop/seed_prompt.txt").read_text().strip()
+    registered = mlflow_client.get_prompt_version(prompt, printed_result(followed)["seed_version"])
+    assert registered.template == seed

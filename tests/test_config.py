@@ -104,3 +104,65 @@ def test_a_typo_in_a_users_own_option_file_fails_at_composition(tmp_path):
     with pytest.raises((HydraException, OmegaConfBaseException)) as e:
         compose_with("aligner=mine", f"hydra.searchpath=[file://{tmp_path}]")
     assert "retreival_k" in str(e.value)
+
+
+@pytest.mark.parametrize("override,says", [
+    ("optimizer.max_metric_calls=abc", "optimizer.max_metric_calls=abc: Value 'abc' of type 'str' could not be converted to "
+                                       "Integer; give a whole number"),
+    ("optimizer.max_metric_call=10", "optimizer.max_metric_call is not a key; did you mean optimizer.max_metric_calls?"),
+    ("evaluate.max_workerz=2", "evaluate.max_workerz is not a key; did you mean evaluate.max_workers?"),
+    ("model=doesnotexist", "model=doesnotexist: no such option; use one of openai, openai_compatible, sim"),
+    ("experiment=nope", "experiment=nope: no such option; use one of baseball, shop"),
+    ("gate.min_judge_kappa=high", "give a number"),
+    ("gate.fail_on_refuse=perhaps", "give true or false"),
+    ("zzz=1", "zzz is not a key; `python -m jobs.evaluate --cfg job` prints every key"),
+])
+def test_config_errors_name_the_key_the_nearest_key_or_the_options(override, says, capsys):
+    from jobs.config.entry import check_overrides
+
+    with pytest.raises(SystemExit) as e:
+        check_overrides([override], "evaluate")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and err[0].startswith("error: config: ") and says in err[0], err
+
+
+@pytest.mark.parametrize("args,flags,overrides", [
+    (["experiment=shop", "--cfg", "job"], ["--cfg", "job"], ["experiment=shop"]),
+    (["--cfg", "job", "experiment=shop", "-p", "prompt"], ["--cfg", "job", "-p", "prompt"], ["experiment=shop"]),
+    (["a=1", "-m", "b=1,2"], ["-m"], ["a=1", "b=1,2"]),
+    (["--info", "defaults", "a=1"], ["--info", "defaults"], ["a=1"]),
+    (["--info", "a=1"], ["--info"], ["a=1"]),
+])
+def test_flags_and_overrides_are_told_apart_in_any_order(args, flags, overrides):
+    from jobs.config.entry import split_args
+
+    assert split_args(args) == (flags, overrides)
+
+
+@pytest.mark.parametrize("args", [["experiment=shop", "--cfg", "job"], ["--cfg", "job", "experiment=shop"]])
+def test_cfg_job_works_before_or_after_the_overrides(args):
+    """`--cfg job` after an override once failed with "unrecognized arguments: hydra.job.name=evaluate"."""
+    import subprocess
+    import sys
+
+    from jobs.core.paths import ROOT
+
+    proc = subprocess.run([sys.executable, "-m", "jobs.evaluate", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "experiment_name: shop" in proc.stdout and "name: support_quality" in proc.stdout
+
+
+def test_the_root_schema_refuses_out_of_range_values_and_extra_keys():
+    from jobs.config.schemas import check_settings
+
+    for override, says in [("limits.max_file_mb=0", "limits.max_file_mb=0.0 must be above 0"),
+                           ("evaluate.max_workers=0", "evaluate.max_workers=0 must be at least 1"),
+                           ("compare.ci_level=1.5", "compare.ci_level=1.5 must be between 0 and 1"),
+                           ("+evaluate.max_worker=2", "evaluate.max_worker is not a key of EvaluateSettings; did you "
+                                                      "mean evaluate.max_workers?"),
+                           ("+shards=2", "shards is not a key of PipelineSettings")]:
+        with pytest.raises(UserError) as e:
+            check_settings(compose_with(override))
+        assert str(e.value).startswith(says), override
+    check_settings(compose_with())  # the defaults pass

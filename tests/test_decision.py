@@ -79,6 +79,9 @@ def test_gate_decision_recorded_matches_printed_and_alias(decided, servers, mlfl
     assert proc.stdout.count("reusing it") == 7
     summary = proc.stdout.split("=== promptgate pipeline")[1]
     assert f"gate: {printed}" in summary and "kappa" in summary and "train score" in summary and "chart:" in summary
+    exp = mlflow_client.get_experiment_by_name("promptgate-baseball").experiment_id
+    parent = mlflow_client.search_runs([exp], f"tags.`promptgate.pipeline_id` = '{pid}' AND tags.`promptgate.stage` = 'pipeline'")
+    assert [r.info.status for r in parent] == ["FINISHED"] and "promptgate.failed_stage" not in parent[0].data.tags
 
 
 # ------------------------------------------------------------------ gate refusals on MLflow state

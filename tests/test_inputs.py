@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
@@ -137,3 +140,59 @@ def test_bad_rubric_checks_are_named(item, message):
     with pytest.raises(UserError) as e:
         labels.compile_rubric([{"name": "c", "missing": "m", **item}])
     assert message in str(e.value)
+
+
+# ------------------------------------------------------------------ files: every way a read can go wrong
+def test_read_text_names_the_file_for_each_failure(tmp_path, monkeypatch):
+    from jobs.store.files import read_text
+
+    with pytest.raises(UserError, match=r"^dataset .*nowhere.jsonl: no such file"):
+        read_text(str(tmp_path / "nowhere.jsonl"), "dataset")
+    with pytest.raises(UserError, match=r"^dataset .*: is a folder; give the path of the file in it$"):
+        read_text(str(tmp_path), "dataset")
+    locked = tmp_path / "locked.jsonl"
+    locked.write_text("{}\n")
+    locked.chmod(0)
+    if os.geteuid() == 0:  # root reads any file: make the read fail as it does for everyone else
+        def denied(self):
+            raise PermissionError(13, "Permission denied", str(self))
+        monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(UserError, match=r"locked.jsonl: permission denied; make the file readable by this user"):
+        read_text(str(locked), "dataset")
+
+
+@pytest.mark.parametrize("data,message", [
+    (b"ok\n\xe9t\xe9\n", "d.jsonl:2: byte 0xe9 at column 1 is not UTF-8"),
+    (b"\xff\xfeq\x00", "d.jsonl:1: byte 0xff at column 1 is not UTF-8"),  # UTF-16, as some editors save
+])
+def test_bytes_that_are_not_utf8_are_named_by_line_and_column(data, message):
+    from jobs.store.files import decode_utf8
+
+    with pytest.raises(UserError, match="^" + re.escape(message)):
+        decode_utf8(data, "d.jsonl")
+    assert decode_utf8(b"\xef\xbb\xbfq", "d.jsonl") == "q"  # a byte-order mark is dropped
+
+
+def test_limits_name_the_line_and_the_limit():
+    with pytest.raises(UserError, match=r"^d.jsonl:2: the record is 3 KB, above limits.max_record_kb=2"):
+        datasets.parse(row() + "\n" + row(id="b", inputs={"question": "x" * 3000}), "d.jsonl", ["question"], REQ,
+                       max_record_bytes=2048)
+    with pytest.raises(UserError, match=r"^d.jsonl:1: inputs.question is 11 characters, above limits.max_input_chars=10"):
+        datasets.parse(row(inputs={"question": "x" * 11}), "d.jsonl", ["question"], REQ, max_input_chars=10)
+    with pytest.raises(UserError, match=r"^l.jsonl:1: the record is 3 KB"):
+        labels.parse_file(json.dumps({"trace_id": "t", "value": True, "rationale": "x" * 3000}), "l.jsonl", "j", "bool",
+                          None, "file", max_record_bytes=2048)
+
+
+def test_a_truncated_last_line_says_so():
+    with pytest.raises(UserError, match=r"d.jsonl:2: not valid JSON .* is the file truncated\?"):
+        parse(row() + "\n" + row(id="b")[:20])
+    with pytest.raises(UserError) as e:  # a broken line that ends with a newline is not called truncated
+        parse(row() + "\n{broken\n")
+    assert "truncated" not in str(e.value)
+
+
+def test_shared_questions_ignore_case_spacing_and_punctuation():
+    a = parse(row(id="a", inputs={"question": "Who pitches  today?"}) + "\n" + row(id="z", inputs={"question": " "}))
+    b = parse(row(id="b", inputs={"question": "who pitches today"}) + "\n" + row(id="y", inputs={"question": ""}))
+    assert [(x.id, y.id) for x, y in datasets.shared_questions(a, b, "question")] == [("a", "b")]  # blanks are no leak

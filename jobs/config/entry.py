@@ -21,8 +21,8 @@ from jobs.gateway.client import check_budget_config, check_gateway_config
 CONFIG_NAME = "pipeline"
 FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir",
                     "-cd", "--experimental-rerun", "--shell-completion", "-sc"}  # Hydra's flags that take a value
-WANTED = {"Integer": "a whole number", "Float": "a number", "Boolean": "true or false",
-          "list or tuple.": "a list, like [a, b]"}  # what to give, by the type OmegaConf could not convert to
+WANTED = {"to Integer": "a whole number", "to Float": "a number", "valid bool": "true or false",
+          "list or tuple": "a list, like [a, b]"}  # what to give, by OmegaConf's words for the type it wanted
 INFO_TOPICS = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}  # --info's optional value
 CONFIG_PATH_ENV = "PROMPTGATE_CONFIG_PATH"  # folders of a user's own config groups, ':'-separated
 SEARCHPATH = "hydra.searchpath"
@@ -114,7 +114,7 @@ def config_error(e: BaseException, overrides: list[str], stage: str) -> str:
         return f"{key} is not a key; {fix}"
     if m := re.search(r"Error merging override (\S+)", first):
         cause = (str(e.__cause__ or "").strip().splitlines() or [first])[0]
-        wanted = next((w for t, w in WANTED.items() if cause.endswith(t)), "a value of the key's type")
+        wanted = next((w for t, w in WANTED.items() if t in cause), "a value of the key's type")
         return f"{m.group(1)}: {cause}; give {wanted}"
     return f"{first}; `python -m jobs.{stage} --help` lists the groups and their options"
 

@@ -316,14 +316,6 @@ class LimitsSettings:
         for key in ("max_file_mb", "max_record_kb", "max_input_chars"):
             _between(f"limits.{key}", getattr(self, key), 0, float("inf"), "above 0")
 
-    @property
-    def max_file_bytes(self) -> int:
-        return int(self.max_file_mb * 1024 * 1024)
-
-    @property
-    def max_record_bytes(self) -> int:
-        return int(self.max_record_kb * 1024)
-
 
 @dataclass
 class PipelineSettings:

@@ -47,7 +47,7 @@ def jsonl_objects(text: str, source: str, max_line_bytes: int | None = None) -> 
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             cut = " (the last line ends early: is the file truncated?)" if n == len(lines) and not text.endswith("\n") else ""
-            raise UserError(f"{source}:{n}: not valid JSON ({e.msg} at column {e.colno}){cut}; each line must be one "
+            raise UserError(f"{source}:{n}: not valid JSON ({e.msg}, column {e.colno}){cut}; each line must be one "
                             "JSON object") from None
         if not isinstance(obj, dict):
             raise UserError(f"{source}:{n}: expected a JSON object per line, got {type(obj).__name__}")
@@ -97,7 +97,7 @@ def load(uri: str, input_keys: Iterable[str] = ("question",), required_expectati
     """A dataset file, within ``limits`` (the config's limits section) when given."""
     if limits is None:
         return parse(read_text(uri, "dataset"), uri, input_keys, required_expectations)
-    return parse(read_text(uri, "dataset", int(limits.max_file_mb * 2**20)), uri, input_keys, required_expectations,
+    return parse(read_text(uri, "dataset", float(limits.max_file_mb)), uri, input_keys, required_expectations,
                  int(limits.max_input_chars), int(limits.max_record_kb * 1024))
 
 

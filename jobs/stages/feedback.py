@@ -40,7 +40,7 @@ def check(cfg: Any) -> None:
 
 def read_label_file(cfg: Any) -> tuple[str, list[labels.Label]]:
     path = str(cfg.feedback.path)
-    text = read_text(path, "label file", int(cfg.limits.max_file_mb * 2**20))
+    text = read_text(path, "label file", float(cfg.limits.max_file_mb))
     return labels.parse_file(text, path, str(cfg.judge.name), str(cfg.judge.feedback_value_type),
                              cfg.judge.get("categories"), str(cfg.feedback.expert_id), int(cfg.limits.max_record_kb * 1024))
 

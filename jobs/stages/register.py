@@ -18,7 +18,7 @@ def seed_text(cfg: Any) -> str:
     if cfg.prompt.get("seed_text"):
         text, where = str(cfg.prompt.seed_text), "prompt.seed_text"
     elif cfg.prompt.get("seed_file"):
-        text = read_text(str(cfg.prompt.seed_file), "prompt.seed_file", int(cfg.limits.max_file_mb * 2**20))
+        text = read_text(str(cfg.prompt.seed_file), "prompt.seed_file", float(cfg.limits.max_file_mb))
         where = str(cfg.prompt.seed_file)
     else:
         raise UserError("no seed prompt: set prompt.seed_file or prompt.seed_text")

@@ -17,20 +17,21 @@ def s3_client():
     return boto3.client("s3", endpoint_url=endpoint)
 
 
-def read_text(uri: str, what: str = "file", max_bytes: int | None = None) -> str:
+def read_text(uri: str, what: str = "file", max_mb: float | None = None) -> str:
     """The file's text. Exit 2 naming the file for every way a user can get it wrong: missing,
-    a folder, unreadable, too large (``max_bytes``, from limits.max_file_mb), not UTF-8."""
-    data = _read_s3(uri, what, max_bytes) if uri.startswith("s3://") else _read_local(uri, what, max_bytes)
+    a folder, unreadable, too large (``max_mb``, from limits.max_file_mb), not UTF-8."""
+    data = _read_s3(uri, what, max_mb) if uri.startswith("s3://") else _read_local(uri, what, max_mb)
     return decode_utf8(data, uri)
 
 
-def _too_large(what: str, uri: str, size: int, max_bytes: int | None) -> None:
-    if max_bytes is not None and size > max_bytes:
-        raise UserError(f"{what} {uri}: {size / 2**20:.1f} MB is above limits.max_file_mb={max_bytes / 2**20:g}; "
+def _too_large(what: str, uri: str, size: int, max_mb: float | None) -> None:
+    if max_mb is not None and size > max_mb * 2**20:
+        shown = f"{size / 2**20:.1f} MB" if size >= 2**20 else f"{size / 1024:.1f} KB"
+        raise UserError(f"{what} {uri}: {shown} is above limits.max_file_mb={max_mb:g}; "
                         "split the file or raise limits.max_file_mb")
 
 
-def _read_s3(uri: str, what: str, max_bytes: int | None) -> bytes:
+def _read_s3(uri: str, what: str, max_mb: float | None) -> bytes:
     bucket, _, key = uri[len("s3://"):].partition("/")
     if not bucket or not key or key.endswith("/"):
         raise UserError(f"{what} {uri}: an S3 URI needs a bucket and a key, like s3://bucket/path/file.jsonl")
@@ -38,7 +39,7 @@ def _read_s3(uri: str, what: str, max_bytes: int | None) -> bytes:
 
     try:
         obj = s3_client().get_object(Bucket=bucket, Key=key)
-        _too_large(what, uri, int(obj.get("ContentLength") or 0), max_bytes)
+        _too_large(what, uri, int(obj.get("ContentLength") or 0), max_mb)
         return obj["Body"].read()
     except ClientError as e:
         code = e.response.get("Error", {}).get("Code", "error")
@@ -47,13 +48,13 @@ def _read_s3(uri: str, what: str, max_bytes: int | None) -> bytes:
         raise UserError(f"{what} {uri}: cannot reach S3 ({e}); set AWS_ENDPOINT_URL or the credentials") from None
 
 
-def _read_local(uri: str, what: str, max_bytes: int | None) -> bytes:
+def _read_local(uri: str, what: str, max_mb: float | None) -> bytes:
     path = Path(resolve(uri))
     if path.is_dir():
         raise UserError(f"{what} {uri}: is a folder; give the path of the file in it")
     if not path.is_file():
         raise UserError(f"{what} {uri}: no such file; check the path in the config")
-    _too_large(what, uri, path.stat().st_size, max_bytes)
+    _too_large(what, uri, path.stat().st_size, max_mb)
     try:
         return path.read_bytes()
     except PermissionError:
