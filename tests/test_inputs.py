@@ -144,7 +144,7 @@ def test_bad_rubric_checks_are_named(item, message):
 
 # ------------------------------------------------------------------ files: every way a read can go wrong
 def test_read_text_names_the_file_for_each_failure(tmp_path, monkeypatch):
-    from jobs.store.files import read_text
+    from jobs.core.files import read_text
 
     with pytest.raises(UserError, match=r"^dataset .*nowhere.jsonl: no such file"):
         read_text(str(tmp_path / "nowhere.jsonl"), "dataset")
@@ -166,7 +166,7 @@ def test_read_text_names_the_file_for_each_failure(tmp_path, monkeypatch):
     (b"\xff\xfeq\x00", "d.jsonl:1: byte 0xff at column 1 is not UTF-8"),  # UTF-16, as some editors save
 ])
 def test_bytes_that_are_not_utf8_are_named_by_line_and_column(data, message):
-    from jobs.store.files import decode_utf8
+    from jobs.core.files import decode_utf8
 
     with pytest.raises(UserError, match="^" + re.escape(message)):
         decode_utf8(data, "d.jsonl")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobs.core.errors import UserError
-from jobs.store.files import read_text
+from jobs.core.files import read_text
 
 
 @dataclass(frozen=True)

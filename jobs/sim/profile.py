@@ -223,10 +223,9 @@ def load(path: str | None) -> Profile:
         return Profile("none")
     import yaml
 
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as e:
-        raise UserError(f"simulator profile {path} cannot be read ({e.strerror}); fix agent.sim_profile") from None
+    from jobs.core.files import read_text
+
+    text = read_text(path, "simulator profile (agent.sim_profile)")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:

@@ -13,11 +13,11 @@ from typing import Any
 from jobs.config.schemas import FileFeedback, RubricFeedback, UiFeedback, typed
 from jobs.core.errors import UserError
 from jobs.core.faults import pause_point
+from jobs.core.files import read_text
 from jobs.core.results import FeedbackResult
 from jobs.eval import datasets, judges, labels
 from jobs.stages.common import command, finish, reuse, say
 from jobs.store import tracking
-from jobs.store.files import read_text
 from jobs.store.traces import expectations_of, feedbacks, response_of
 
 STAGE = "feedback"

@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from jobs.core.errors import UserError
+from jobs.core.files import read_text
 from jobs.core.results import RegisterResult
 from jobs.stages.common import finish, reuse, say
 from jobs.store import tracking
-from jobs.store.files import read_text
 
 STAGE = "register"
 
