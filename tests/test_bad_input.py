@@ -143,7 +143,19 @@ NOT_UTF8_SEED = b"You help.\n\x80"
     ("unknown model option", "evaluate", lambda t: ["model=doesnotexist"],
      "config: model=doesnotexist: no such option; use one of openai, openai_compatible, sim"),
     ("unknown on_missing", "evaluate", lambda t: ["evaluate.on_missing=maybe"], "evaluate.on_missing 'maybe' is unknown; use fail or record"),
+    # the judge
+    ("judge name with a space", "evaluate", lambda t: ["judge.name=my judge"], "judge.name 'my judge' must be letters, digits"),
+    ("unknown judge value type", "evaluate", lambda t: ["judge.feedback_value_type=int"],
+     "judge.feedback_value_type 'int' is unknown; use one of"),
+    ("categorical judge without categories", "compare", lambda t: ["judge.feedback_value_type=categorical", "judge.categories=null"],
+     "judge.categories is empty"),
+    ("judge instructions that never show the response", "evaluate", lambda t: ["judge.instructions=Be fair."],
+     "judge.instructions must mention {{ outputs }}"),
     # the agent and the relations between inputs
+    ("tools module without TOOLS", "evaluate", lambda t: ["agent.tools_module=jobs.core.errors"],
+     "agent.tools_module 'jobs.core.errors' has no TOOLS list"),
+    ("minibatch above the training set", "optimize", lambda t: ["optimizer.minibatch_size=500"],
+     "optimizer.minibatch_size=500 must be between 1 and the"),
     ("tools module that does not import", "evaluate", lambda t: ["agent.tools_module=nowhere.tools"],
      "agent.tools_module 'nowhere.tools' cannot be imported"),
     ("agent input key the dataset lacks", "evaluate", lambda t: ["agent.input_key=prompt"],
@@ -174,6 +186,27 @@ def test_mlflow_server_down_is_clear_within_15_s(servers, mlflow_client):
     assert proc.returncode == 2
     assert error_lines(proc) == [f"error: MLflow server {dead} is not reachable (Connection refused); start it with "
                                  "`make mlflow-up` or set mlflow.tracking_uri"]
+
+
+@pytest.mark.parametrize("case,stage,overrides,env,expect", [
+    ("label for a trace the pipeline does not have", "feedback",
+     lambda t: ["feedback=file", f"feedback.path={write(t, 'n.jsonl', json.dumps({'trace_id': 'nope', 'value': True}))}"], {},
+     "n.jsonl:1: trace_id 'nope' is not among this pipeline's traces awaiting review"),
+    ("model=openai without its key", "evaluate", lambda t: ["model=openai", "force=true"],
+     {"OPENAI_API_KEY": "", "PROMPTGATE_GATEWAY_URL": ""},  # no gateway that holds the key: the stage starts its own
+     "model=openai needs the API key in $OPENAI_API_KEY; export it or use model=sim"),
+    ("config folder that does not exist", "evaluate", lambda t: [], {"PROMPTGATE_CONFIG_PATH": "/nowhere/conf"},
+     "$PROMPTGATE_CONFIG_PATH: /nowhere/conf is not a folder"),
+])
+def test_mistakes_on_a_pipeline_with_traces_leave_its_runs_as_they_were(servers, mlflow_client, foundation, tmp_path,
+                                                                      case, stage, overrides, env, expect):
+    pid, _ = foundation
+    before = (runs(mlflow_client, pid), versions(mlflow_client))
+    proc = servers.stage(stage, f"pipeline_id={pid}", *overrides(tmp_path), **env)
+    assert proc.returncode == 2, f"{case}: {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+    lines = error_lines(proc)
+    assert len(lines) == 1 and expect in lines[0], proc.stderr
+    assert (runs(mlflow_client, pid), versions(mlflow_client)) == before
 
 
 def test_llm_gateway_down(servers, mlflow_client, foundation):
