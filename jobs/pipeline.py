@@ -50,12 +50,9 @@ def compose(overrides: list[str]) -> Any:
 def check_inputs(cfg: Any, stages: list[str]) -> None:
     """Every stage's inputs and the relations between them (held-out disjoint from train,
     feedback.min_labels within evaluate's rows), before the first stage writes anything."""
-    from jobs.config.schemas import check_settings
-    from jobs.gateway.client import check_budget_config, check_gateway_config
+    from jobs.config.entry import check_config
 
-    check_settings(cfg)
-    check_budget_config(cfg.budget)
-    check_gateway_config(cfg.gateway)
+    check_config(cfg)
     for stage in stages:
         importlib.import_module(f"jobs.stages.{stage}").check(cfg)
 

@@ -81,17 +81,13 @@ def compose_plain(overrides: list[str]) -> Any:
         return compose(config_name=CONFIG_NAME, overrides=overrides)
 
 
-def config_keys(node: Any, prefix: str = "") -> list[str]:
-    """Every dotted key of a config (mappings only), for suggesting the one a user meant."""
-    from omegaconf import DictConfig
-
+def config_keys(tree: Any, prefix: str = "") -> list[str]:
+    """Every dotted key of a config (``OmegaConf.to_container``; mappings only), for suggesting
+    the one a user meant."""
     keys = []
-    for key in node.keys() if isinstance(node, DictConfig) else []:
-        path = f"{prefix}{key}"
-        keys.append(path)
-        child = node._get_node(key)
-        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
-            keys.extend(config_keys(child, path + "."))
+    for key, child in tree.items() if isinstance(tree, dict) else []:
+        keys.append(f"{prefix}{key}")
+        keys.extend(config_keys(child, f"{prefix}{key}."))
     return keys
 
 
@@ -107,7 +103,9 @@ def config_error(e: BaseException, overrides: list[str], stage: str) -> str:
         key = m.group(1)
         rest = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] != key]
         try:
-            best = closest(key, config_keys(compose_plain(rest)))
+            from omegaconf import OmegaConf
+
+            best = closest(key, config_keys(OmegaConf.to_container(compose_plain(rest), resolve=False)))
         except Exception:  # noqa: BLE001 - another override is broken too: no suggestion
             best = None
         fix = f"did you mean {best}?" if best else f"`python -m jobs.{stage} --cfg job` prints every key"
@@ -137,6 +135,14 @@ def split_args(args: list[str]) -> tuple[list[str], list[str]]:
     return flags, overrides
 
 
+def check_config(cfg: Any) -> None:
+    """What every stage checks before its own inputs: the schemas' ranges and extra keys, the
+    budgets and the gateway settings."""
+    check_settings(cfg)
+    check_budget_config(cfg.budget)
+    check_gateway_config(cfg.gateway)
+
+
 def quiet_libraries() -> None:
     """Keep stage output to progress and results: HTTP clients log every request at INFO."""
     import logging
@@ -164,9 +170,7 @@ def stage_main(stage: str, check: Callable[[Any], None], run: Callable[[Any], An
         multirun = HydraConfig.get().mode == RunMode.MULTIRUN
         quiet_libraries()
         try:
-            check_settings(cfg)
-            check_budget_config(cfg.budget)
-            check_gateway_config(cfg.gateway)
+            check_config(cfg)
             check(cfg)
             return run(cfg)
         except UserError as e:
