@@ -139,7 +139,8 @@ def test_flags_and_overrides_are_told_apart_in_any_order(args, flags, overrides)
     assert split_args(args) == (flags, overrides)
 
 
-@pytest.mark.parametrize("args", [["experiment=shop", "--cfg", "job"], ["--cfg", "job", "experiment=shop"]])
+@pytest.mark.parametrize("args", [["experiment=shop", "--cfg", "job"], ["--cfg", "job", "experiment=shop"],
+                                  ["experiment=shop", "--help"]])
 def test_cfg_job_works_before_or_after_the_overrides(args):
     """`--cfg job` after an override once failed with "unrecognized arguments: hydra.job.name=evaluate"."""
     import subprocess
@@ -151,6 +152,7 @@ def test_cfg_job_works_before_or_after_the_overrides(args):
                           timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "experiment_name: shop" in proc.stdout and "name: support_quality" in proc.stdout
+    assert ("Powered by Hydra" in proc.stdout) == ("--help" in args)
 
 
 def test_the_root_schema_refuses_out_of_range_values_and_extra_keys():

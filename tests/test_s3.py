@@ -34,6 +34,19 @@ def test_missing_s3_object_is_a_one_line_user_error(s3):
         datasets.load(f"s3://{DATA_BUCKET}/nope.jsonl")
 
 
+def test_s3_objects_are_held_to_the_same_limits_and_encoding(s3):
+    """The size comes from S3's ContentLength, before the body is read."""
+    from types import SimpleNamespace
+
+    s3.put_object(Bucket=DATA_BUCKET, Key="sets/big.jsonl", Body=b"x" * 3 * 2**20)
+    s3.put_object(Bucket=DATA_BUCKET, Key="sets/latin1.jsonl", Body=b'{"inputs": {"question": "caf\xe9"}}\n')
+    limits = SimpleNamespace(max_file_mb=1, max_record_kb=64, max_input_chars=4000)
+    with pytest.raises(UserError, match=r"^dataset s3://promptgate-data/sets/big.jsonl: 3.0 MB is above limits.max_file_mb=1;"):
+        datasets.load(f"s3://{DATA_BUCKET}/sets/big.jsonl", limits=limits)
+    with pytest.raises(UserError, match=r"^s3://promptgate-data/sets/latin1.jsonl:1: byte 0xe9 at column 29 is not UTF-8"):
+        datasets.load(f"s3://{DATA_BUCKET}/sets/latin1.jsonl", limits=limits)
+
+
 def test_run_artifacts_land_in_the_s3_bucket(servers, mlflow_client, s3, tmp_path):
     import mlflow
 
