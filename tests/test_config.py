@@ -6,7 +6,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from jobs.config.schemas import register_schemas, typed
+from jobs.config.schemas import register_schemas, settings
 from jobs.core.errors import UserError
 from jobs.core.paths import CONF_DIR
 
@@ -62,7 +62,7 @@ def test_each_option_of_a_picked_group_is_its_schemas_dataclass(group):
     kinds = set()
     for option in options(group):
         extra = ["feedback.path=labels.jsonl"] if (group, option) == ("feedback", "file") else []
-        kinds.add(type(typed(compose_with(f"{group}={option}", *extra)[group])).__name__)
+        kinds.add(type(settings(compose_with(f"{group}={option}", *extra), group)).__name__)
     assert kinds == {"aligner": {"MemAlignConfig", "SimbaConfig"}, "optimizer": {"GepaConfig"},
                      "feedback": {"RubricFeedback", "FileFeedback", "UiFeedback"}}[group]
 
@@ -90,7 +90,7 @@ def test_the_schema_refuses_unknown_keys_and_wrong_types_at_composition(override
 def test_the_schema_checks_ranges_and_names(override, says):
     group = override.lstrip("+").split(".")[0]
     with pytest.raises(UserError, match=says.replace(".", r"\.").replace("=", "=")):
-        typed(compose_with(override)[group])
+        settings(compose_with(override), group)
 
 
 def test_a_typo_in_a_users_own_option_file_fails_at_composition(tmp_path):

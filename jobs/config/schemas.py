@@ -7,8 +7,9 @@ groups that pick an implementation (``aligner``, ``optimizer``, ``feedback``, an
 ``launcher=kubernetes`` whose ``JobSettings`` is also the Hydra launcher plugin's base)
 have one schema per option: each option's YAML extends it (``defaults: [<name>_schema, _self_]``).
 Hydra refuses an unknown key or a wrong type at composition, and the stage exits 2 with
-one line. ``typed(node)`` turns a composed group into its dataclass; ``__post_init__`` checks
-the ranges, and the stage asks the object what to build instead of dispatching on a name.
+one line. ``settings(cfg, section)`` turns a composed section or group into its dataclass;
+``__post_init__`` checks the ranges, and the stage asks the object what to build instead of
+dispatching on a name.
 Lightweight on purpose: no MLflow import here, so configs are checked before the heavy imports.
 """
 
@@ -367,17 +368,25 @@ def register_schemas() -> None:
     store.store(name="pipeline_schema", node=PipelineSettings, provider="promptgate")  # the root
 
 
+PICKED = ("aligner", "optimizer", "feedback")  # groups whose options pick an implementation, one schema each
 SECTIONS = ("model", "agent", "judge", "dataset", "gate", "gateway", "mlflow", "prompt", "evaluate", "compare",
             "evidence", "limits")  # the root schema's sections with one shape
 
 
 def settings(cfg: Any, section: str) -> Any:
-    """One section of the root config as its dataclass, its ranges checked (exit 2 on a bad value)."""
+    """One section of the root config (a group such as ``aligner`` too) as its schema's
+    dataclass, its ranges checked: exit 2 on a bad value. The stages ask this object, not the
+    raw config, what to build."""
     from omegaconf import OmegaConf
     from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
     node = cfg[section]
-    refuse_extra_keys(section, node, OmegaConf.get_type(node))
+    kind = OmegaConf.get_type(node)
+    if section in PICKED and kind not in SCHEMAS.values():  # a user's own option from before schemas
+        names = ", ".join(sorted(n for g, n in SCHEMAS if g == section))
+        raise UserError(f"{section}: this option has no schema; start its YAML with `defaults: [<schema>, _self_]` "
+                        f"naming one of {names}")
+    refuse_extra_keys(section, node, kind)
     try:
         return OmegaConf.to_object(node)
     except MissingMandatoryValue as e:
@@ -409,24 +418,5 @@ def refuse_extra_keys(where: str, node: Any, kind: Any) -> None:
 def check_settings(cfg: Any) -> None:
     """Every section of the root schema converts and holds values in range; no key is extra."""
     refuse_extra_keys("", cfg, PipelineSettings)
-    for section in SECTIONS:
+    for section in (*SECTIONS, *PICKED):
         settings(cfg, section)
-
-
-def typed(node: Any) -> Any:
-    """A composed group as its schema's dataclass, its ranges checked; a config without a
-    schema (a user's own, from before schemas) is refused with the fix."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    group = node._key()
-    kind = OmegaConf.get_type(node)
-    if kind not in SCHEMAS.values():
-        names = ", ".join(sorted(n for g, n in SCHEMAS if g == group))
-        raise UserError(f"{group}: this option has no schema; start its YAML with `defaults: [<schema>, _self_]` "
-                        f"naming one of {names}")
-    refuse_extra_keys(group, node, kind)
-    try:
-        return OmegaConf.to_object(node)
-    except OmegaConfBaseException as e:
-        raise UserError(" ".join(str(e).split("\n")[0].split())) from e

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from jobs.config.schemas import typed
+from jobs.config.schemas import settings
 from jobs.core.errors import UserError
 from jobs.core.results import AlignResult
 from jobs.eval import judges, stats
@@ -28,7 +28,7 @@ NOT_ENOUGH = "not enough held-out labels to measure agreement"
 
 def check(cfg: Any) -> None:
     judges.check(cfg.judge)
-    typed(cfg.aligner)  # the schema checks names, types and ranges
+    settings(cfg, "aligner")  # the schema checks names, types and ranges
 
 
 def labelled_traces(cfg: Any, experiment_id: str, pipeline_id: str, name: str) -> list[Any]:
@@ -155,7 +155,7 @@ def run(cfg: Any) -> AlignResult:
             before = agreement(base, cfg.judge, holdout, expert)
             say(STAGE, f"before: accuracy {stats.fmt(before['accuracy'])}, kappa {stats.fmt(before['kappa'])} on {before['n']} "
                        f"held-out labels ({cfg.aligner.name} next)")
-            aligned = base.align(traces=align_part, optimizer=typed(cfg.aligner).build(endpoint))
+            aligned = base.align(traces=align_part, optimizer=settings(cfg, "aligner").build(endpoint))
             after = agreement(aligned, cfg.judge, holdout, expert)
             say(STAGE, f"after:  accuracy {stats.fmt(after['accuracy'])}, kappa {stats.fmt(after['kappa'])} on {after['n']}")
             changed_text = str(getattr(aligned, "instructions", "")) != str(getattr(base, "instructions", ""))

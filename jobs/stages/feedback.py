@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from jobs.config.schemas import FileFeedback, RubricFeedback, UiFeedback, typed
+from jobs.config.schemas import FileFeedback, RubricFeedback, UiFeedback, settings
 from jobs.core.errors import UserError
 from jobs.core.faults import pause_point
 from jobs.core.files import read_text
@@ -25,7 +25,7 @@ STAGE = "feedback"
 
 def check(cfg: Any) -> None:
     judges.check(cfg.judge)
-    source = typed(cfg.feedback)  # the schema checks the source's keys, types and ranges
+    source = settings(cfg, "feedback")  # the schema checks the source's keys, types and ranges
     if isinstance(source, RubricFeedback):
         labels.compile_rubric(cfg.feedback.criteria)
     elif isinstance(source, FileFeedback):

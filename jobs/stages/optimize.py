@@ -10,7 +10,7 @@ import random
 from dataclasses import replace
 from typing import Any
 
-from jobs.config.schemas import typed
+from jobs.config.schemas import settings
 from jobs.core.errors import UserError
 from jobs.core.faults import pause_point
 from jobs.core.results import OptimizeResult
@@ -44,7 +44,7 @@ def minimum_budget(n_val: int, minibatch: int) -> int:
 
 def check(cfg: Any) -> None:
     agent.check(cfg)
-    o = typed(cfg.optimizer)  # the schema checks names, types and ranges
+    o = settings(cfg, "optimizer")  # the schema checks names, types and ranges
     records = datasets.from_config(cfg, "train")
     for r in records:
         if not r.expectations:
