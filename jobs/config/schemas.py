@@ -162,6 +162,7 @@ class JobSettings:
     active_deadline_seconds: int = 7200  # the longest a stage may run
     ttl_seconds_after_finished: int = 86400  # finished Jobs are cleaned up after a day
     poll_s: float = 2.0  # seconds between status checks while waiting
+    queue: str | None = None  # Kueue LocalQueue: Jobs are created suspended with its label until Kueue admits them
 
 
 @dataclass

@@ -17,6 +17,7 @@ EXIT_BAD_INPUT = 2
 
 
 LABEL = "app.kubernetes.io"
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"  # Kueue admits a suspended Job labelled with its LocalQueue
 CHECKOV_SKIPS = {  # policy checks this Job does not meet on purpose, with the reason next to it
     "checkov.io/skip1": "CKV_K8S_15=the image tag is set per launch (IMG); IfNotPresent lets dev clusters use locally loaded images",
     "checkov.io/skip2": "CKV_K8S_43=the image is chosen per launch (IMG); pin a digest there for prod",
@@ -77,12 +78,15 @@ def render_stage_job(stage: str, overrides: list[str], pipeline_id: str, spec: A
         "securityContext": security,
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
+    queued = {"suspend": True} if spec.get("queue") else {}  # Kueue unsuspends it once the queue's quota admits it
+    job_labels = {**lab, QUEUE_LABEL: str(spec.queue)} if queued else lab
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": job_name(stage, pipeline_id, unique), "namespace": str(spec.namespace), "labels": lab,
+        "metadata": {"name": job_name(stage, pipeline_id, unique), "namespace": str(spec.namespace), "labels": job_labels,
                      "annotations": CHECKOV_SKIPS},
         "spec": {
+            **queued,
             "backoffLimit": int(spec.backoff_limit),
             "activeDeadlineSeconds": int(spec.active_deadline_seconds),
             "ttlSecondsAfterFinished": int(spec.ttl_seconds_after_finished),
