@@ -113,6 +113,7 @@ def test_a_typo_in_a_users_own_option_file_fails_at_composition(tmp_path):
     ("evaluate.max_workerz=2", "evaluate.max_workerz is not a key; did you mean evaluate.max_workers?"),
     ("model=doesnotexist", "model=doesnotexist: no such option; use one of openai, openai_compatible, sim"),
     ("experiment=nope", "experiment=nope: no such option; use one of baseball, shop"),
+    ("aligner=nope", "aligner=nope: no such option; use one of memalign, simba"),
     ("gate.min_judge_kappa=high", "give a number"),
     ("gate.fail_on_refuse=perhaps", "give true or false"),
     ("zzz=1", "zzz is not a key; `python -m jobs.evaluate --cfg job` prints every key"),
@@ -122,6 +123,13 @@ def test_config_errors_name_the_key_the_nearest_key_or_the_options(override, say
 
     with pytest.raises(SystemExit) as e:
         check_overrides([override], "evaluate")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and err[0].startswith("error: config: ") and says in err[0], err
+    if override.startswith(("zzz", "model=", "experiment=", "aligner=")):
+        return
+    key, value = override.split("=", 1)
+    with pytest.raises(SystemExit) as e:  # the same value in a sweep (-m key=good,bad) fails up front too
+        check_overrides([f"{key}={value},{value}"], "evaluate")
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and len(err) == 1 and err[0].startswith("error: config: ") and says in err[0], err
 

@@ -54,7 +54,9 @@ def fail(msg: str, code: int = EXIT_BAD_INPUT) -> None:
 
 def check_overrides(overrides: list[str], stage: str = "pipeline") -> None:
     """Compose once with the plain overrides, so an unknown key, option or a wrong type is exit 2
-    with one line that names it and the fix."""
+    with one line that names it and the fix; then once per value of each sweep (``-m key=a,b``),
+    whose points cannot compose either when a value is of the wrong type. A value out of range
+    is left to its sweep point, which reports it while the others run."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
@@ -72,6 +74,17 @@ def check_overrides(overrides: list[str], stage: str = "pipeline") -> None:
         fail(f"config: {config_error(e, plain, stage)}")
     except UserError as e:
         fail(f"config: {e}")
+    for sweep in (o for o in parsed if o.is_sweep_override() and not o.key_or_group.startswith("hydra")):
+        try:
+            values = list(sweep.sweep_string_iterator())
+        except HydraException:  # an interval for a search sweeper: nothing to list
+            continue
+        for value in values:
+            point = [*plain, f"{sweep.get_key_element()}={value}"]
+            try:
+                compose_plain(point)
+            except (HydraException, OmegaConfBaseException) as e:
+                fail(f"config: {config_error(e, point, stage)}")
 
 
 def compose_plain(overrides: list[str]) -> Any:
@@ -97,7 +110,8 @@ def config_error(e: BaseException, overrides: list[str], stage: str) -> str:
     first = text.splitlines()[0] if text else type(e).__name__
     if m := re.search(r"Could not find '([^']+)/([^']+)'", first):
         group, option = m.groups()
-        options = re.findall(r"^\t(\S+)$", text.split("Config search path:")[0], flags=re.M)
+        options = [o for o in re.findall(r"^\t(\S+)$", text.split("Config search path:")[0], flags=re.M)
+                   if not o.endswith("_schema")]  # the schemas an option extends are not options
         return f"{group}={option}: no such option; use one of {', '.join(options)}" if options else first
     if m := re.search(r"Could not (?:override|append to) '([^']+)'", first):
         key = m.group(1)
