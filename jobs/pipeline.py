@@ -61,7 +61,11 @@ def end_pipeline(cfg: Any, pipeline_id: str, failed_stage: str | None) -> None:
     """FINISHED, or FAILED naming the stage, on the pipeline's parent run (if a stage made one)."""
     from jobs.store import tracking
 
-    status = tracking.end_pipeline_run(tracking.connect(cfg), pipeline_id, failed_stage)
+    try:
+        status = tracking.end_pipeline_run(tracking.connect(cfg), pipeline_id, failed_stage)
+    except Exception as e:  # noqa: BLE001 - an interrupted or failed pipeline's own error matters more
+        print(f"warning: could not end the run pipeline-{pipeline_id} ({e}); a rerun with this id ends it", file=sys.stderr)
+        return
     if status:
         print(f"pipeline run pipeline-{pipeline_id}: {status}" + (f" at stage {failed_stage}" if failed_stage else ""),
               file=sys.stderr if failed_stage else sys.stdout, flush=True)

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import socket
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -199,7 +200,10 @@ def stage_run(cfg: Any, experiment_id: str, stage: str, inputs: str) -> Iterator
                     gateway.current.log()
         failed = False
     finally:  # the pipeline run is RUNNING only while one of its stages runs
-        end_pipeline_run(experiment_id, pid, stage if failed else None)
+        try:
+            end_pipeline_run(experiment_id, pid, stage if failed else None)
+        except Exception as e:  # noqa: BLE001 - bookkeeping must not hide the stage's own outcome
+            print(f"warning: could not end the run pipeline-{pid} ({e}); the driver or a rerun ends it", file=sys.stderr)
 
 
 def kill_orphans(experiment_id: str, pipeline_id: str, stage: str, inputs: str) -> None:
