@@ -164,7 +164,6 @@ def main(argv: list[str] | None = None) -> int:
             if code != 0:
                 print(f"\nstage {stage} failed with exit code {code}; pipeline {pipeline_id} stopped. "
                       f"Rerun with pipeline_id={pipeline_id} to resume: finished stages are reused.", file=sys.stderr)
-                os.environ.update(env)
                 end_pipeline(cfg, pipeline_id, stage)
                 return code
             ran.append(stage)
@@ -179,7 +178,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nAll {len(ran)} stages finished in {time.monotonic() - started:.0f} s.")
         return code if ran and ran[-1] == "gate" else 0
     except BaseException:  # interrupted (Ctrl-C) or crashed: the stage that was running is named
-        os.environ.update(env)
         end_pipeline(cfg, pipeline_id, stage or "start")
         raise
     finally:

@@ -95,10 +95,9 @@ def parse(text: str, source: str, input_keys: Iterable[str] = ("question",),
 def load(uri: str, input_keys: Iterable[str] = ("question",), required_expectations: Iterable[str] = (),
          limits: Any = None) -> list[Record]:
     """A dataset file, within ``limits`` (the config's limits section) when given."""
-    if limits is None:
-        return parse(read_text(uri, "dataset"), uri, input_keys, required_expectations)
-    return parse(read_text(uri, "dataset", float(limits.max_file_mb)), uri, input_keys, required_expectations,
-                 int(limits.max_input_chars), int(limits.max_record_kb * 1024))
+    max_mb, max_chars, max_record = ((float(limits.max_file_mb), int(limits.max_input_chars),
+                                      int(limits.max_record_kb * 1024)) if limits is not None else (None, None, None))
+    return parse(read_text(uri, "dataset", max_mb), uri, input_keys, required_expectations, max_chars, max_record)
 
 
 def from_config(cfg: Any, split: str) -> list[Record]:
