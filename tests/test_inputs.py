@@ -196,3 +196,11 @@ def test_shared_questions_ignore_case_spacing_and_punctuation():
     a = parse(row(id="a", inputs={"question": "Who pitches  today?"}) + "\n" + row(id="z", inputs={"question": " "}))
     b = parse(row(id="b", inputs={"question": "who pitches today"}) + "\n" + row(id="y", inputs={"question": ""}))
     assert [(x.id, y.id) for x, y in datasets.shared_questions(a, b, "question")] == [("a", "b")]  # blanks are no leak
+
+
+def test_the_record_limit_counts_bytes_not_characters():
+    """Three-byte characters: 1000 of them fit in 2 KB of characters but not in 2 KB of bytes."""
+    with pytest.raises(UserError, match=r"^d.jsonl:1: the record is 3 KB, above limits.max_record_kb=2"):
+        line = json.dumps({"inputs": {"question": "\u4e2d" * 1000}, "expectations": dict.fromkeys(REQ, False)},
+                          ensure_ascii=False)
+        datasets.parse(line, "d.jsonl", ["question"], REQ, max_record_bytes=2048)

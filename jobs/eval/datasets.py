@@ -27,7 +27,7 @@ class Record:
 
 def check_line_sizes(text: str, source: str, max_bytes: int | None) -> None:
     """Every line (one record) within limits.max_record_kb."""
-    if max_bytes is None or len(text) <= max_bytes:
+    if max_bytes is None or len(text) * 4 <= max_bytes:  # a character is at most 4 bytes in UTF-8
         return
     for n, line in enumerate(text.splitlines(), 1):
         size = len(line.encode("utf-8"))
