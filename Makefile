@@ -95,8 +95,8 @@ undeploy: ## Delete an overlay's objects (OVERLAY=dev|prod)
 pipeline: install ## Run the seven stages as Kubernetes Jobs (LAUNCHER=kubernetes) under one pipeline id; ARGS="..."
 	@$(PY) -m jobs.pipeline launcher=$(LAUNCHER) $(ARGS)
 
-job: install ## Print a stage's Job YAML: make job STAGE=evaluate ARGS="pipeline_id=x" | kubectl apply -f -
-	@$(PY) -m jobs.launch.render $(STAGE) $(ARGS)
+job: install ## Print a stage's Job YAML: make job STAGE=evaluate ARGS="pipeline_id=x" | kubectl apply -f - (sharded: then MERGE=1)
+	@$(PY) -m jobs.launch.render $(STAGE) $(if $(MERGE),--merge) $(ARGS)
 
 ##@ Benchmarks
 .PHONY: bench bench-gate bench-reliability

@@ -72,9 +72,12 @@ def end_pipeline(cfg: Any, pipeline_id: str, failed_stage: str | None) -> None:
 
 
 def summary(cfg: Any, pipeline_id: str, ran: list[str]) -> str:
+    from jobs.core import spans
     from jobs.store import tracking
+
     experiment_id = tracking.connect(cfg)
     lines = [f"\n=== promptgate pipeline {pipeline_id} ==="]
+    totals: dict = {}
     for stage in ran:
         run = tracking.latest_result(experiment_id, pipeline_id, stage)
         if tracking.result_of(run) is None:
@@ -88,7 +91,12 @@ def summary(cfg: Any, pipeline_id: str, ran: list[str]) -> str:
             sp = result.spend
             lines.append(f"{'':>11}LLM spend: {sp['tokens']:.0f} tokens, ${sp['usd']:.4f}, {sp['upstream_calls']:.0f} upstream "
                          f"calls, {sp['cache_hits']:.0f} cache hits, {sp['faults']:.0f} faults retried or failed")
+        if result.spans:
+            lines.append(f"{'':>11}time by kind: {spans.line(result.spans)}")
+            totals = spans.add(totals, result.spans)
         lines.append(f"{'':>9}  {tracking.run_link(cfg, experiment_id, run.info.run_id)}")
+    if totals:
+        lines += spans.table(totals)
     lines.append(f"   prompt: {tracking.prompt_link(cfg, str(cfg.prompt.name))}")
     lines.append(f"   traces: {tracking.traces_link(cfg, experiment_id)}")
     lines.append(f"       UI: {tracking.ui_base(cfg)}")

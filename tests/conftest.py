@@ -14,13 +14,15 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from omegaconf import OmegaConf
 
-from jobs.config.schemas import register_schemas
+from jobs.config.schemas import JobSettings, register_schemas
 from jobs.core.paths import ROOT
 from jobs.core.servers import free_port, start_mlflow, start_sim, stop_process
 from jobs.gateway.client import start_gateway
 from jobs.gateway.server import MISS_LOG_ENV
 from jobs.launch.launchers import STAGE_ENV
+from tests.support import fake_kube_api
 
 register_schemas()  # tests compose configs directly, as every stage does after registering them
 
@@ -247,3 +249,21 @@ def labelled_traces(pid, n, name, with_judge=True):
             mlflow.log_feedback(trace_id=tid, name=name, value=True, rationale="y",
                                 source=AssessmentSource(source_type="LLM_JUDGE", source_id="judge"))
     return ids
+
+
+@pytest.fixture()
+def fake_cluster(servers, tmp_path, monkeypatch):
+    """The fake API with the test servers as the cluster's services (its ConfigMap)."""
+    env = servers.env()
+    cluster_env = {k: env[k] for k in ("MLFLOW_TRACKING_URI", "PROMPTGATE_SIM_URL", "AWS_ENDPOINT_URL",
+                                       "PROMPTGATE_STATE_DIR", "PYTHONPATH", "AWS_ACCESS_KEY_ID",
+                                       "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+    httpd, url = fake_kube_api.start(cluster_env, str(ROOT))
+    kubeconfig = fake_kube_api.write_kubeconfig(tmp_path / "kubeconfig", url)
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    yield httpd.cluster, kubeconfig
+    httpd.shutdown()
+
+
+def fast_settings(**kw):
+    return OmegaConf.merge(OmegaConf.structured(JobSettings), {"poll_s": 0.3, **kw})

@@ -53,10 +53,10 @@ def get(url):
         return json.loads(r.read())
 
 
-def open_session(gw, cache="readwrite", limits=None):
+def open_session(gw, cache="readwrite", limits=None, roles=None):
     sid = uuid.uuid4().hex[:8]
     body = json.dumps({"pipeline": "p", "stage": "evaluate", "cache": cache, "limits": limits or {},
-                       "prices": {"sim-agent": [1.0, 2.0]}}).encode()
+                       "prices": {"sim-agent": [1.0, 2.0]}, "roles": roles or {}}).encode()
     urllib.request.urlopen(urllib.request.Request(f"{gw}/gateway/sessions/{sid}", data=body,
                                                   headers={"Content-Type": "application/json"}))
     return sid, OpenAI(base_url=f"{gw}/s/{sid}/v1", api_key="placeholder", max_retries=0)
@@ -127,6 +127,26 @@ def test_embeddings_are_cached_per_text_whatever_the_batching(stack):
     spend = get(f"{gw}/gateway/sessions/{sid}")
     assert spend["upstream_calls"] == 2 and spend["cache_hits"] == 1  # the regrouped batch cost nothing
     assert get(f"{sim}/sim/stats")["calls"]["embeddings"] == 2
+
+
+def test_calls_are_counted_by_kind_with_their_time_and_tokens(stack):
+    """Agent calls bind tools, reflection and judge calls are told apart by model, embeddings by
+    route; each kind gets its calls, seconds, tokens and USD, and a cache hit costs no tokens."""
+    sim, gw = stack()
+    sid, client = open_session(gw, roles={"agent": "sim-agent", "judge": "sim-judge", "reflection": "sim-reflect"})
+    tool = {"type": "function", "function": {"name": "lookup", "description": "d",
+                                             "parameters": {"type": "object", "properties": {}}}}
+    client.chat.completions.create(model="sim-agent", messages=[{"role": "user", "content": "q"}], tools=[tool])
+    ask(client, "grade this", model="sim-judge")
+    ask(client, "grade this", model="sim-judge")  # a cache hit: a call, no tokens
+    ask(client, "improve the prompt", model="sim-reflect")
+    client.embeddings.create(model="sim-embed", input=["a"])
+    kinds = get(f"{gw}/gateway/sessions/{sid}")["by_kind"]
+    assert {k: v["calls"] for k, v in kinds.items()} == {"agent": 1, "judge": 2, "reflection": 1, "embeddings": 1}
+    assert all(v["seconds"] > 0 and v["tokens"] > 0 for v in kinds.values())
+    assert kinds["agent"]["usd"] > 0 and kinds["judge"]["usd"] == 0  # only sim-agent has a price here
+    spend = get(f"{gw}/gateway/sessions/{sid}")
+    assert sum(v["tokens"] for v in kinds.values()) == spend["tokens"]
 
 
 def test_retries_absorb_faults_and_count_exactly_what_was_injected(stack):
@@ -239,3 +259,29 @@ def test_health_endpoint_answers(stack):
     with pytest.raises(urllib.error.HTTPError) as e:
         get(f"{gw}/no/such/route")
     assert e.value.code == 404
+
+
+def test_timed_tools_keep_their_schema_and_are_counted():
+    """The agent's tools are wrapped to time them: the model must still see the same tool."""
+    from langchain_core.tools import StructuredTool
+
+    from jobs.core import spans
+    from jobs.domains.baseball.tools import TOOLS
+
+    fn = TOOLS[0]
+    plain, timed = StructuredTool.from_function(fn), StructuredTool.from_function(spans.timed("tools", fn))
+    assert (timed.name, timed.description, timed.args) == (plain.name, plain.description, plain.args)
+    before = spans.snapshot().get("tools", {}).get("calls", 0)
+    timed.invoke({k: "x" for k in plain.args})
+    assert spans.snapshot()["tools"]["calls"] == before + 1
+
+
+def test_span_figures_add_up_across_runs_and_print_as_a_table():
+    from jobs.core import spans
+
+    runs = [{"span.agent.calls": 3, "span.agent.seconds": 1.5, "spend.tokens": 9}, {"span.agent.calls": 2, "span.tools.calls": 4}]
+    total = spans.from_metrics(runs)
+    assert total == {"agent": {"calls": 5.0, "seconds": 1.5}, "tools": {"calls": 4.0}}
+    assert spans.add(total, {"agent": {"calls": 1}})["agent"]["calls"] == 6
+    rows = spans.table({"agent": {"calls": 2, "seconds": 3.0, "usd": 0.5}, "judge": {"calls": 1, "seconds": 1.0, "usd": 0.5}})
+    assert rows[2].split() == ["agent", "2", "3.0", "75%", "0", "0.5000", "50%"]

@@ -20,11 +20,10 @@ from omegaconf import OmegaConf
 from jobs.config.schemas import JobSettings
 from jobs.core.paths import ROOT
 from jobs.launch.launchers import KubernetesLauncher
-from jobs.launch.manifests import job_name, render_stage_job
+from jobs.launch.manifests import job_name, render_shard_job, render_stage_job
 from jobs.pipeline import STAGES
 
-from .conftest import COMPARE_OVERRIDES, stage_result
-from .support import fake_kube_api
+from .conftest import COMPARE_OVERRIDES, fast_settings, stage_result
 
 TOOLS = ROOT / ".venv-tools" / "bin"
 GOLDEN = Path(__file__).parent / "golden"
@@ -189,6 +188,38 @@ def test_a_queued_job_is_suspended_with_kueues_label():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+@pytest.mark.tools
+def test_a_sharded_stage_renders_an_indexed_job():
+    """evaluate.shards=4: one Indexed Job whose pods each get their shard through the downward
+    API, retried per shard, with exit 2 still failing the whole Job."""
+    job = render_shard_job("evaluate", ["pipeline_id=golden", "evaluate.shards=4"], "golden", SETTINGS, "fixed", 4)
+    text = yaml.safe_dump(job, sort_keys=False)
+    golden = GOLDEN / "job-evaluate-shards.yaml"
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.write_text(text)
+    assert text == golden.read_text(), f"{golden} differs; rerun with UPDATE_GOLDEN=1 if the change is intended"
+    spec = job["spec"]
+    assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == ("Indexed", 4, 4)
+    assert "backoffLimit" not in spec and spec["backoffLimitPerIndex"] == SETTINGS.backoff_limit
+    container = spec["template"]["spec"]["containers"][0]
+    assert container["args"][-1] == "evaluate.shard=$(PROMPTGATE_SHARD)"
+    assert {"name": "PROMPTGATE_SHARD", "valueFrom": {"fieldRef": {
+        "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}} in container["env"]
+    proc = subprocess.run([tool("kubernetes-validate"), "-k", "1.32.0", "--strict", str(golden)], capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_make_job_prints_the_shards_then_the_merge():
+    run = lambda *a: subprocess.run([sys.executable, "-m", "jobs.launch.render", "evaluate", *a],  # noqa: E731
+                                    capture_output=True, text=True, cwd=ROOT, timeout=120)
+    shards, merge = run("pipeline_id=x", "evaluate.shards=3"), run("--merge", "pipeline_id=x", "evaluate.shards=3")
+    assert shards.returncode == merge.returncode == 0, shards.stderr + merge.stderr
+    assert yaml.safe_load(shards.stdout)["spec"]["completions"] == 3
+    assert "make job STAGE=evaluate MERGE=1" in shards.stderr
+    assert "completionMode" not in yaml.safe_load(merge.stdout)["spec"]
+
+
 def test_job_names_are_dns_safe_unique_and_short():
     long_id = "Pipeline_With.Odd/Chars-" + "x" * 80
     a, b = job_name("optimize", long_id, "1"), job_name("optimize", long_id, "2")
@@ -197,24 +228,6 @@ def test_job_names_are_dns_safe_unique_and_short():
 
 
 # ------------------------------------------------------------------ launchers on the fake API
-@pytest.fixture()
-def fake_cluster(servers, tmp_path, monkeypatch):
-    """The fake API with the test servers as the cluster's services (its ConfigMap)."""
-    env = servers.env()
-    cluster_env = {k: env[k] for k in ("MLFLOW_TRACKING_URI", "PROMPTGATE_SIM_URL", "AWS_ENDPOINT_URL",
-                                       "PROMPTGATE_STATE_DIR", "PYTHONPATH", "AWS_ACCESS_KEY_ID",
-                                       "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
-    httpd, url = fake_kube_api.start(cluster_env, str(ROOT))
-    kubeconfig = fake_kube_api.write_kubeconfig(tmp_path / "kubeconfig", url)
-    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-    yield httpd.cluster, kubeconfig
-    httpd.shutdown()
-
-
-def fast_settings(**kw):
-    return OmegaConf.merge(OmegaConf.structured(JobSettings), {"poll_s": 0.3, **kw})
-
-
 def test_stage_exiting_2_fails_the_job_without_retries(fake_cluster):
     cluster, _ = fake_cluster
     code = KubernetesLauncher(fast_settings(backoff_limit=3), "k8s-bad").run("evaluate", ["dataset.train=/nope.jsonl"])

@@ -32,7 +32,7 @@ class KubernetesHydraLauncher(Launcher):
 
         from omegaconf import OmegaConf
 
-        from jobs.launch.launchers import KubernetesLauncher
+        from jobs.launch.launchers import KubernetesLauncher, shard_defaults
         from jobs.launch.sweeps import RESULT_FILE, as_dict
 
         assert self.config is not None
@@ -51,7 +51,7 @@ class KubernetesHydraLauncher(Launcher):
             pid = next((o.split("=", 1)[1] for o in overrides if o.startswith("pipeline_id=")),
                        str(self.config.get("pipeline_id", "adhoc")))
             log = io.StringIO()
-            launcher = KubernetesLauncher(spec, pid, out=log)
+            launcher = KubernetesLauncher(spec, pid, out=log, shards=shard_defaults(self.config))
             code = launcher.run(task, [*overrides, "sweep_point=true"])
             result = as_dict(launcher.result()) if code == 0 else {}
             ret = JobReturn(overrides=list(overrides), cfg=self.config, hydra_cfg=self.config,

@@ -164,6 +164,7 @@ def quiet_libraries() -> None:
     for name in ("httpx", "httpx2", "httpcore", "openai", "LiteLLM", "litellm", "urllib3", "dspy"):
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)  # "pool is full" under parallel scoring
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per small download, in logs
 
 
 def stopped_by_budget(stage: str) -> None:

@@ -28,6 +28,14 @@ def _between(key: str, value: float, low: float, high: float, what: str) -> None
         raise UserError(f"{key}={value} must be {what}")
 
 
+def _check_shard(section: str, shards: int, shard: int | None) -> None:
+    if not 1 <= shards <= 64:
+        raise UserError(f"{section}.shards={shards} must be between 1 and 64")
+    if shard is not None and not 0 <= shard < shards:
+        raise UserError(f"{section}.shard={shard} is not a shard of {section}.shards={shards}; "
+                        f"use 0 to {shards - 1}, or leave it null to run them all")
+
+
 def _at_least(key: str, value: float, low: float) -> None:
     if value < low:
         raise UserError(f"{key}={value} must be at least {low}")
@@ -275,10 +283,13 @@ class EvaluateSettings:
     max_workers: int = 4  # rows evaluated at once
     max_attempts: int = 3  # passes over rows that came back incomplete
     on_missing: str = "fail"  # fail | record
+    shards: int = 1  # processes (pods on a cluster) the rows are split over
+    shard: int | None = None  # set per shard process; null runs (or reuses) every shard and merges
 
     def __post_init__(self) -> None:
         _at_least("evaluate.max_workers", self.max_workers, 1)
         _at_least("evaluate.max_attempts", self.max_attempts, 1)
+        _check_shard("evaluate", self.shards, self.shard)
         if self.on_missing not in ("fail", "record"):
             raise UserError(f"evaluate.on_missing '{self.on_missing}' is unknown; use fail or record")
 
@@ -290,9 +301,12 @@ class CompareSettings:
     bootstrap: int = 2000  # paired-bootstrap resamples
     ci_level: float = 0.95  # confidence level of the gain's interval
     seed: int = 0  # bootstrap seed
+    shards: int = 1  # processes (pods on a cluster) both arms' rows are split over
+    shard: int | None = None  # set per shard process; null runs (or reuses) every shard and merges
 
     def __post_init__(self) -> None:
         _at_least("compare.n_repeats", self.n_repeats, 1)
+        _check_shard("compare", self.shards, self.shard)
         _at_least("compare.bootstrap", self.bootstrap, 100)
         _between("compare.ci_level", self.ci_level, 0, 1, "between 0 and 1")
 

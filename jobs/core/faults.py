@@ -8,7 +8,8 @@ import os
 import time
 
 PAUSE_ENV = "PROMPTGATE_PAUSE_AT"
-POINTS = ("evaluate.scored", "feedback.first_label", "optimize.registered", "gate.decided")
+POINTS = ("evaluate.scored", "feedback.first_label", "optimize.registered", "gate.decided",
+          "<stage>.shard-<index>.scored")
 
 
 def pause_point(name: str) -> None:

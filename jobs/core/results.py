@@ -32,6 +32,7 @@ class StageResult:
     STAGE: ClassVar[str] = ""
     run_id: str | None = None  # the MLflow run that recorded it
     spend: dict[str, float] | None = None  # the stage's LLM spend (gateway figures), when it made calls
+    spans: dict[str, dict[str, float]] | None = None  # calls, seconds, tokens, usd per kind: agent, tools, judge, ...
 
     def headline(self, evidence: Any) -> tuple[str | None, str | None]:
         """(the figure people look for first, with the sample it rests on; a warning when that

@@ -49,7 +49,9 @@ def build_predict_fn(agent_cfg: Any, endpoint: Any, prompt_uri: str,
     from langchain_core.tools import StructuredTool
     from langchain_openai import ChatOpenAI
 
-    tools = [StructuredTool.from_function(fn) for fn in load_tools(str(agent_cfg.tools_module))]
+    from jobs.core.spans import timed
+
+    tools = [StructuredTool.from_function(timed("tools", fn)) for fn in load_tools(str(agent_cfg.tools_module))]
     prompt = mlflow.genai.load_prompt(prompt_uri)  # once, in the calling thread
     graphs: dict[Any, Any] = {}
 

@@ -141,13 +141,38 @@ class Session:
         s = self.spend()
         return {k: float(s.get(k, 0)) for k in SPEND_METRICS}
 
+    def by_kind(self) -> dict[str, dict[str, float]]:
+        """Calls, seconds, tokens and USD per kind of call (agent, judge, reflection, embeddings),
+        with this process's tool calls, which never reach the gateway."""
+        from jobs.core import spans
+
+        return spans.add(self.spend().get("by_kind"), {k: v for k, v in spans.snapshot().items() if k == "tools"})
+
     def log(self) -> None:
-        """Spend as metrics on the active MLflow run."""
+        """Spend and the per-kind figures as metrics on the active MLflow run."""
         import mlflow
 
+        from jobs.core import spans
+
         if mlflow.active_run() is not None:
-            mlflow.log_metrics({f"spend.{k}" if k in ("tokens", "prompt_tokens", "completion_tokens", "usd")
-                                else f"gateway.{k}": v for k, v in self.figures().items()})
+            mlflow.log_metrics({**{metric_name(k): v for k, v in self.figures().items()}, **spans.metrics(self.by_kind())})
+
+
+def metric_name(figure: str) -> str:
+    """The run metric a spend figure is logged as."""
+    return f"spend.{figure}" if figure in ("tokens", "prompt_tokens", "completion_tokens", "usd") else f"gateway.{figure}"
+
+
+def spend_of_runs(runs: list) -> dict[str, float]:
+    """The spend figures several runs logged, added up (a sharded stage's shards)."""
+    return {k: sum(float(r.data.metrics.get(metric_name(k), 0.0)) for r in runs) for k in SPEND_METRICS}
+
+
+def kinds_of_runs(runs: list) -> dict[str, dict[str, float]]:
+    """The per-kind figures several runs logged, added up."""
+    from jobs.core import spans
+
+    return spans.from_metrics([r.data.metrics for r in runs])
 
 
 current: Session | None = None  # the session of the stage running in this process
@@ -159,7 +184,9 @@ def open_session(cfg: Any, stage: str, gateway_url: str, experiment_id: str | No
     limits = limits_for(cfg, stage, spent)
     sid = f"{stage}-{uuid.uuid4().hex[:12]}"
     spec = {"pipeline": str(cfg.pipeline_id), "stage": stage, "cache": str(cfg.gateway.cache), "limits": limits,
-            "prices": {k: list(v) for k, v in (cfg.model.get("prices") or {}).items()}}
+            "prices": {k: list(v) for k, v in (cfg.model.get("prices") or {}).items()},
+            "roles": {"agent": str(cfg.model.agent_model), "judge": str(cfg.model.judge_model),
+                      "reflection": str(cfg.model.reflection_model)}}  # how the gateway tells calls apart
     try:
         _call(f"{gateway_url}/gateway/sessions/{sid}", spec)
     except urllib.error.HTTPError as e:

@@ -22,6 +22,7 @@ import json
 import os
 import re
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -62,6 +63,8 @@ class Spend:
     completion_tokens: int = 0
     usd: float = 0.0
     tripped: str | None = None  # the budget that was crossed, with the figures
+    roles: dict[str, str] = field(default_factory=dict)  # kind -> model: agent, judge, reflection
+    by_kind: dict[str, dict[str, float]] = field(default_factory=dict)  # kind -> calls, seconds, tokens, usd
 
     @property
     def tokens(self) -> int:
@@ -86,6 +89,22 @@ def cache_key(route: str, body: dict[str, Any]) -> str:
     kept = {k: v for k, v in body.items() if k not in CACHE_IGNORED_FIELDS}
     text = RUN_ID.sub("<id>", json.dumps([route, kept], sort_keys=True))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def kind_of(route: str, body: dict[str, Any], roles: dict[str, str]) -> str:
+    """What a call is for: the agent's calls bind its tools; reflection (GEPA, MemAlign's
+    distillation) and judge calls are told apart by their model. A judge that uses the
+    reflection model is counted as judge."""
+    if route.endswith("embeddings"):
+        return "embeddings"
+    if body.get("tools"):
+        return "agent"
+    model = str(body.get("model", ""))
+    if model == roles.get("reflection") and model != roles.get("judge"):
+        return "reflection"
+    if model == roles.get("agent") and model != roles.get("judge"):
+        return "agent"
+    return "judge"
 
 
 def is_malformed(body: dict[str, Any], reply: dict[str, Any]) -> bool:
@@ -138,19 +157,25 @@ class Gateway:
         if cache not in MODES:
             raise ValueError(f"cache must be one of {', '.join(MODES)}, not {cache!r}")
         spend = Spend(pipeline=str(spec.get("pipeline", "")), stage=str(spec.get("stage", "")), cache=cache,
-                      limits=dict(spec.get("limits") or {}), prices=dict(spec.get("prices") or {}))
+                      limits=dict(spec.get("limits") or {}), prices=dict(spec.get("prices") or {}),
+                      roles={str(k): str(v) for k, v in (spec.get("roles") or {}).items()})
         with self.lock:
             self.sessions[sid] = spend
         return spend
 
-    def _charge(self, spend: Spend, model: str, usage: dict[str, Any]) -> None:
+    def _charge(self, spend: Spend, route: str, body: dict[str, Any], usage: dict[str, Any]) -> None:
+        model = str(body.get("model", ""))
         p_in, p_out = (spend.prices.get(model) or spend.prices.get("*") or [0.0, 0.0])[:2]
         prompt = int(usage.get("prompt_tokens") or 0)
         completion = int(usage.get("completion_tokens") or 0)
+        usd = (prompt * p_in + completion * p_out) / 1e6
         with self.lock:
             spend.prompt_tokens += prompt
             spend.completion_tokens += completion
-            spend.usd += (prompt * p_in + completion * p_out) / 1e6
+            spend.usd += usd
+            kind = spend.by_kind.setdefault(kind_of(route, body, spend.roles), {})
+            kind["tokens"] = kind.get("tokens", 0) + prompt + completion
+            kind["usd"] = round(kind.get("usd", 0.0) + usd, 8)
             for unit, used in (("tokens", spend.tokens), ("usd", spend.usd)):
                 limit = spend.limits.get(unit)
                 if limit and spend.tripped is None and used > float(limit[0]):
@@ -193,8 +218,23 @@ class Gateway:
             spend.exhausted += 1 if exhausted else 0
         return status, data
 
-    def handle(self, method: str, route: str, raw: bytes, sid: str) -> tuple[int, bytes]:
+    def handle(self, method: str, route: str, raw: bytes, sid: str) -> tuple[int, Any]:
+        """Answer one call and count its time under its kind (for a stream: until it starts)."""
+        start = time.perf_counter()
         spend = self.session(sid)
+        try:
+            return self._handle(method, route, raw, spend)
+        finally:
+            try:
+                kind = kind_of(route, json.loads(raw or b"{}"), spend.roles) if method == "POST" else "other"
+            except (ValueError, AttributeError):
+                kind = "other"
+            with self.lock:
+                entry = spend.by_kind.setdefault(kind, {})
+                entry["calls"] = entry.get("calls", 0) + 1
+                entry["seconds"] = round(entry.get("seconds", 0.0) + time.perf_counter() - start, 6)
+
+    def _handle(self, method: str, route: str, raw: bytes, spend: Spend) -> tuple[int, Any]:
         with self.lock:
             spend.requests += 1
             refused = spend.tripped
@@ -229,7 +269,7 @@ class Gateway:
             with self.lock:
                 spend.malformed += 1
             return 502, error_body("upstream reply is not JSON", "upstream_error")
-        self._charge(spend, str(body.get("model", "")), reply.get("usage") or {})
+        self._charge(spend, route, body, reply.get("usage") or {})
         if is_malformed(body, reply):
             with self.lock:
                 spend.malformed += 1
@@ -262,7 +302,7 @@ class Gateway:
                 except ValueError:
                     continue
                 if usage:
-                    self._charge(spend, str(body.get("model", "")), usage)
+                    self._charge(spend, route, body, usage)
             if events and events[-1] == "[DONE]" and spend.cache == "readwrite":
                 self.store.put(key, bytes(seen))
 
@@ -301,7 +341,7 @@ class Gateway:
                                        "upstream_error")
             usage = reply.get("usage") or usage
             model = reply.get("model", model)
-            self._charge(spend, str(body.get("model", "")), usage)
+            self._charge(spend, route, body, usage)
             for i, item in zip(missing, items):
                 found[i] = item
                 if spend.cache == "readwrite":

@@ -60,6 +60,7 @@ class KubernetesLauncher:
     spec: object  # the launcher config (conf/launcher/kubernetes.yaml)
     pipeline_id: str
     out: object = None  # where pod logs go (default: stdout)
+    shards: dict[str, int] = field(default_factory=dict)  # the composed config's shard count per stage
     launch_id: str | None = None  # the last launch's id (also the Job name's suffix)
 
     def _clients(self):
@@ -76,21 +77,34 @@ class KubernetesLauncher:
         return launched_result(self.launch_id)
 
     def run(self, stage: str, overrides: list[str]) -> int:
-        import time
+        """Run the stage's Job; a sharded stage runs its Indexed Job of shards first. The merge
+        Job runs even when a shard failed: it reruns that shard alone and proves the rows."""
+        from jobs.launch.manifests import EXIT_BAD_INPUT, render_shard_job, render_stage_job, shard_count
 
-        from jobs.launch.manifests import render_stage_job
-
-        batch, core = self._clients()
-        ns = str(self.spec.namespace)
         in_pod = [o for o in overrides if not o.lstrip("+~").startswith("launcher")]  # pods run their stage locally
         if stage in STAGES and not any(o.startswith("pipeline_id=") for o in in_pod):
             in_pod.append(f"pipeline_id={self.pipeline_id}")  # the one way a stage learns its pipeline
+        shards = shard_count(stage, self.shards, in_pod)
+        if shards > 1:
+            in_pod.append(f"{stage}.shards={shards}")  # the pods split the rows the same way the merge counts them
+            code = self._run_job(render_shard_job(stage, in_pod, self.pipeline_id, self.spec, new_launch_id(), shards),
+                                 stage)
+            if code == EXIT_BAD_INPUT:
+                return code
         self.launch_id = new_launch_id()
-        manifest = render_stage_job(stage, in_pod, self.pipeline_id, self.spec, self.launch_id)
+        return self._run_job(render_stage_job(stage, in_pod, self.pipeline_id, self.spec, self.launch_id), stage)
+
+    def _run_job(self, manifest: dict, stage: str) -> int:
+        """Create the Job, stream its pods' logs, and return its exit code once it ends."""
+        import time
+
+        batch, core = self._clients()
+        ns = str(self.spec.namespace)
         name = manifest["metadata"]["name"]
         out = self.out or sys.stdout
         batch.create_namespaced_job(ns, manifest)
-        print(f"[launcher] Job {ns}/{name} created for stage {stage}", file=out, flush=True)
+        kind = f"Indexed Job of {manifest['spec']['completions']} shards" if "completions" in manifest["spec"] else "Job"
+        print(f"[launcher] {kind} {ns}/{name} created for stage {stage}", file=out, flush=True)
         seen: set[str] = set()
         try:
             while True:
@@ -105,7 +119,8 @@ class KubernetesLauncher:
                     return 0
                 if "Failed" in done:
                     code = self._exit_code(core, ns, name)
-                    print(f"[launcher] Job {name} failed (exit code {code})", file=out, flush=True)
+                    failed = f", failed shards {job.status.failed_indexes}" if job.status.failed_indexes else ""
+                    print(f"[launcher] Job {name} failed (exit code {code}{failed})", file=out, flush=True)
                     return code
                 time.sleep(float(self.spec.poll_s))
         except KeyboardInterrupt:
@@ -135,8 +150,15 @@ class KubernetesLauncher:
         return codes[-1] if codes else 1
 
 
+def shard_defaults(cfg) -> dict[str, int]:
+    """The shard count the composed config gives each sharded stage."""
+    from jobs.launch.manifests import SHARDED_STAGES
+
+    return {stage: int(cfg[stage].shards) for stage in SHARDED_STAGES}
+
+
 def launcher_for(cfg, env: dict[str, str], pipeline_id: str):
     """The launcher the config asks for."""
     if cfg.launcher.kind == "kubernetes":
-        return KubernetesLauncher(cfg.launcher, pipeline_id)
+        return KubernetesLauncher(cfg.launcher, pipeline_id, shards=shard_defaults(cfg))
     return LocalLauncher(env=env)

@@ -23,6 +23,9 @@ CHECKOV_SKIPS = {  # policy checks this Job does not meet on purpose, with the r
     "checkov.io/skip2": "CKV_K8S_43=the image is chosen per launch (IMG); pin a digest there for prod",
 }
 CONTAINER = "stage"
+SHARDED_STAGES = ("evaluate", "compare")  # stages whose rows split over an Indexed Job's pods
+INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"  # set on each pod of an Indexed Job
+SHARD_ENV = "PROMPTGATE_SHARD"  # the pod's index, expanded into the stage's `<stage>.shard=` argument
 
 
 def dns_label(text: str, limit: int = 63) -> str:
@@ -111,3 +114,33 @@ def render_stage_job(stage: str, overrides: list[str], pipeline_id: str, spec: A
             },
         },
     }
+
+
+def shard_count(stage: str, defaults: dict[str, int], overrides: list[str]) -> int:
+    """How many shards a stage's rows split into: its last ``<stage>.shards=`` override, else the
+    composed config's value; 1 for a stage that does not shard or when one shard is asked for."""
+    if stage not in SHARDED_STAGES or any(o.startswith(f"{stage}.shard=") for o in overrides):
+        return 1
+    given = [o.split("=", 1)[1] for o in overrides if o.lstrip("+").startswith(f"{stage}.shards=")]
+    return int(given[-1]) if given else int(defaults.get(stage, 1))
+
+
+def render_shard_job(stage: str, overrides: list[str], pipeline_id: str, spec: Any, unique: str, shards: int) -> dict:
+    """The Indexed Job that evaluates a stage's rows in ``shards`` pods, one shard each. The
+    stage's ordinary Job runs after it and merges; it reruns any shard that did not finish."""
+    job = render_stage_job(stage, [*overrides, f"{stage}.shard=$({SHARD_ENV})"], pipeline_id, spec, unique)
+    job["metadata"]["name"] = job_name(f"{stage}-shards", pipeline_id, unique)
+    job["metadata"]["labels"]["promptgate/shards"] = str(shards)
+    rest = {k: v for k, v in job["spec"].items() if k != "backoffLimit"}  # retries are counted per shard instead
+    body = job["spec"] = {
+        "completionMode": "Indexed",  # each pod gets its shard's index
+        "completions": shards,
+        "parallelism": shards,
+        "backoffLimitPerIndex": int(spec.backoff_limit),  # a failing shard is retried alone; the others go on
+        "successPolicy": {"rules": [{"succeededIndexes": f"0-{shards - 1}"}]},  # done when every shard is
+        **rest,
+    }
+    container = body["template"]["spec"]["containers"][0]
+    container["env"].append({"name": SHARD_ENV, "valueFrom": {"fieldRef": {
+        "fieldPath": f"metadata.annotations['{INDEX_ANNOTATION}']"}}})
+    return job

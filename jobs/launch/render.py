@@ -1,5 +1,8 @@
-"""``python -m jobs.launch.render <stage> [overrides]``: print the stage's Kubernetes Job as YAML,
-so that ``make job STAGE=evaluate ARGS="..." | kubectl apply -f -`` launches it with kubectl alone."""
+"""``python -m jobs.launch.render <stage> [--merge] [overrides]``: print the stage's Kubernetes Job
+as YAML, so that ``make job STAGE=evaluate ARGS="..." | kubectl apply -f -`` launches it with
+kubectl alone. A sharded stage (``evaluate.shards=4``) prints its Indexed Job of shards; once that
+has ended, ``--merge`` (``make job ... MERGE=1``) prints the Job that merges them and reruns any
+shard that failed."""
 
 from __future__ import annotations
 
@@ -10,20 +13,27 @@ import uuid
 def main(argv: list[str] | None = None) -> int:
     import yaml
 
-    from jobs.launch.manifests import render_stage_job
+    from jobs.launch.launchers import shard_defaults
+    from jobs.launch.manifests import render_shard_job, render_stage_job, shard_count
     from jobs.pipeline import STAGES, compose, new_pipeline_id
 
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] not in STAGES:
         print(f"error: give a stage first: one of {', '.join(STAGES)}", file=sys.stderr)
         return 2
-    stage, overrides = args[0], args[1:]
+    stage, overrides = args[0], [a for a in args[1:] if a != "--merge"]
     pipeline_id = next((o.split("=", 1)[1] for o in overrides if o.startswith("pipeline_id=")), None)
     if pipeline_id is None:
         pipeline_id = new_pipeline_id()
         overrides.append(f"pipeline_id={pipeline_id}")
     cfg = compose([*overrides, "launcher=kubernetes"])
-    job = render_stage_job(stage, overrides, pipeline_id, cfg.launcher, uuid.uuid4().hex)
+    shards = 1 if "--merge" in args else shard_count(stage, shard_defaults(cfg), overrides)
+    if shards > 1:
+        job = render_shard_job(stage, overrides, pipeline_id, cfg.launcher, uuid.uuid4().hex, shards)
+        print(f"# the {shards} shards of {stage}; when the Job has ended, apply the merge: "
+              f"make job STAGE={stage} MERGE=1 ARGS='{' '.join(overrides)}'", file=sys.stderr)
+    else:
+        job = render_stage_job(stage, overrides, pipeline_id, cfg.launcher, uuid.uuid4().hex)
     sys.stdout.write(yaml.safe_dump(job, sort_keys=False))
     return 0
 

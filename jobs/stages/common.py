@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from jobs.core import spans
 from jobs.core.errors import UserError
 from jobs.core.results import StageResult
 from jobs.store import tracking
@@ -23,13 +24,18 @@ def reuse(cfg: Any, experiment_id: str, stage: str, inputs: str) -> StageResult 
     return result
 
 
-def finish(result: StageResult) -> StageResult:
-    """Record the result on the active run and return it; a crossed budget stops the stage first."""
+def finish(result: StageResult, shard_runs: list | None = None) -> StageResult:
+    """Record the result on the active run and return it; a crossed budget stops the stage first.
+    A sharded stage's result counts what its shards spent (their runs hold it) with its own."""
     from jobs.gateway import client as gateway
 
     if gateway.current is not None:
         gateway.current.check()
         result.spend = gateway.current.figures()  # the run's metrics are logged by stage_run
+        result.spans = gateway.current.by_kind()
+    if shard_runs:
+        result.spend = {k: (result.spend or {}).get(k, 0.0) + v for k, v in gateway.spend_of_runs(shard_runs).items()}
+        result.spans = spans.add(result.spans, gateway.kinds_of_runs(shard_runs))
     tracking.record_result(result)
     return result
 
@@ -42,16 +48,23 @@ def recorded(cfg: Any, experiment_id: str, stage: str) -> Any:
     return result
 
 
-def command(stage: str, cfg: Any) -> str:
-    """The command that runs ``stage`` with this invocation's overrides (experiment=, dataset paths,
-    ...), so a "run X first" hint does the right thing when followed literally."""
-    import shlex
-
+def command_args(stage: str, cfg: Any = None) -> list[str]:
+    """``-m jobs.<stage>`` with this invocation's overrides (experiment=, dataset paths, ...),
+    without ``force=`` and ``<stage>.shard=``; ``pipeline_id=`` comes from ``cfg`` when given."""
     from hydra.core.hydra_config import HydraConfig
 
     given = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-    keep = [o for o in given if o.lstrip("+~").split("=", 1)[0] not in ("pipeline_id", "force")]
-    return " ".join(["python -m jobs." + stage, f"pipeline_id={cfg.pipeline_id}", *map(shlex.quote, keep)])
+    dropped = ("force", f"{stage}.shard") + (("pipeline_id",) if cfg is not None else ())
+    keep = [o for o in given if o.lstrip("+~").split("=", 1)[0] not in dropped]
+    return ["-m", "jobs." + stage, *([f"pipeline_id={cfg.pipeline_id}"] if cfg is not None else []), *keep]
+
+
+def command(stage: str, cfg: Any) -> str:
+    """The command that runs ``stage`` with this invocation's overrides, so a "run X first"
+    hint does the right thing when followed literally."""
+    import shlex
+
+    return " ".join(["python", *map(shlex.quote, command_args(stage, cfg))])
 
 
 def say(stage: str, msg: str) -> None:

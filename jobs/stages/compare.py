@@ -22,6 +22,7 @@ from jobs.eval.agent import REPEAT_KEY
 from jobs.eval.datasets import Record
 from jobs.eval.runner import RowOutcome, evaluate_records
 from jobs.llm.endpoints import activate
+from jobs.stages import shards as shards_
 from jobs.stages.common import finish, recorded, reuse, say
 from jobs.store import tracking
 
@@ -124,7 +125,7 @@ def compact_table(s: dict, errors: dict[str, int], rows: int) -> str:
     ])
 
 
-def run(cfg: Any) -> CompareResult:
+def run(cfg: Any) -> CompareResult | None:
     c = cfg.compare
     records = datasets.from_config(cfg, str(c.split))
     experiment_id = tracking.connect(cfg)
@@ -134,10 +135,14 @@ def run(cfg: Any) -> CompareResult:
     candidate_version = tracking.pipeline_candidate(experiment_id, str(cfg.pipeline_id))
     align_run = tracking.latest_result(experiment_id, str(cfg.pipeline_id), "align")
     judge_key = align_run.info.run_id if align_run else "base"
-    inputs = tracking.inputs_hash(name, baseline_version, candidate_version, judge_key, dict(c), dict(cfg.judge),
+    work = {k: v for k, v in dict(c).items() if k not in ("shards", "shard")}  # how the work is split changes no outcome
+    inputs = tracking.inputs_hash(name, baseline_version, candidate_version, judge_key, work, dict(cfg.judge),
                                   [r.as_eval_row() for r in records], str(cfg.model.provider), cfg.model.agent_model)
     if (done := reuse(cfg, experiment_id, STAGE, inputs)) is not None:
         return done
+    if candidate_version is None and c.shard is not None:
+        say(STAGE, "this pipeline has no candidate: the shard has nothing to evaluate")
+        return None
     if candidate_version is None:
         with tracking.stage_run(cfg, experiment_id, STAGE, inputs) as run:
             say(STAGE, "this pipeline has no candidate (optimize found no gain on train); nothing to compare")
@@ -152,18 +157,45 @@ def run(cfg: Any) -> CompareResult:
         judge, judge_info = recorded_judge(cfg, experiment_id, endpoint)
         scorers = [judge] + judges.builtin_scorers(list(cfg.judge.builtin_scorers), endpoint)
         rows = repeated(records, int(c.n_repeats))
+        versions = dict(zip(ARMS, (baseline_version, candidate_version)))
+        shards, index = int(c.shards), c.shard
+        units = [(arm, r) for arm in ARMS for r in rows]
+
+        def evaluate_arm(run_id: str, arm: str, arm_rows: list[Record]) -> tuple[dict[str, RowOutcome], int]:
+            return evaluate_records(cfg, endpoint, experiment_id, run_id, arm_rows, f"prompts:/{name}/{versions[arm]}",
+                                    scorers, {"promptgate.arm": arm, "promptgate.split": str(c.split)},
+                                    lambda m: say(STAGE, m))
+
+        if index is not None:  # one shard's (arm, row) pairs into a run of its own; the merge makes the result
+            own = shards_.by_group(shards_.mine(units, shards, int(index)))
+            say(STAGE, f"shard {int(index) + 1}/{shards}: " + ", ".join(f"{len(v)} {a} rows" for a, v in own.items()))
+
+            def shard(run_id: str) -> tuple[dict, int]:
+                out, retried = {}, 0
+                for arm, arm_rows in own.items():
+                    out[arm], n = evaluate_arm(run_id, arm, arm_rows)
+                    retried += n
+                return out, retried
+
+            shards_.run_shard(cfg, experiment_id, STAGE, inputs, int(index), shards, shard, lambda m: say(STAGE, m))
+            return None
         with tracking.stage_run(cfg, experiment_id, STAGE, inputs) as run:
             mlflow.log_params({"baseline_version": baseline_version, "candidate_version": candidate_version,
-                               "n_repeats": int(c.n_repeats), "questions": len(records), **judge_info})
-            outcomes, arm_runs = {}, {}
-            for arm, version in zip(ARMS, (baseline_version, candidate_version)):
-                say(STAGE, f"{arm} v{version}: {len(records)} held-out questions x {c.n_repeats} runs")
+                               "n_repeats": int(c.n_repeats), "questions": len(records), "shards": shards, **judge_info})
+            outcomes: dict[str, dict[str, RowOutcome]] = {}
+            shard_runs: list = []
+            if shards > 1:
+                merged, _, shard_runs = shards_.gather(cfg, experiment_id, STAGE, inputs, shards, units, lambda m: say(STAGE, m))
+                outcomes = {arm: merged.get(arm, {}) for arm in ARMS}
+            arm_runs = {}
+            for arm in ARMS:
                 with mlflow.start_run(run_name=f"{run.info.run_name}-{arm}", nested=True,
                                       tags={"promptgate.arm": arm}) as arm_run:  # no stage tag: not a stage result
-                    outcomes[arm], _ = evaluate_records(cfg, endpoint, experiment_id, arm_run.info.run_id, rows,
-                                                        f"prompts:/{name}/{version}", scorers,
-                                                        {"promptgate.arm": arm, "promptgate.split": str(c.split)},
-                                                        lambda m: say(STAGE, m))
+                    if shards > 1:
+                        shards_.link_traces(outcomes[arm], arm_run.info.run_id)  # the arm's traces, from every shard
+                    else:
+                        say(STAGE, f"{arm} v{versions[arm]}: {len(records)} held-out questions x {c.n_repeats} runs")
+                        outcomes[arm], _ = evaluate_arm(arm_run.info.run_id, arm, rows)
                     arm_runs[arm] = arm_run.info.run_id
             base, base_err = by_question(outcomes["baseline"], cfg.judge, int(c.n_repeats))
             cand, cand_err = by_question(outcomes["candidate"], cfg.judge, int(c.n_repeats))
@@ -177,7 +209,9 @@ def run(cfg: Any) -> CompareResult:
                        "baseline_error_rate": base_err / len(rows), "candidate_error_rate": cand_err / len(rows)}
             mlflow.log_metrics(metrics)
             cross = mlflow_comparison(arm_runs["baseline"], arm_runs["candidate"], judge_info["judge_name"],
-                                      float(c.ci_level))
+                                      float(c.ci_level)) if shards == 1 else {
+                "status": f"not run: the arms were evaluated in {shards} shards' runs, and compare_evaluations takes "
+                          "the judge's values from the one run that scored them"}
             mlflow.log_metrics({f"mlflow_compare.{k}": float(v) for k, v in cross.items()
                                 if k in ("diff", "ci_low", "ci_high", "p_value", "n_paired") and v is not None})
             mlflow.log_text(per_question_csv(records, base, cand, str(cfg.agent.input_key)), "per_question.csv")
@@ -204,4 +238,4 @@ def run(cfg: Any) -> CompareResult:
                 pairs=s["pairs"], regressed=s["regressed"], improved=s["improved"], scorer_means=means,
                 mlflow_comparison=cross,
                 chart=f"{link}/artifacts/compare.png", run_id=run.info.run_id,
-            ))
+            ), shard_runs)

@@ -17,16 +17,18 @@ KILL_POINTS = {"evaluate": "evaluate.scored", "feedback": "feedback.first_label"
                "gate": "gate.decided"}
 
 
-def kill_at_pause(stage: str, overrides: list[str], env: dict[str, str]) -> tuple[int, str]:
-    """Run a stage until it reaches its pause point, SIGKILL it there; returns (exit code, output)."""
-    point = KILL_POINTS[stage]
+def kill_at_pause(stage: str, overrides: list[str], env: dict[str, str], point: str | None = None,
+                  after: str | None = None) -> tuple[int, str]:
+    """Run a stage until it (or one of its shard processes) reaches its pause point, and has
+    printed ``after`` when given, then SIGKILL it and its children; returns (exit code, output)."""
+    point = point or KILL_POINTS[stage]
     proc = subprocess.Popen([sys.executable, "-m", f"jobs.{stage}", *overrides], env={**env, PAUSE_ENV: point},
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     seen = []
     for line in proc.stdout:  # type: ignore[union-attr]
         seen.append(line)
-        if line.startswith(f"PAUSED AT {point}"):
+        if f"PAUSED AT {point}" in "".join(seen) and (after is None or after in "".join(seen)):
             os.killpg(proc.pid, signal.SIGKILL)
             break
     proc.wait(timeout=120)

@@ -4,7 +4,9 @@ It implements just what promptgate's launchers use (create, get, watch-free poll
 delete of Jobs; list pods; read pod logs) and plays the kubelet: a created Job's container
 command runs as a local process with the Job's env (plus ``cluster_env``, standing in for
 the ConfigMap), its output is the pod log, and the Job's status follows the exit code with
-``backoffLimit`` retries and the ``podFailurePolicy`` FailJob rule on exit codes.
+``backoffLimit`` retries and the ``podFailurePolicy`` FailJob rule on exit codes. An Indexed
+Job runs one process per index with the index in its annotation (read through the downward
+API) and ``$(VAR)`` expanded in its args, retried per index up to ``backoffLimitPerIndex``.
 """
 
 from __future__ import annotations
@@ -42,38 +44,80 @@ class Cluster:
         threading.Thread(target=self._run_job, args=(ns, job), daemon=True).start()
 
     def _run_job(self, ns: str, job: dict) -> None:
-        name = job["metadata"]["name"]
-        spec = job["spec"]
+        """One pod at a time with ``backoffLimit`` retries; an Indexed Job runs its indexes side
+        by side, each with ``backoffLimitPerIndex`` retries, and fails if any index failed."""
+        name, spec = job["metadata"]["name"], job["spec"]
+        if spec.get("completionMode") != "Indexed":
+            outcome, failed = self._run_index(ns, job, None, int(spec.get("backoffLimit", 6)))
+            if outcome == "deleted":
+                return
+            if outcome == "succeeded":
+                return self._job_status(ns, name, succeeded=1, failed=failed, condition="Complete")
+            return self._job_status(ns, name, failed=failed, condition="Failed", reason=outcome)
+        results: dict[int, tuple[str, int]] = {}
+        threads = [threading.Thread(target=lambda i=i: results.__setitem__(
+            i, self._run_index(ns, job, i, int(spec.get("backoffLimitPerIndex", 6))))) for i in range(spec["completions"])]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if any(outcome == "deleted" for outcome, _ in results.values()):
+            return
+        bad = sorted(i for i, (outcome, _) in results.items() if outcome != "succeeded")
+        failed = sum(n for _, n in results.values())
+        with self.lock:
+            if (ns, name) in self.jobs:
+                self.jobs[(ns, name)]["status"] = {
+                    "succeeded": len(results) - len(bad), "failed": failed, "active": 0, "startTime": NOW(),
+                    "completedIndexes": ",".join(str(i) for i in sorted(set(results) - set(bad))),
+                    **({"failedIndexes": ",".join(map(str, bad))} if bad else {}),
+                    "conditions": [{"type": "Failed" if bad else "Complete", "status": "True",
+                                    "reason": "FailedIndexes" if bad else "Completed", "lastTransitionTime": NOW()}]}
+
+    def _run_index(self, ns: str, job: dict, index: int | None, retries: int) -> tuple[str, int]:
+        """Run one pod (of one index) until it succeeds or its retries are spent; returns the
+        outcome (succeeded, PodFailurePolicy, BackoffLimitExceeded or deleted) and the failures."""
+        name, spec = job["metadata"]["name"], job["spec"]
         container = spec["template"]["spec"]["containers"][0]
         fail_codes = {v for r in spec.get("podFailurePolicy", {}).get("rules", []) if r["action"] == "FailJob"
                       for v in r.get("onExitCodes", {}).get("values", [])}
+        annotations = {"batch.kubernetes.io/job-completion-index": str(index)} if index is not None else {}
         env = {**os.environ, **self.cluster_env}
-        env.update({e["name"]: e["value"] for e in container.get("env", []) if "value" in e})
-        cmd = list(container["command"]) + list(container.get("args", []))
+        for e in container.get("env", []):
+            if "value" in e:
+                env[e["name"]] = e["value"]
+            elif (ref := e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath", "")).startswith("metadata.annotations"):
+                env[e["name"]] = annotations.get(ref.split("'")[1], "")  # the downward API, as the kubelet fills it
+        if index is not None:
+            env["JOB_COMPLETION_INDEX"] = str(index)
+        expand = lambda a: re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), a)  # noqa: E731
+        cmd = [expand(a) for a in list(container["command"]) + list(container.get("args", []))]
         if cmd[0] == "python":
             cmd[0] = sys.executable
+        key = name if index is None else f"{name}#{index}"
         failed = 0
         while (ns, name) in self.jobs:
-            pod = f"{name}-{uuid.uuid4().hex[:5]}"
+            pod = f"{name}-{'' if index is None else f'{index}-'}{uuid.uuid4().hex[:5]}"
             self._set_pod(ns, pod, name, "Running", None)
-            self._job_status(ns, name, active=1, failed=failed)
+            if index is None:
+                self._job_status(ns, name, active=1, failed=failed)
             self.logs[pod] = bytearray()
             proc = subprocess.Popen(cmd, env=env, cwd=self.cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-            self.procs[name] = proc
+            self.procs[key] = proc
             for chunk in iter(functools.partial(proc.stdout.read1, 4096), b""):  # type: ignore[union-attr]
                 self.logs[pod].extend(chunk)
             code = proc.wait()
             self._set_pod(ns, pod, name, "Succeeded" if code == 0 else "Failed", code)
             if (ns, name) not in self.jobs:
-                return
+                return "deleted", failed
             if code == 0:
-                self._job_status(ns, name, succeeded=1, failed=failed, condition="Complete")
-                return
+                return "succeeded", failed
             failed += 1
-            if code in fail_codes or failed > int(spec.get("backoffLimit", 6)):
-                reason = "PodFailurePolicy" if code in fail_codes else "BackoffLimitExceeded"
-                self._job_status(ns, name, failed=failed, condition="Failed", reason=reason)
-                return
+            if code in fail_codes:
+                return "PodFailurePolicy", failed
+            if failed > retries:
+                return "BackoffLimitExceeded", failed
+        return "deleted", failed
 
     def _set_pod(self, ns: str, pod: str, job: str, phase: str, code: int | None) -> None:
         state = {"terminated": {"exitCode": code, "reason": "Completed" if code == 0 else "Error"}} if code is not None \
@@ -102,9 +146,9 @@ class Cluster:
     def delete_job(self, ns: str, name: str) -> dict | None:
         with self.lock:
             job = self.jobs.pop((ns, name), None)
-        proc = self.procs.get(name)
-        if proc is not None and proc.poll() is None:
-            proc.kill()
+        for key, proc in list(self.procs.items()):
+            if (key == name or key.startswith(name + "#")) and proc.poll() is None:
+                proc.kill()
         if job is not None:
             self.deleted.append(name)
         return job
