@@ -99,14 +99,17 @@ job: install ## Print a stage's Job YAML: make job STAGE=evaluate ARGS="pipeline
 	@$(PY) -m jobs.launch.render $(STAGE) $(if $(MERGE),--merge) $(ARGS)
 
 ##@ Benchmarks
-.PHONY: bench bench-gate bench-reliability
-bench: bench-gate bench-reliability ## Run every benchmark
+.PHONY: bench bench-gate bench-reliability bench-perf
+bench: bench-gate bench-reliability bench-perf ## Run every benchmark
 
 bench-gate: install ## Decision quality of the statistics and the default gate: false promotions and power
 	@$(PY) -m bench.gate_bench $(ARGS)
 
 bench-reliability: install ## Cache cold vs warm, a pipeline under 20% faults, and the kill-and-rerun matrix
 	@$(PY) -m bench.reliability_bench $(ARGS)
+
+bench-perf: install ## Evaluation speed as ratios: promptgate vs raw mlflow.genai.evaluate, shards, reruns, start-up, make run
+	@$(PY) -m bench.perf_bench $(ARGS)
 
 ##@ Cleanup
 .PHONY: clean

@@ -176,3 +176,25 @@ def test_the_root_schema_refuses_out_of_range_values_and_extra_keys():
             check_settings(compose_with(override))
         assert str(e.value).startswith(says), override
     check_settings(compose_with())  # the defaults pass
+
+
+@pytest.mark.parametrize("override", ["evaluate.max_workers=abc", "compare.ci_level=high", "evaluate.max_worker=2",
+                                      "limits.max_file_mb=big", "compare.shards=four"])
+def test_quick_config_errors_read_exactly_like_the_composed_ones(override):
+    """The schema-only check that exits before Hydra composes says what composing would say."""
+    from jobs.config.entry import compose_plain, config_error, quick_error
+    from jobs.config.schemas import register_schemas
+
+    register_schemas()
+    with pytest.raises(Exception) as composed:
+        compose_plain([override])
+    assert quick_error([override]) == config_error(composed.value, [override], "evaluate")
+
+
+@pytest.mark.parametrize("override", ["evaluate.max_workers=1.5", "evaluate.max_workers=${oc.env:W,2}",
+                                      "+evaluate.extra=1", "optimizer.max_metric_calls=abc", "evaluate.shard=null",
+                                      "model.temperature=hot", "evaluate.max_workers=8"])
+def test_quick_config_check_leaves_what_it_cannot_judge_to_hydra(override):
+    from jobs.config.entry import quick_error
+
+    assert quick_error([override]) is None

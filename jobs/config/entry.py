@@ -68,6 +68,8 @@ def check_overrides(overrides: list[str], stage: str = "pipeline") -> None:
         fail(f"bad override: {_one_line(str(e))}; use key=value as in `python -m jobs.{stage} --cfg job`")
     plain = [o.input_line for o in parsed if not o.is_sweep_override()
              and (not o.key_or_group.startswith("hydra") or o.key_or_group == SEARCHPATH)]  # a user's config folders count
+    if (quick := quick_error(plain)) is not None:
+        fail(f"config: {quick}")
     try:
         check_settings(compose_plain(plain))
     except (HydraException, OmegaConfBaseException) as e:
@@ -85,6 +87,36 @@ def check_overrides(overrides: list[str], stage: str = "pipeline") -> None:
                 compose_plain(point)
             except (HydraException, OmegaConfBaseException) as e:
                 fail(f"config: {config_error(e, point, stage)}")
+
+
+LITERAL = re.compile(r"[+-]?(\d[\d_]*(\.\d*)?([eE][+-]?\d+)?|inf|nan)|true|false|null|\$\{.*\}|\[.*\]|\{.*\}", re.I)
+
+
+def quick_error(overrides: list[str]) -> str | None:
+    """An error in a key of the root-only sections (evaluate, compare, limits, ...) found from
+    the schema alone, worded as Hydra's would be, so the commonest config error exits before
+    Hydra composes anything. Anything it cannot judge is left to the composition."""
+    import typing
+    from dataclasses import fields, is_dataclass
+
+    from jobs.config.schemas import PipelineSettings
+
+    sections = {f.name: f.default_factory for f in fields(PipelineSettings)
+                if is_dataclass(f.default_factory)}  # type: ignore[arg-type]
+    for o in overrides:
+        key, eq, value = o.partition("=")
+        section, _, name = key.partition(".")
+        if not eq or section not in sections or not name or "." in name:
+            continue
+        hints = typing.get_type_hints(sections[section])
+        if name not in hints:
+            best = closest(name, hints)
+            return f"{key} is not a key; did you mean {section}.{best}?" if best else None
+        wanted = {int: ("Integer", "a whole number"), float: ("Float", "a number")}.get(
+            next((t for t in typing.get_args(hints[name]) or (hints[name],) if t is not type(None)), None))
+        if wanted and not LITERAL.fullmatch(value.strip()):  # a bare word where a number belongs
+            return f"{o}: Value '{value}' of type 'str' could not be converted to {wanted[0]}; give {wanted[1]}"
+    return None
 
 
 def compose_plain(overrides: list[str]) -> Any:
@@ -202,9 +234,11 @@ def stage_main(stage: str, check: Callable[[Any], None], run: Callable[[Any], An
         return {}
 
     def main() -> Any:
-        register_schemas()
         os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # unexpected errors: full traceback, exit 1
         flags, overrides = split_args(sys.argv[1:])
+        if (quick := quick_error(overrides)) is not None:  # before the schemas are even registered
+            fail(f"config: {quick}")
+        register_schemas()
         if not any(o.startswith("hydra.job.name=") for o in overrides):
             overrides.append(f"hydra.job.name={stage}")  # the stage, not "entry": output dirs and sweep launchers use it
         overrides = with_user_configs(overrides)

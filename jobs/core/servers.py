@@ -61,14 +61,15 @@ def mlflow_env() -> dict[str, str]:
 
 
 def start_mlflow(state_dir: Path, port: int, backend_uri: str | None = None, artifacts: str | None = None,
-                 env: dict[str, str] | None = None, timeout_s: float = 120, detach: bool = True) -> tuple[subprocess.Popen, str]:
-    """Start ``mlflow server`` on 127.0.0.1:port with one worker and wait until healthy."""
+                 env: dict[str, str] | None = None, timeout_s: float = 120, detach: bool = True,
+                 workers: int = 1) -> tuple[subprocess.Popen, str]:
+    """Start ``mlflow server`` on 127.0.0.1:port (one worker unless told) and wait until healthy."""
     state_dir.mkdir(parents=True, exist_ok=True)
     backend_uri = backend_uri or f"sqlite:///{(state_dir / 'mlflow.db').resolve()}"
     artifacts = artifacts or str((state_dir / "artifacts").resolve())
     log = state_dir / f"mlflow-{port}.log"
     mlflow_bin = Path(sys.executable).parent / "mlflow"
-    cmd = [str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    cmd = [str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
            "--backend-store-uri", backend_uri, "--artifacts-destination", artifacts]
     with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**mlflow_env(), **(env or {})},

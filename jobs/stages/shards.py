@@ -90,14 +90,14 @@ def run_shard(cfg: Any, experiment_id: str, stage: str, inputs: str, index: int,
     return run.info.run_id
 
 
-def shard_command(stage: str, index: int) -> list[str]:
+def shard_command(stage: str, index: int, force: bool = False) -> list[str]:
     """This process's own command with ``<stage>.shard=<index>``: the local way to run one shard."""
     from jobs.stages.common import command_args
 
-    return [sys.executable, *command_args(stage), f"{stage}.shard={index}"]
+    return [sys.executable, *command_args(stage), f"{stage}.shard={index}", *(["force=true"] if force else [])]
 
 
-def run_locally(stage: str, indexes: Sequence[int], say: Callable[[str], None]) -> None:
+def run_locally(stage: str, indexes: Sequence[int], say: Callable[[str], None], force: bool = False) -> None:
     """Run the given shards as processes side by side, their output prefixed with the shard.
     They use this stage's LLM gateway: one cache, and the spend lands in one place."""
     from jobs.gateway import client as gateway
@@ -110,7 +110,7 @@ def run_locally(stage: str, indexes: Sequence[int], say: Callable[[str], None]) 
         for line in proc.stdout:  # type: ignore[union-attr]
             print(f"  [shard {index}] {line.rstrip()}", flush=True)
 
-    procs = {i: subprocess.Popen(shard_command(stage, i), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    procs = {i: subprocess.Popen(shard_command(stage, i, force), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                  text=True, errors="replace", env=env) for i in indexes}
     say(f"running shard(s) {', '.join(str(i) for i in indexes)} as {len(procs)} local process(es)")
     pumps = [threading.Thread(target=pump, args=(i, p), daemon=True) for i, p in procs.items()]
@@ -140,9 +140,9 @@ def gather(cfg: Any, experiment_id: str, stage: str, inputs: str, shards: int, u
 
     pid = str(cfg.pipeline_id)
     runs = _shard_runs(experiment_id, pid, stage, inputs, shards)
-    missing = [i for i in range(shards) if i not in runs]
+    missing = [i for i in range(shards) if i not in runs or cfg.force]  # force=true: every shard anew
     if missing:
-        (rerun or (lambda idx: run_locally(stage, idx, say)))(missing)
+        (rerun or (lambda idx: run_locally(stage, idx, say, bool(cfg.force))))(missing)
         runs = _shard_runs(experiment_id, pid, stage, inputs, shards)
     still = [i for i in range(shards) if i not in runs]
     if still:
