@@ -85,6 +85,10 @@ def test_openai_compatible_runs_the_whole_pipeline(servers, mlflow_client, tmp_p
     # LiteLLM's openai provider refuses `dimensions` for a non-OpenAI model name; openai_like drops it
     assert embeddings and not any("dimensions" in b for b in embeddings)
     assert "SIMULATED RUN" not in proc.stdout  # not model=sim: no simulator banner
+    table = summary.split("where the time and money went")[1]
+    kinds = {k: int(n) for k, n in re.findall(r"^   (\w+)\s+(\d+)\s+[\d.]+\s+\d+%", table, re.M)}
+    assert set(kinds) >= {"agent", "tools", "judge", "reflection", "embeddings"}, table  # the gateway told them apart
+    assert all(n > 0 for n in kinds.values()) and "time by kind: agent" in summary
     assert decision_recorded(mlflow_client, "promptgate-baseball", proc) in ("promote", "refuse")
 
 

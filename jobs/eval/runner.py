@@ -98,6 +98,19 @@ def evaluate_complete(records: list[Record], run_once: Callable[[list[Record]], 
     return outcomes, retried
 
 
+_autologging = False
+
+
+def autolog_once() -> None:
+    """Turn on LangChain tracing once per process (compare evaluates two arms, a shard several)."""
+    global _autologging
+    if not _autologging:
+        import mlflow
+
+        mlflow.langchain.autolog(log_traces=True, silent=True)
+        _autologging = True
+
+
 def signature(inputs: dict[str, Any]) -> str:
     return json.dumps(inputs, sort_keys=True, default=str)
 
@@ -118,7 +131,7 @@ def evaluate_records(cfg: Any, endpoint: Any, experiment_id: str, run_id: str, r
         return {**base_tags, tracking.TAG_QUESTION: by_inputs.get(signature(inputs), "?")}
 
     predict = build_predict_fn(cfg.agent, endpoint, prompt_uri, tags_for)
-    mlflow.langchain.autolog(log_traces=True, silent=True)
+    autolog_once()
     judge_name = str(cfg.judge.name)
 
     def run_once(batch: list[Record]) -> dict[str, RowOutcome]:
