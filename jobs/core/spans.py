@@ -48,13 +48,8 @@ def metrics(by_kind: dict[str, dict[str, float]]) -> dict[str, float]:
 
 def from_metrics(metric_maps: list[dict[str, float]]) -> dict[str, dict[str, float]]:
     """Per-kind figures added up from several runs' ``span.*`` metrics."""
-    out: dict[str, dict[str, float]] = {}
-    for m in metric_maps:
-        for key, value in m.items():
-            if key.startswith("span."):
-                _, kind, figure = key.split(".", 2)
-                out.setdefault(kind, {})[figure] = out.get(kind, {}).get(figure, 0.0) + float(value)
-    return out
+    return add(*[{kind: {figure: value}} for m in metric_maps for key, value in m.items() if key.startswith("span.")
+                 for _, kind, figure in [key.split(".", 2)]])
 
 
 def add(*maps: dict[str, dict[str, float]] | None) -> dict[str, dict[str, float]]:

@@ -223,18 +223,20 @@ class Gateway:
         start = time.perf_counter()
         spend = self.session(sid)
         try:
-            return self._handle(method, route, raw, spend)
+            body = json.loads(raw or b"{}") if method == "POST" else None
+        except ValueError:
+            body = None
+        kind = kind_of(route, body, spend.roles) if isinstance(body, dict) else "other"
+        try:
+            return self._handle(method, route, raw, spend, body)
         finally:
-            try:
-                kind = kind_of(route, json.loads(raw or b"{}"), spend.roles) if method == "POST" else "other"
-            except (ValueError, AttributeError):
-                kind = "other"
             with self.lock:
                 entry = spend.by_kind.setdefault(kind, {})
                 entry["calls"] = entry.get("calls", 0) + 1
                 entry["seconds"] = round(entry.get("seconds", 0.0) + time.perf_counter() - start, 6)
 
-    def _handle(self, method: str, route: str, raw: bytes, spend: Spend) -> tuple[int, Any]:
+    def _handle(self, method: str, route: str, raw: bytes, spend: Spend, body: Any) -> tuple[int, Any]:
+        """``body`` is the request parsed once by ``handle`` (None when it is not JSON)."""
         with self.lock:
             spend.requests += 1
             refused = spend.tripped
@@ -244,10 +246,8 @@ class Gateway:
             return 402, error_body(f"promptgate budget: {refused}", "budget_exceeded")
         if method != "POST":
             return self.forward(method, route, raw, spend)
-        try:
-            body = json.loads(raw or b"{}")
-        except ValueError:
-            return 400, error_body("request body is not JSON", "invalid_request_error")
+        if not isinstance(body, dict):
+            return 400, error_body("request body is not a JSON object", "invalid_request_error")
         if route == "embeddings" and isinstance(body.get("input"), list):
             return self.handle_embeddings(route, body, spend)
         key = cache_key(route, body)

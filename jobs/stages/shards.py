@@ -9,7 +9,6 @@ reused: after a killed shard, only that shard runs again.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -136,7 +135,7 @@ def gather(cfg: Any, experiment_id: str, stage: str, inputs: str, shards: int, u
 
     The proof: every unit comes back from exactly the shard it belongs to, once. A unit that
     is missing, turns up in another shard's run, or turns up twice raises IncompleteResult."""
-    from mlflow.tracking import MlflowClient
+    import mlflow
 
     pid = str(cfg.pipeline_id)
     runs = _shard_runs(experiment_id, pid, stage, inputs, shards)
@@ -148,11 +147,10 @@ def gather(cfg: Any, experiment_id: str, stage: str, inputs: str, shards: int, u
     if still:
         raise IncompleteResult(f"shard(s) {', '.join(map(str, still))} of {shards} have no finished run after a rerun; "
                                f"their output above says why. Run the stage again: finished shards are reused")
-    client = MlflowClient()
     merged: Outcomes = {}
     retried, problems = 0, []
     for index in range(shards):
-        blob = json.loads(_read_artifact(client, runs[index].info.run_id, OUTCOMES_FILE))
+        blob = mlflow.artifacts.load_dict(f"runs:/{runs[index].info.run_id}/{OUTCOMES_FILE}")
         retried += int(blob.get("retried", 0))
         expected = {(g, r.id) for g, r in mine(units, shards, index)}
         got = {(g, rid) for g, rows in blob["groups"].items() for rid in rows}
@@ -170,14 +168,6 @@ def gather(cfg: Any, experiment_id: str, stage: str, inputs: str, shards: int, u
     n = sum(len(v) for v in merged.values())
     say(f"merged {shards} shards: {n} of {len(units)} rows, each exactly once")
     return merged, retried, [runs[i] for i in range(shards)]
-
-
-def _read_artifact(client: Any, run_id: str, path: str) -> str:
-    import tempfile
-    from pathlib import Path
-
-    with tempfile.TemporaryDirectory() as tmp:
-        return Path(client.download_artifacts(run_id, path, tmp)).read_text(encoding="utf-8")
 
 
 def link_traces(outcomes: dict[str, RowOutcome], run_id: str) -> None:
