@@ -71,6 +71,15 @@ def end_pipeline(cfg: Any, pipeline_id: str, failed_stage: str | None) -> None:
               file=sys.stderr if failed_stage else sys.stdout, flush=True)
 
 
+def waiting_for_reviewers(cfg: Any, pipeline_id: str) -> bool:
+    """feedback=ui with wait=false exits 0 without a result until the reviewers are done."""
+    if cfg.feedback.source != "ui" or cfg.feedback.wait:
+        return False
+    from jobs.store import tracking
+
+    return tracking.latest_result(tracking.connect(cfg), pipeline_id, "feedback") is None
+
+
 def summary(cfg: Any, pipeline_id: str, ran: list[str]) -> str:
     from jobs.core import spans
     from jobs.store import tracking
@@ -176,6 +185,11 @@ def main(argv: list[str] | None = None) -> int:
                 return code
             ran.append(stage)
             print(f"--- {stage} done in {time.monotonic() - t0:.0f} s ---", flush=True)
+            if stage == "feedback" and waiting_for_reviewers(cfg, pipeline_id):
+                end_pipeline(cfg, pipeline_id, None)
+                print(f"\nPipeline {pipeline_id} is waiting for expert labels in its review queue (feedback.wait=false). "
+                      f"Once they are in, rerun the same command with pipeline_id={pipeline_id}: finished stages are reused.")
+                return 0
         os.environ.update(env)
         end_pipeline(cfg, pipeline_id, None)
         print(summary(cfg, pipeline_id, ran))

@@ -140,6 +140,9 @@ class FileFeedback(FeedbackConfig):
 @dataclass
 class UiFeedback(FeedbackConfig):
     min_labels: int = 5  # HUMAN assessments under the judge's name to wait for
+    reviewers: list[str] = field(default_factory=list)  # users the review queue is assigned to (at most 10)
+    queue: str | None = None  # review queue name; null: promptgate-<pipeline_id>
+    wait: bool = True  # false: set the queue up, exit 0, and resume the pipeline later with the same id
     timeout_s: float = 1800  # how long to wait before giving up with exit 2
     poll_s: float = 10  # seconds between checks
 
@@ -149,6 +152,8 @@ class UiFeedback(FeedbackConfig):
         super().__post_init__()
         if self.min_labels < 1:
             raise UserError("feedback.min_labels must be at least 1")
+        if len(self.reviewers) > 10:
+            raise UserError(f"feedback.reviewers has {len(self.reviewers)} users; a review queue takes at most 10")
 
 
 @dataclass
@@ -222,6 +227,7 @@ class DatasetSettings:
     heldout: str | None = None  # held-out JSONL, disjoint from train
     input_keys: list[str] = field(default_factory=lambda: ["question"])  # keys every record's inputs must have
     required_expectations: list[str] = field(default_factory=list)  # keys every record's expectations must have
+    traffic: str | None = None  # fresh questions for the traffic generator (make traffic); null: the held-out ones
 
 
 @dataclass
@@ -334,6 +340,47 @@ class LimitsSettings:
 
 
 @dataclass
+class MonitorSettings:
+    filter: str = MISSING  # search_traces filter that picks the production traces to score
+    max_traces: int = 500  # most traces one run scores; the rest wait for the next run
+    min_window: int = 30  # fewest traces a window needs before the drift test is judged
+    alpha: float = 0.01  # one-sided p-value below which a drop is flagged
+    min_drop: float = 0.10  # smallest drop of the pass rate (against the gate's held-out rate) that counts
+    drift_exit_code: int = 3  # exit code of a flagged drift; 0 only tags and reports it
+    borderline: float = 0.15  # float judges: values this close to pass_threshold count as borderline
+    queue: str = "promptgate-production"  # review queue the failing and borderline traces go to
+    sample_rate: float = 1.0  # the share of traces the registered scorer config claims (MLflow's Judges tab)
+    max_workers: int = 4  # traces judged at once
+    schedule: str = "*/15 * * * *"  # the CronJob's schedule on a cluster
+
+    def __post_init__(self) -> None:
+        _at_least("monitor.max_traces", self.max_traces, 1)
+        _at_least("monitor.min_window", self.min_window, 5)
+        _at_least("monitor.max_workers", self.max_workers, 1)
+        _between("monitor.alpha", self.alpha, 0, 1, "between 0 and 1")
+        _between("monitor.sample_rate", self.sample_rate, 0, 1.0000001, "above 0 and at most 1")
+        if not 0 <= self.min_drop < 1 or not 0 <= self.borderline < 1:
+            raise UserError("monitor.min_drop and monitor.borderline must be at least 0 and below 1")
+        if not 0 <= self.drift_exit_code <= 125:
+            raise UserError(f"monitor.drift_exit_code={self.drift_exit_code} must be between 0 and 125")
+        if len(self.schedule.split()) != 5:
+            raise UserError(f"monitor.schedule '{self.schedule}' is not a cron schedule of 5 fields, e.g. '*/15 * * * *'")
+
+
+@dataclass
+class TrafficSettings:
+    requests: int = 40  # questions the simulated production answers per run
+    drift: bool = False  # true: the simulated model behind production gets worse (the simulator's drop_rate)
+    drift_drop_rate: float = 0.9  # the simulator's drop_rate while drifting
+    max_workers: int = 4  # requests answered at once
+
+    def __post_init__(self) -> None:
+        _at_least("traffic.requests", self.requests, 1)
+        _at_least("traffic.max_workers", self.max_workers, 1)
+        _between("traffic.drift_drop_rate", self.drift_drop_rate, 0, 1, "between 0 and 1")
+
+
+@dataclass
 class PipelineSettings:
     """The root of every stage's config (conf/pipeline.yaml)."""
 
@@ -360,6 +407,8 @@ class PipelineSettings:
     compare: CompareSettings = field(default_factory=CompareSettings)
     evidence: EvidenceSettings = field(default_factory=EvidenceSettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
+    monitor: MonitorSettings = field(default_factory=MonitorSettings)
+    traffic: TrafficSettings = field(default_factory=TrafficSettings)
 
 
 SCHEMAS = {  # (group, schema name) -> dataclass; each option's YAML names its schema in its defaults
@@ -385,7 +434,7 @@ def register_schemas() -> None:
 
 PICKED = ("aligner", "optimizer", "feedback")  # groups whose options pick an implementation, one schema each
 SECTIONS = ("model", "agent", "judge", "dataset", "gate", "gateway", "mlflow", "prompt", "evaluate", "compare",
-            "evidence", "limits")  # the root schema's sections with one shape
+            "evidence", "limits", "monitor", "traffic")  # the root schema's sections with one shape
 
 
 def settings(cfg: Any, section: str) -> Any:

@@ -6,12 +6,15 @@ package has no import cycles (tests/test_imports.py)."""
 from __future__ import annotations
 
 STAGES = ("register", "evaluate", "feedback", "align", "optimize", "compare", "gate")
+MONITOR = "monitor"  # not a pipeline stage: it runs on a schedule (a CronJob) against production traces
 
 TAG_PIPELINE = "promptgate.pipeline_id"
 TAG_STAGE = "promptgate.stage"
 TAG_INPUTS = "promptgate.inputs_hash"
 TAG_QUESTION = "promptgate.question_id"
 TAG_REVIEW = "promptgate.review"
+TAG_TRAFFIC = "promptgate.traffic"  # on a trace: 'production' for the traffic the monitor scores
+TAG_PROMPT_VERSION = "promptgate.prompt_version"  # on a production trace: the version that answered
 TAG_FAILED_STAGE = "promptgate.failed_stage"  # on the pipeline run: the stage that stopped it
 RESULT_TAG = "promptgate.result"  # a stage's result as JSON (jobs.core.results), for reuse and lookups
 

@@ -1,5 +1,6 @@
 """feedback: put expert labels on the traces evaluate tagged for review, as HUMAN
-assessments under the judge's exact name. Sources: a label file, a rubric, or the UI.
+assessments under the judge's exact name. Sources: a label file, a rubric, or MLflow's review
+queue (``feedback=ui``: a question named as the judge, the traces, the reviewers).
 
 Every label is read and checked before the first one is written, so bad input leaves
 nothing half-written; labels that are already there are not written twice.
@@ -17,7 +18,7 @@ from jobs.core.files import read_text
 from jobs.core.results import FeedbackResult
 from jobs.eval import datasets, judges, labels
 from jobs.stages.common import command, finish, reuse, say
-from jobs.store import tracking
+from jobs.store import reviews, tracking
 from jobs.store.traces import expectations_of, feedbacks, response_of
 
 STAGE = "feedback"
@@ -31,6 +32,7 @@ def check(cfg: Any) -> None:
     elif isinstance(source, FileFeedback):
         read_label_file(cfg)
     elif isinstance(source, UiFeedback):
+        reviews.check_judge(cfg.judge)
         split = str(cfg.evaluate.split)
         questions = len(datasets.from_config(cfg, split))
         if source.min_labels > questions:
@@ -79,22 +81,69 @@ def labels_for(cfg: Any, traces: list[Any]) -> list[tuple[Any, Any, str, str]]:
     return out
 
 
-def wait_for_ui_labels(cfg: Any, experiment_id: str, traces: list[Any]) -> int:
+def open_queue(cfg: Any, experiment_id: str, traces: list[Any]) -> tuple[Any, str]:
+    """The judge's label schema and the pipeline's review queue holding its traces: (queue, link)."""
+    schema, made = reviews.ensure_label_schema(experiment_id, cfg.judge)
+    name = str(cfg.feedback.queue or f"promptgate-{cfg.pipeline_id}")
+    queue, created = reviews.ensure_queue(experiment_id, name, list(cfg.feedback.reviewers), schema.schema_id)
+    added = reviews.add_traces(queue.queue_id, [t.info.trace_id for t in traces])
+    link = reviews.queue_link(tracking.ui_base(cfg), experiment_id, queue.queue_id)
+    say(STAGE, f"review queue '{name}' ({'new' if created else 'reused'}, {added} traces added, {len(traces)} in all), "
+               f"question '{schema.name}' ({reviews.describe(schema.input)}{', new' if made else ''}), "
+               f"assigned to {', '.join(queue.users) or 'anyone with access'}")
+    say(STAGE, f"reviewers open: {link}")
+    for other in reviews.other_feedback_schemas(experiment_id, str(cfg.judge.name)):
+        say(STAGE, f"WARNING: the experiment also asks reviewers '{other}'; those answers are not judge "
+                   f"'{cfg.judge.name}' labels and align will not use them")
+    return queue, link
+
+
+def ui_answers(cfg: Any, traces: list[Any]) -> list[tuple[Any, Any, str, str]]:
+    """(trace, value, rationale, reviewer) for every trace a reviewer answered under the judge's name."""
     import mlflow
 
+    name = str(cfg.judge.name)
+    out = []
+    for t in traces:
+        human = feedbacks(mlflow.get_trace(t.info.trace_id), name, "HUMAN")
+        if human:
+            a = human[-1]
+            out.append((t, a.feedback.value, a.rationale or "", a.source.source_id))
+    return out
+
+
+def report_misnamed(cfg: Any, traces: list[Any]) -> None:
+    """Answers under another name than the judge's are named, never silently dropped."""
+    import mlflow
+
+    from jobs.store.reviews import misnamed_answers
+
+    fresh = [mlflow.get_trace(t.info.trace_id) for t in traces]
+    for other, n in sorted(misnamed_answers(fresh, str(cfg.judge.name)).items()):
+        say(STAGE, f"WARNING: {n} trace(s) carry expert feedback named '{other}', not the judge's name "
+                   f"'{cfg.judge.name}'; they are not counted. Relabel them as '{cfg.judge.name}' or set judge.name")
+
+
+def wait_for_ui_labels(cfg: Any, traces: list[Any]) -> list[tuple[Any, Any, str, str]] | None:
+    """The reviewers' answers once ``min_labels`` are in; None when ``feedback.wait=false`` and
+    fewer are in (the pipeline stops with exit 0 and resumes with the same id)."""
     name, need = str(cfg.judge.name), int(cfg.feedback.min_labels)
-    say(STAGE, f"label at least {need} traces in the MLflow UI with a feedback named exactly '{name}':")
-    for t in traces[:20]:
-        say(STAGE, f"  {tracking.trace_link(cfg, experiment_id, t.info.trace_id)}")
     deadline = time.monotonic() + float(cfg.feedback.timeout_s)
+    reported = False
     while True:
-        have = sum(1 for t in traces if feedbacks(mlflow.get_trace(t.info.trace_id), name, "HUMAN"))
-        say(STAGE, f"{have}/{need} labelled")
-        if have >= need:
-            return have
+        answers = ui_answers(cfg, traces)
+        say(STAGE, f"labels so far: {len(answers)} of {need} needed ({len(traces)} traces in the queue)")
+        if len(answers) >= need:
+            report_misnamed(cfg, traces)
+            return answers
+        if not reported:
+            report_misnamed(cfg, traces)
+            reported = True
+        if not cfg.feedback.wait:
+            return None
         if time.monotonic() > deadline:
-            raise UserError(f"only {have} of {need} traces were labelled '{name}' within {cfg.feedback.timeout_s} s; "
-                            "label more in the UI, lower feedback.min_labels, or raise feedback.timeout_s")
+            raise UserError(f"only {len(answers)} of {need} traces were labelled '{name}' within {cfg.feedback.timeout_s} s; "
+                            "label more in the review queue, lower feedback.min_labels, or raise feedback.timeout_s")
         time.sleep(float(cfg.feedback.poll_s))
 
 
@@ -107,22 +156,30 @@ def run(cfg: Any) -> FeedbackResult:
     if not traces:
         raise UserError(f"pipeline {pid} has no traces awaiting review; run `{command('evaluate', cfg)}` first")
     source = str(cfg.feedback.source)
-    inputs = tracking.inputs_hash(source, dict(cfg.feedback), sorted(t.info.trace_id for t in traces), name)
+    how = {k: v for k, v in dict(cfg.feedback).items() if k not in ("wait", "timeout_s", "poll_s")}  # not what is labelled
+    inputs = tracking.inputs_hash(source, how, sorted(t.info.trace_id for t in traces), name)
     if (done := reuse(cfg, experiment_id, STAGE, inputs)) is not None:
         return done
 
     import mlflow
     from mlflow.entities import AssessmentSource
 
-    planned = labels_for(cfg, traces) if source != "ui" else []  # all checked before anything is written
     written = skipped = 0
-    if source == "ui":  # the experts label in the UI; the stage's run opens once they have
+    if source == "ui":  # the experts answer in MLflow's review queue; the stage's run opens once they have
         if int(cfg.feedback.min_labels) > len(traces):
             raise UserError(f"feedback.min_labels={cfg.feedback.min_labels} but pipeline {pid} has only {len(traces)} "
                             f"traces awaiting review; set feedback.min_labels to at most {len(traces)}")
-        written = wait_for_ui_labels(cfg, experiment_id, traces)
+        open_queue(cfg, experiment_id, traces)
+        answered = wait_for_ui_labels(cfg, traces)
+        if answered is None:
+            say(STAGE, f"WAITING for expert labels (feedback.wait=false); once they are in, rerun with "
+                       f"pipeline_id={pid} to resume: finished stages are reused")
+            return FeedbackResult(source=source, traces=len(traces))  # no run: nothing is recorded as done
+        planned, written = answered, len(answered)
+    else:
+        planned = labels_for(cfg, traces)  # all checked before anything is written
     with tracking.stage_run(cfg, experiment_id, STAGE, inputs) as run:
-        for trace, value, why, expert in planned:
+        for trace, value, why, expert in planned if source != "ui" else []:
             if any(a.source.source_id == expert for a in feedbacks(trace, name, "HUMAN")):
                 skipped += 1  # a rerun of this stage: that expert's label is already there
                 continue
