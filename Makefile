@@ -61,10 +61,25 @@ rollback: install ## Move production back to the version recorded before the las
 sim: install ## Run the OpenAI-compatible simulator in the foreground (ARGS="--port 8088")
 	@$(PY) -m jobs.sim $(ARGS)
 
+##@ Production
+.PHONY: traffic monitor
+DRIFT ?=
+traffic: install mlflow-up ## Simulated production: the agent under the production alias answers fresh questions; DRIFT=1 makes it worse
+	@$(PY) -m jobs.traffic $(if $(DRIFT),traffic.drift=true) $(ARGS)
+
+monitor: install mlflow-up ## Score production traces since the last checkpoint with the gate's judge; exit 3 on a significant drop
+	@$(PY) -m jobs.monitor $(ARGS)
+
 ##@ Test
-.PHONY: test test-fast lint
-test: install tools lint ## Run the linter and every test (unit, integration on real local servers, end to end)
+.PHONY: test test-fast lint browser
+test: install tools browser lint ## Run the linter and every test (unit, integration on real local servers, end to end)
 	@$(PY) -m pytest $(ARGS)
+
+browser: ## Install Debian's chromium and chromium-driver for the UI test (needs apt and root; skipped if present)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
+	  echo "warning: no chromium/chromedriver and no way to install them here; the browser test will skip"
 
 lint: install ## Check the code with ruff (rules in pyproject.toml)
 	@$(VENV)/bin/ruff check .
@@ -95,7 +110,7 @@ undeploy: ## Delete an overlay's objects (OVERLAY=dev|prod)
 pipeline: install ## Run the seven stages as Kubernetes Jobs (LAUNCHER=kubernetes) under one pipeline id; ARGS="..."
 	@$(PY) -m jobs.pipeline launcher=$(LAUNCHER) $(ARGS)
 
-job: install ## Print a stage's Job YAML: make job STAGE=evaluate ARGS="pipeline_id=x" | kubectl apply -f - (sharded: then MERGE=1)
+job: install ## Print a stage's Job YAML: make job STAGE=evaluate ARGS="pipeline_id=x" | kubectl apply -f - (sharded: then MERGE=1; STAGE=monitor: a CronJob)
 	@$(PY) -m jobs.launch.render $(STAGE) $(if $(MERGE),--merge) $(ARGS)
 
 ##@ Benchmarks

@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 from jobs.config.schemas import JobSettings
 from jobs.core.paths import ROOT
 from jobs.launch.launchers import KubernetesLauncher
-from jobs.launch.manifests import job_name, render_shard_job, render_stage_job
+from jobs.launch.manifests import job_name, render_cron_job, render_shard_job, render_stage_job
 from jobs.pipeline import STAGES
 
 from .conftest import COMPARE_OVERRIDES, fast_settings, stage_result
@@ -133,7 +133,7 @@ def test_checkov_finds_no_failed_check(rendered, tmp_path):
     scan.mkdir()
     for overlay, path in rendered.items():
         shutil.copy(path, scan / f"{overlay}.yaml")
-    for golden in GOLDEN.glob("job-*.yaml"):  # the stage Jobs the launcher submits
+    for golden in GOLDEN.glob("*job-*.yaml"):  # the stage Jobs the launcher submits and the monitor's CronJob
         shutil.copy(golden, scan / golden.name)
     for target, framework in ((scan, "kubernetes"), (ROOT / "docker", "dockerfile")):
         proc = subprocess.run([tool("checkov"), "-d", str(target), "--framework", framework, "-o", "json",
@@ -157,18 +157,24 @@ def test_dockerfiles_pass_hadolint():
 SETTINGS = OmegaConf.merge(OmegaConf.structured(JobSettings), {"image": "registry.example/promptgate-jobs:1.0"})
 
 
-@pytest.mark.tools
-@pytest.mark.parametrize("stage", STAGES)
-def test_rendered_stage_job_matches_its_golden_file(stage):
-    job = render_stage_job(stage, ["pipeline_id=golden", "evaluate.max_workers=2"], "golden", SETTINGS, "fixed")
-    text = yaml.safe_dump(job, sort_keys=False)
-    golden = GOLDEN / f"job-{stage}.yaml"
+def matches_golden(manifest: dict, name: str) -> None:
+    """The manifest equals tests/golden/<name> (UPDATE_GOLDEN=1 rewrites it) and validates
+    against the Kubernetes 1.32 schemas."""
+    text = yaml.safe_dump(manifest, sort_keys=False)
+    golden = GOLDEN / name
     if os.environ.get("UPDATE_GOLDEN"):
         golden.write_text(text)
     assert text == golden.read_text(), f"{golden} differs; rerun with UPDATE_GOLDEN=1 if the change is intended"
     proc = subprocess.run([tool("kubernetes-validate"), "-k", "1.32.0", "--strict", str(golden)], capture_output=True,
                           text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.tools
+@pytest.mark.parametrize("stage", STAGES)
+def test_rendered_stage_job_matches_its_golden_file(stage):
+    job = render_stage_job(stage, ["pipeline_id=golden", "evaluate.max_workers=2"], "golden", SETTINGS, "fixed")
+    matches_golden(job, f"job-{stage}.yaml")
 
 
 @pytest.mark.tools
@@ -176,16 +182,9 @@ def test_a_queued_job_is_suspended_with_kueues_label():
     """With launcher.queue set, Kueue admits the Job: created suspended, labelled with its LocalQueue."""
     spec = OmegaConf.merge(SETTINGS, {"queue": "team-a"})
     job = render_stage_job("evaluate", ["pipeline_id=golden", "evaluate.max_workers=2"], "golden", spec, "fixed")
-    text = yaml.safe_dump(job, sort_keys=False)
-    golden = GOLDEN / "job-evaluate-queued.yaml"
-    if os.environ.get("UPDATE_GOLDEN"):
-        golden.write_text(text)
-    assert text == golden.read_text(), f"{golden} differs; rerun with UPDATE_GOLDEN=1 if the change is intended"
+    matches_golden(job, "job-evaluate-queued.yaml")
     assert job["spec"]["suspend"] is True and job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
     assert "suspend" not in render_stage_job("evaluate", [], "golden", SETTINGS, "fixed")["spec"]  # no queue: runs at once
-    proc = subprocess.run([tool("kubernetes-validate"), "-k", "1.32.0", "--strict", str(golden)], capture_output=True,
-                          text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 @pytest.mark.tools
@@ -193,11 +192,7 @@ def test_a_sharded_stage_renders_an_indexed_job():
     """evaluate.shards=4: one Indexed Job whose pods each get their shard through the downward
     API, retried per shard, with exit 2 still failing the whole Job."""
     job = render_shard_job("evaluate", ["pipeline_id=golden", "evaluate.shards=4"], "golden", SETTINGS, "fixed", 4)
-    text = yaml.safe_dump(job, sort_keys=False)
-    golden = GOLDEN / "job-evaluate-shards.yaml"
-    if os.environ.get("UPDATE_GOLDEN"):
-        golden.write_text(text)
-    assert text == golden.read_text(), f"{golden} differs; rerun with UPDATE_GOLDEN=1 if the change is intended"
+    matches_golden(job, "job-evaluate-shards.yaml")
     spec = job["spec"]
     assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == ("Indexed", 4, 4)
     assert "backoffLimit" not in spec and spec["backoffLimitPerIndex"] == SETTINGS.backoff_limit
@@ -205,9 +200,24 @@ def test_a_sharded_stage_renders_an_indexed_job():
     assert container["args"][-1] == "evaluate.shard=$(PROMPTGATE_SHARD)"
     assert {"name": "PROMPTGATE_SHARD", "valueFrom": {"fieldRef": {
         "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}} in container["env"]
-    proc = subprocess.run([tool("kubernetes-validate"), "-k", "1.32.0", "--strict", str(golden)], capture_output=True,
-                          text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.tools
+def test_the_monitor_renders_a_cronjob_that_does_not_retry_a_drift():
+    """make job STAGE=monitor: a CronJob on monitor.schedule, one run at a time, whose drift exit
+    code (3) fails the Job like bad input (2) instead of being retried."""
+    job = render_cron_job(["monitor.min_window=40"], SETTINGS, "*/15 * * * *", 3, "baseball-hitting-assistant")
+    matches_golden(job, "cronjob-monitor.yaml")
+    spec = job["spec"]
+    assert (spec["schedule"], spec["concurrencyPolicy"]) == ("*/15 * * * *", "Forbid")
+    rule = spec["jobTemplate"]["spec"]["podFailurePolicy"]["rules"][0]
+    assert (rule["action"], rule["onExitCodes"]["values"]) == ("FailJob", [2, 3])
+    container = spec["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] + container["args"] == ["python", "-m", "jobs.monitor", "monitor.min_window=40"]
+    printed = subprocess.run([sys.executable, "-m", "jobs.launch.render", "monitor", "monitor.schedule=0 * * * *"],
+                             capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert printed.returncode == 0, printed.stderr
+    assert yaml.safe_load(printed.stdout)["spec"]["schedule"] == "0 * * * *"
 
 
 def test_make_job_prints_the_shards_then_the_merge():

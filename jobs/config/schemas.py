@@ -342,6 +342,7 @@ class LimitsSettings:
 @dataclass
 class MonitorSettings:
     filter: str = MISSING  # search_traces filter that picks the production traces to score
+    experiment: str | None = None  # experiment holding production's traces (and the review queue); null: mlflow.experiment
     max_traces: int = 500  # most traces one run scores; the rest wait for the next run
     min_window: int = 30  # fewest traces a window needs before the drift test is judged
     alpha: float = 0.01  # one-sided p-value below which a drop is flagged
@@ -372,6 +373,7 @@ class TrafficSettings:
     requests: int = 40  # questions the simulated production answers per run
     drift: bool = False  # true: the simulated model behind production gets worse (the simulator's drop_rate)
     drift_drop_rate: float = 0.9  # the simulator's drop_rate while drifting
+    seed: int | None = None  # first sampling seed (request i uses seed + i); null: from the clock
     max_workers: int = 4  # requests answered at once
 
     def __post_init__(self) -> None:

@@ -13,6 +13,7 @@ TAG_STAGE = "promptgate.stage"
 TAG_INPUTS = "promptgate.inputs_hash"
 TAG_QUESTION = "promptgate.question_id"
 TAG_REVIEW = "promptgate.review"
+TAG_REVIEW_FROM = "promptgate.review_from"  # on a trace the monitor queued for review: 'production'
 TAG_TRAFFIC = "promptgate.traffic"  # on a trace: 'production' for the traffic the monitor scores
 TAG_PROMPT_VERSION = "promptgate.prompt_version"  # on a production trace: the version that answered
 TAG_FAILED_STAGE = "promptgate.failed_stage"  # on the pipeline run: the stage that stopped it

@@ -205,9 +205,39 @@ class GateResult(StageResult):
         return f"REFUSED: production stays v{self.previous_production}; " + "; ".join(self.reasons), None
 
 
+@dataclass
+class MonitorResult(StageResult):
+    STAGE: ClassVar[str] = "monitor"
+    production_version: int | None = None
+    judge_name: str | None = None
+    judge_version: int | str | None = None  # the judge the last gate relied on
+    new_traces: int | None = None  # production traces this run scored
+    errors: int | None = None  # traces the judge could not score
+    window_start_ms: int | None = None  # the window: traces since the last judged window (a small one carries over)
+    window_traces: int | None = None  # scored traces in the window
+    window_passes: int | None = None
+    window_pass_rate: float | None = None
+    reference_pass_rate: float | None = None  # held-out pass rate the gate recorded for production
+    reference_rows: int | None = None
+    drop: float | None = None  # reference minus window pass rate
+    p_value: float | None = None  # one-sided Fisher exact test of a lower pass rate
+    drift: bool | None = None  # None: not judged (too few traces)
+    reason: str | None = None
+    queued: int | None = None  # failing and borderline traces added to the review queue
+    checkpoint_ms: int | None = None  # newest trace scored so far: the next run starts there
+
+    def headline(self, evidence: Any) -> tuple[str | None, str | None]:
+        window = (f"window pass rate {fmt(self.window_pass_rate)} on {self.window_traces} traces vs held-out "
+                  f"{fmt(self.reference_pass_rate)} on {self.reference_rows} rows")
+        if self.drift is None:
+            return f"{window}: drift NOT JUDGED ({self.reason})", None
+        verdict = "DRIFT" if self.drift else "no drift"
+        return f"{window}: {verdict} (drop {self.drop:+.3f}, one-sided Fisher p={self.p_value:.4f})", None
+
+
 RESULT_TYPES: dict[str, type[StageResult]] = {
     cls.STAGE: cls for cls in (RegisterResult, EvaluateResult, FeedbackResult, AlignResult, OptimizeResult,
-                               CompareResult, GateResult)}
+                               CompareResult, GateResult, MonitorResult)}
 
 
 def encode(result: StageResult) -> str:

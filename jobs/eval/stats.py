@@ -112,3 +112,14 @@ def paired_summary(base: dict[str, list[bool | None]], cand: dict[str, list[bool
         "regressed": regressed,
         "improved": improved,
     }
+
+
+# ---------------------------------------------------------------- production drift
+def lower_rate_p(passes: int, n: int, ref_passes: int, ref_n: int) -> float:
+    """One-sided Fisher exact p-value that a window of ``n`` traces with ``passes`` passes has a
+    lower pass rate than the reference (``ref_passes`` of ``ref_n``). Both samples' sizes count:
+    a small window, or a reference on few rows, needs a larger drop to reach significance."""
+    from scipy.stats import fisher_exact
+
+    table = [[passes, n - passes], [ref_passes, ref_n - ref_passes]]
+    return float(fisher_exact(table, alternative="less").pvalue)

@@ -144,3 +144,30 @@ def render_shard_job(stage: str, overrides: list[str], pipeline_id: str, spec: A
     container["env"].append({"name": SHARD_ENV, "valueFrom": {"fieldRef": {
         "fieldPath": f"metadata.annotations['{INDEX_ANNOTATION}']"}}})
     return job
+
+
+def render_cron_job(overrides: list[str], spec: Any, schedule: str, drift_exit_code: int, name: str) -> dict:
+    """The monitor's ``batch/v1`` CronJob: the stage Job's pod on ``schedule``, one run at a time
+    (the next starts from the last one's checkpoint). A flagged drift's exit code fails the Job
+    without retries, as bad input does: it is a finding, and a retry would only repeat it."""
+    job = render_stage_job("monitor", overrides, name, spec, "cron")
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    container["env"] = [e for e in container["env"] if e["name"] != LAUNCH_ENV]  # nobody waits for a launch id
+    codes = sorted({EXIT_BAD_INPUT, *([int(drift_exit_code)] if int(drift_exit_code) else [])})
+    job["spec"]["podFailurePolicy"]["rules"][0]["onExitCodes"]["values"] = codes
+    job["spec"].pop("suspend", None)  # Kueue admits each Job the CronJob creates by the label it copies
+    meta = job["metadata"]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": dns_label(f"pg-monitor-{name}", 52), "namespace": meta["namespace"],
+                     "labels": dict(meta["labels"]), "annotations": dict(meta["annotations"])},
+        "spec": {
+            "schedule": schedule,
+            "concurrencyPolicy": "Forbid",
+            "startingDeadlineSeconds": 300,
+            "successfulJobsHistoryLimit": 3,
+            "failedJobsHistoryLimit": 3,
+            "jobTemplate": {"metadata": {"labels": dict(meta["labels"])}, "spec": job["spec"]},
+        },
+    }

@@ -13,6 +13,7 @@ import random
 from typing import Any
 
 from jobs.config.schemas import settings
+from jobs.core.contract import TAG_REVIEW_FROM
 from jobs.core.errors import UserError
 from jobs.core.results import AlignResult
 from jobs.eval import judges, stats
@@ -32,11 +33,15 @@ def check(cfg: Any) -> None:
 
 
 def labelled_traces(cfg: Any, experiment_id: str, pipeline_id: str, name: str) -> list[Any]:
-    """The pipeline's traces that carry both the judge's and an expert's assessment under ``name``."""
+    """The pipeline's traces, and production traces the monitor queued for review, that carry
+    both the judge's and an expert's assessment under ``name``."""
     import mlflow
 
     traces = mlflow.search_traces(locations=[experiment_id], return_type="list", max_results=5000,
                                   filter_string=f"tag.`{tracking.TAG_PIPELINE}` = '{pipeline_id}'")
+    # production traces the monitor sent to review, once an expert answered them: align learns from production too
+    traces += mlflow.search_traces(locations=[experiment_id], return_type="list", max_results=5000,
+                                   filter_string=f"tag.`{TAG_REVIEW_FROM}` = 'production'")
     both = sorted((t for t in traces if feedbacks(t, name, "HUMAN") and feedbacks(t, name, "LLM_JUDGE")),
                   key=lambda t: t.info.tags.get(tracking.TAG_QUESTION, ""))  # a stable order: same split, same requests
     if both:
@@ -204,9 +209,15 @@ def recorded_judge(cfg: Any, experiment_id: str, endpoint: Any) -> tuple[Any, di
     align stage recorded, or the base judge from config when alignment kept it."""
     result = tracking.result_of(tracking.latest_result(experiment_id, str(cfg.pipeline_id), STAGE))
     if result is not None and result.judge_version:
-        from mlflow.genai.scorers import get_scorer
+        return judge_version(cfg, experiment_id, endpoint, result.judge_name, result.judge_version)
+    return judge_version(cfg, experiment_id, endpoint, str(cfg.judge.name), "base")
 
-        judge = load_memalign_memory(get_scorer(name=result.judge_name, version=int(result.judge_version),
-                                                experiment_id=experiment_id))
-        return judge, {"judge_name": result.judge_name, "judge_version": int(result.judge_version)}
-    return judges.build(cfg.judge, endpoint), {"judge_name": str(cfg.judge.name), "judge_version": "base"}
+
+def judge_version(cfg: Any, experiment_id: str, endpoint: Any, name: str, version: Any) -> tuple[Any, dict]:
+    """A registered judge version (its MemAlign memory loaded), or the base judge from config for "base"."""
+    if str(version) == "base":
+        return judges.build(cfg.judge, endpoint), {"judge_name": str(cfg.judge.name), "judge_version": "base"}
+    from mlflow.genai.scorers import get_scorer
+
+    judge = load_memalign_memory(get_scorer(name=name, version=int(version), experiment_id=experiment_id))
+    return judge, {"judge_name": name, "judge_version": int(version)}

@@ -110,6 +110,29 @@ def record(name: str, version: Any, tags: dict[str, str]) -> None:
         mlflow.set_tag(TAG + key, value)
 
 
+REFERENCE = ("heldout_pass_rate", "heldout_rows", "judge_name", "judge_version", "compare_run_id")
+
+
+def record_reference(name: str, compare: CompareResult, production: int) -> None:
+    """What the monitor holds production to: the held-out pass rate compare measured for the
+    version production now points at, the rows it rests on, and the judge that scored them."""
+    from mlflow import MlflowClient
+
+    arm = "candidate" if int(production) == int(compare.candidate_version) else "baseline"
+    if arm == "baseline" and int(production) != int(compare.baseline_version):
+        return  # production moved concurrently: compare measured neither arm as production
+    rate = getattr(compare, f"{arm}_pass_rate")
+    errors = getattr(compare, f"{arm}_errors") or 0
+    if rate is None:
+        return
+    values = {"heldout_pass_rate": f"{rate:.6f}", "heldout_rows": str(int(compare.rows_per_arm or 0) - int(errors)),
+              "judge_name": str(compare.judge_name), "judge_version": str(compare.judge_version),
+              "compare_run_id": str(compare.run_id)}
+    client = MlflowClient()
+    for key in REFERENCE:
+        client.set_prompt_version_tag(name, production, TAG + key, values[key])
+
+
 def rollback(cfg: Any, experiment_id: str) -> GateResult:
     import mlflow
     from mlflow import MlflowClient
@@ -170,6 +193,8 @@ def run(cfg: Any) -> GateResult:
                 "compare_run_id": compare_run.info.run_id,
                 "gates": json.dumps([asdict(x) for x in gates])}
         record(name, candidate, tags)
+        if compare.outcome == "compared":
+            record_reference(name, compare, candidate if decision == "promote" else production)
         mlflow.log_metrics({f"gate_{x.name.split(' ')[0].replace(':', '_')}": float(x.value)
                             for x in gates if x.value is not None})
         mlflow.log_metric("promoted", 1.0 if decision == "promote" else 0.0)
