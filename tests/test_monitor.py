@@ -1,13 +1,14 @@
 """The monitor on simulated production: the traffic generator answers fresh questions with the
 production prompt; the monitor scores what arrived since its checkpoint with the judge the
-gate relied on, never twice, judges a window only once it is large enough, and flags a drop
-(exit 3) once the simulated model behind production drifts."""
+gate relied on, never twice (not even after a kill), judges a window only once it is large
+enough, and flags a drop (exit 3) once the simulated model behind production drifts."""
 
 from __future__ import annotations
 
 import pytest
 
 from .conftest import SESSION_PROMPT, printed_result
+from .support.audit import kill_at_pause
 
 pytestmark = pytest.mark.integration
 JUDGE = "hitting_quality"
@@ -57,11 +58,16 @@ def test_monitor_scores_nothing_twice_waits_for_a_full_window_and_flags_a_drift(
 
     steady = servers.stage("traffic", "traffic.requests=40", "traffic.seed=2000")
     assert steady.returncode == 0, steady.stderr[-2000:]
-    judged = servers.stage("monitor", *MONITOR)
+    code, out = kill_at_pause("monitor", list(MONITOR), servers.env(), point="monitor.scored")  # judged, not counted
+    assert code == -9, out[-2000:]
+    judged = servers.stage("monitor", *MONITOR)  # keeps the killed run's verdicts: judges nothing again
     assert judged.returncode == 0, judged.stdout[-3000:] + judged.stderr[-3000:]
     r3 = printed_result(judged)
-    assert r3["new_traces"] == 40 and r3["window_traces"] == 50 and r3["drift"] is False, r3
+    assert r3["new_traces"] == 0 and r3["window_traces"] == 50 and r3["drift"] is False, r3
+    assert "0 new traces since checkpoint" in judged.stdout and "40 judged by a run that did not finish" in judged.stdout
     assert "no drift: p=" in judged.stdout
+    scored = [t.info.trace_id for t in production_traces(mlflow_client, exp)]
+    assert len(scored) == 50 and all(len(judge_verdicts(mlflow_client, t)) == 1 for t in scored)
 
     drifting = servers.stage("traffic", "traffic.requests=40", "traffic.seed=3000", "traffic.drift=true")
     assert drifting.returncode == 0, drifting.stdout[-2000:] + drifting.stderr[-2000:]

@@ -15,7 +15,7 @@ from jobs.core.paths import ROOT
 from jobs.store import tracking
 
 from .conftest import new_pipeline_id, printed_result
-from .support.browser import chromium, wait_for
+from .support.browser import ARTIFACTS, chromium, wait_for
 
 pytestmark = pytest.mark.integration
 JUDGE = "hitting_quality"
@@ -52,16 +52,16 @@ def test_an_answer_in_the_review_queue_page_becomes_the_judges_label(servers, ml
     with chromium() as page:
         page.get(link)
         wait_for("the queue's Start review button",
-                 lambda: page.find_element(By.XPATH, "//button[normalize-space(.)='Start review']")).click()
+                 lambda: page.find_element(By.XPATH, "//button[normalize-space(.)='Start review']"), page=page).click()
         pass_choice = wait_for("the judge's question with Pass/Fail",
                                lambda: page.find_element(By.XPATH, f"//*[normalize-space(text())='{JUDGE}']")
-                               and page.find_element(By.XPATH, "//*[normalize-space(text())='Pass']"))
+                               and page.find_element(By.XPATH, "//*[normalize-space(text())='Pass']"), page=page)
         answered = re.search(r"selectedItemId=(tr-[0-9a-f]+)", page.current_url).group(1)
         pass_choice.click()
         page.find_element(By.XPATH, "//button[normalize-space(.)='Submit']").click()
-        wait_for("1 of 28 reviewed", lambda: "1 of 28 reviewed" in page.find_element(By.TAG_NAME, "body").text)
+        wait_for("1 of 28 reviewed", lambda: "1 of 28 reviewed" in page.find_element(By.TAG_NAME, "body").text, page=page)
         page.get(link)  # the queue's page, as a reviewer sees it, for the record
-        wait_for("the queue table", lambda: "Completed (1)" in page.find_element(By.TAG_NAME, "body").text)
+        wait_for("the queue table", lambda: "Completed (1)" in page.find_element(By.TAG_NAME, "body").text, page=page)
         shot = tmp_path / SCREENSHOT
         page.save_screenshot(str(shot))
 
@@ -74,15 +74,19 @@ def test_an_answer_in_the_review_queue_page_becomes_the_judges_label(servers, ml
     other = next(i.item_id for i in items if i.item_id != answered)
     mlflow.log_feedback(trace_id=other, name="hitting_qualty", value=False,  # a typo: reported, never counted
                         source=mlflow.entities.AssessmentSource(source_type="HUMAN", source_id="coach@example.com"))
+    label_schemas.create_label_schema("hitting_qualty", type="feedback", experiment_id=exp,  # a hand-made question
+                                      input=label_schemas.InputPassFail(positive_label="Good", negative_label="Bad"))
     resumed = servers.stage("feedback", f"pipeline_id={pid}", *ui[:1], "feedback.min_labels=1", "feedback.poll_s=1",
                             "feedback.timeout_s=60")
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "labels so far: 1 of 1 needed" in resumed.stdout
     assert "1 trace(s) carry expert feedback named 'hitting_qualty', not the judge's name 'hitting_quality'" in resumed.stdout
+    assert "the experiment also asks reviewers 'hitting_qualty'; those answers are not judge 'hitting_quality' labels" \
+        in resumed.stdout
     result = printed_result(resumed)
     assert result["labels_written"] == 1 and result["source"] == "ui" and result["expert_pass_rate"] == 1.0
     mlflow_client.log_artifact(result["run_id"], str(shot))  # the queue page, kept with the run it fed
     assert SCREENSHOT in [f.path for f in mlflow_client.list_artifacts(result["run_id"])]
-    kept = ROOT / ".promptgate" / "test-artifacts" / SCREENSHOT  # for people: the last run's queue page
+    kept = ARTIFACTS / SCREENSHOT  # for people: the last run's queue page
     kept.parent.mkdir(parents=True, exist_ok=True)
     kept.write_bytes(shot.read_bytes())

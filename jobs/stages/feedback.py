@@ -8,6 +8,7 @@ nothing half-written; labels that are already there are not written twice.
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Any
 
@@ -100,26 +101,16 @@ def open_queue(cfg: Any, experiment_id: str, traces: list[Any]) -> tuple[Any, st
 
 def ui_answers(cfg: Any, traces: list[Any]) -> list[tuple[Any, Any, str, str]]:
     """(trace, value, rationale, reviewer) for every trace a reviewer answered under the judge's name."""
-    import mlflow
-
-    name = str(cfg.judge.name)
     out = []
     for t in traces:
-        human = feedbacks(mlflow.get_trace(t.info.trace_id), name, "HUMAN")
-        if human:
-            a = human[-1]
-            out.append((t, a.feedback.value, a.rationale or "", a.source.source_id))
+        if human := feedbacks(t, str(cfg.judge.name), "HUMAN"):
+            out.append((t, human[-1].feedback.value, human[-1].rationale or "", human[-1].source.source_id))
     return out
 
 
 def report_misnamed(cfg: Any, traces: list[Any]) -> None:
     """Answers under another name than the judge's are named, never silently dropped."""
-    import mlflow
-
-    from jobs.store.reviews import misnamed_answers
-
-    fresh = [mlflow.get_trace(t.info.trace_id) for t in traces]
-    for other, n in sorted(misnamed_answers(fresh, str(cfg.judge.name)).items()):
+    for other, n in sorted(reviews.misnamed_answers(traces, str(cfg.judge.name)).items()):
         say(STAGE, f"WARNING: {n} trace(s) carry expert feedback named '{other}', not the judge's name "
                    f"'{cfg.judge.name}'; they are not counted. Relabel them as '{cfg.judge.name}' or set judge.name")
 
@@ -127,24 +118,26 @@ def report_misnamed(cfg: Any, traces: list[Any]) -> None:
 def wait_for_ui_labels(cfg: Any, traces: list[Any]) -> list[tuple[Any, Any, str, str]] | None:
     """The reviewers' answers once ``min_labels`` are in; None when ``feedback.wait=false`` and
     fewer are in (the pipeline stops with exit 0 and resumes with the same id)."""
+    import mlflow
+
     name, need = str(cfg.judge.name), int(cfg.feedback.min_labels)
     deadline = time.monotonic() + float(cfg.feedback.timeout_s)
-    reported = False
-    while True:
-        answers = ui_answers(cfg, traces)
+    for poll in itertools.count():
+        fresh = [mlflow.get_trace(t.info.trace_id) for t in traces]
+        answers = ui_answers(cfg, fresh)
+        done = len(answers) >= need
         say(STAGE, f"labels so far: {len(answers)} of {need} needed ({len(traces)} traces in the queue)")
-        if len(answers) >= need:
-            report_misnamed(cfg, traces)
+        if poll == 0 or done:  # misnamed answers: said when the wait starts and when it ends
+            report_misnamed(cfg, fresh)
+        if done:
             return answers
-        if not reported:
-            report_misnamed(cfg, traces)
-            reported = True
         if not cfg.feedback.wait:
             return None
         if time.monotonic() > deadline:
             raise UserError(f"only {len(answers)} of {need} traces were labelled '{name}' within {cfg.feedback.timeout_s} s; "
                             "label more in the review queue, lower feedback.min_labels, or raise feedback.timeout_s")
         time.sleep(float(cfg.feedback.poll_s))
+    return None
 
 
 def run(cfg: Any) -> FeedbackResult:

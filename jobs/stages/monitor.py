@@ -17,7 +17,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from jobs.core.contract import TAG_REVIEW, TAG_REVIEW_FROM
+from jobs.core.contract import TAG_PROMPT_VERSION, TAG_REVIEW, TAG_REVIEW_FROM
 from jobs.core.errors import UserError
 from jobs.core.faults import pause_point
 from jobs.core.results import MonitorResult, fmt
@@ -28,6 +28,8 @@ from jobs.store import tracking
 STAGE = "monitor"
 GATE_TAG = "promptgate.gate."
 TAG_SCORED = "promptgate.monitored"  # on a trace: the judge version that scored it ("name@version")
+TAG_SCORED_RUN = "promptgate.monitored_by"  # on a trace: the monitor run whose window counts it
+META_RUN, META_JUDGE = "promptgate.monitor_run", "promptgate.monitor_judge"  # on the verdict (assessment metadata)
 TAG_DRIFT = "promptgate.monitor.drift"
 OVERLAP_MS = 60_000  # traces can be exported after newer ones: look back this far, skip the scored
 
@@ -57,8 +59,20 @@ def reference(name: str) -> tuple[int, dict[str, str]]:
     return int(version.version), rec
 
 
-def new_traces(cfg: Any, experiment_id: str, since_ms: int, scored_tag: str) -> list[Any]:
-    """Production traces from ``since_ms`` (with an overlap) not yet scored by this judge version, oldest first."""
+def prior_verdict(trace: Any, scored_tag: str) -> tuple[str, Any] | None:
+    """(the monitor run that judged this trace, its value) for this judge version, if one did."""
+    for a in reversed(trace.info.assessments or []):
+        meta = a.metadata or {}
+        if meta.get(META_JUDGE) == scored_tag and getattr(a, "feedback", None) is not None:
+            return trace.info.tags.get(TAG_SCORED_RUN) or meta.get(META_RUN), a.feedback.value
+    return None
+
+
+def pending(cfg: Any, experiment_id: str, since_ms: int, scored_tag: str,
+            counted_runs: set[str]) -> tuple[list[Any], dict[str, Any], list[Any]]:
+    """Production traces from ``since_ms`` on (with an overlap), oldest first, as (to judge, verdicts
+    to count again, all found): a trace a finished monitor run counted is left alone; one judged by
+    a run that was killed before it recorded its window keeps that verdict and is counted now."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -70,8 +84,16 @@ def new_traces(cfg: Any, experiment_id: str, since_ms: int, scored_tag: str) -> 
         raise UserError(f"monitor.filter \"{cfg.monitor.filter}\" is not a trace filter MLflow accepts "
                         f"({' '.join(str(e).split())[:200]}); write it as in search_traces, e.g. "
                         "tags.`promptgate.traffic` = 'production'") from None
-    fresh = [t for t in found if t.info.tags.get(TAG_SCORED) != scored_tag]
-    return fresh[: int(cfg.monitor.max_traces)]
+    fresh, recovered = [], {}
+    for t in found:
+        prior = prior_verdict(t, scored_tag)
+        if prior is None:
+            fresh.append(t)
+        elif prior[0] not in counted_runs:
+            recovered[t.info.trace_id] = prior[1]
+    fresh = fresh[: int(cfg.monitor.max_traces)]
+    keep = {t.info.trace_id for t in fresh} | set(recovered)
+    return fresh, recovered, [t for t in found if t.info.trace_id in keep]
 
 
 def production_experiment(cfg: Any, experiment_id: str) -> str:
@@ -99,6 +121,11 @@ def borderline(judge_cfg: Any, value: Any, margin: float) -> bool:
     return False
 
 
+def mark_counted(client: Any, trace_id: str, run_id: str, scored_tag: str) -> None:
+    client.set_trace_tag(trace_id, TAG_SCORED, scored_tag)
+    client.set_trace_tag(trace_id, TAG_SCORED_RUN, run_id)
+
+
 def score(cfg: Any, judge: Any, traces: list[Any], run_id: str, scored_tag: str) -> dict[str, Any]:
     """Judge each trace, log the verdict on it, tag it scored: trace id -> value (None: error)."""
     import mlflow
@@ -117,9 +144,9 @@ def score(cfg: Any, judge: Any, traces: list[Any], run_id: str, scored_tag: str)
             return tid, None
         if fb.value is None or getattr(fb, "error", None):
             return tid, None
-        fb.metadata = {**(fb.metadata or {}), "promptgate.monitor_run": run_id}
-        mlflow.log_assessment(trace_id=tid, assessment=fb)
-        client.set_trace_tag(tid, TAG_SCORED, scored_tag)  # after the verdict: a kill before it rescores the trace
+        fb.metadata = {**(fb.metadata or {}), META_RUN: run_id, META_JUDGE: scored_tag}
+        mlflow.log_assessment(trace_id=tid, assessment=fb)  # the verdict, then the tags: a kill between keeps it
+        mark_counted(client, tid, run_id, scored_tag)
         return tid, fb.value
 
     with ThreadPoolExecutor(max_workers=int(cfg.monitor.max_workers)) as pool:
@@ -174,11 +201,12 @@ def register_sampling(cfg: Any, experiment_id: str, judge: Any, info: dict) -> s
         return "server-side sampling off (its model is not an MLflow gateway model); this stage scores"
 
 
-def window(cfg: Any, experiment_id: str, new_passes: int, new_scored: int, now_start: int) -> tuple[int, int, int]:
+def window(cfg: Any, experiment_id: str, version: int, new_passes: int, new_scored: int,
+           now_start: int) -> tuple[int, int, int]:
     """(start_ms, passes, scored) of the window: this run's traces plus those of earlier runs
-    whose windows were too small to judge."""
+    whose windows were too small to judge, while production is the same version."""
     prev = tracking.result_of(tracking.latest_result(experiment_id, monitor_id(cfg), STAGE))
-    if prev is not None and prev.drift is None and prev.window_traces:
+    if prev is not None and prev.drift is None and prev.window_traces and prev.production_version == version:
         return int(prev.window_start_ms or now_start), new_passes + int(prev.window_passes or 0), \
             new_scored + int(prev.window_traces)
     return now_start, new_passes, new_scored
@@ -223,25 +251,36 @@ def run(cfg: Any) -> MonitorResult:
         judge, info = judge_version(cfg, experiment_id, endpoint, ref.get("judge_name", str(cfg.judge.name)),
                                     ref.get("judge_version", "base"))
         scored_tag = f"{info['judge_name']}@{info['judge_version']}"
-        traces = new_traces(cfg, traces_in, since, scored_tag)
-        say(STAGE, f"production v{version}: {len(traces)} new traces since checkpoint {since} "
+        counted = {r.info.run_id for r in tracking.find_runs(experiment_id, monitor_id(cfg), STAGE)}
+        to_judge, recovered, traces = pending(cfg, traces_in, since, scored_tag, counted)
+        say(STAGE, f"production v{version}: {len(to_judge)} new traces since checkpoint {since}"
+                   f"{f' and {len(recovered)} judged by a run that did not finish' if recovered else ''} "
                    f"(filter: {cfg.monitor.filter}); judge {info['judge_name']} v{info['judge_version']}, "
                    f"the one the last gate relied on")
         with tracking.stage_run(cfg, experiment_id, STAGE, inputs) as run:
             watching = register_sampling(cfg, experiment_id, judge, info)
-            values = score(cfg, judge, traces, run.info.run_id, scored_tag)
+            values = score(cfg, judge, to_judge, run.info.run_id, scored_tag)
             pause_point("monitor.scored")
+            client = MlflowClient()
+            for tid in recovered:  # this run's window counts them now, and no later one
+                mark_counted(client, tid, run.info.run_id, scored_tag)
+            values.update(recovered)
+            other = {t.info.trace_id for t in traces if t.info.tags.get(TAG_PROMPT_VERSION, str(version)) != str(version)}
             verdicts = {tid: judges.passed(cfg.judge, v) for tid, v in values.items() if v is not None}
             errors = sum(1 for v in values.values() if v is None)
             review = [tid for tid, v in values.items() if v is not None
                       and (not verdicts[tid] or borderline(cfg.judge, v, float(cfg.monitor.borderline)))]
             queued = queue_for_review(cfg, traces_in, review)
+            if other:
+                say(STAGE, f"{len(other)} traces were answered by another prompt version than production "
+                           f"v{version}: judged, not counted in its window")
+            mine = {tid: v for tid, v in verdicts.items() if tid not in other}
             checkpoint = max([since] + [int(t.info.timestamp_ms) for t in traces])
             first = min([int(t.info.timestamp_ms) for t in traces], default=checkpoint)
-            start, passes, n = window(cfg, experiment_id, sum(verdicts.values()), len(verdicts), first)
+            start, passes, n = window(cfg, experiment_id, version, sum(mine.values()), len(mine), first)
             drift, drop, p, why = verdict(cfg, passes, n, ref_rate, ref_rows)
             rate = passes / n if n else None
-            metrics = {"new_traces": len(traces), "errors": errors, "window_traces": n, "queued": queued,
+            metrics = {"new_traces": len(to_judge), "recovered": len(recovered), "errors": errors, "window_traces": n, "queued": queued,
                        **({"window_pass_rate": rate} if rate is not None else {}),
                        "reference_pass_rate": ref_rate, **({"p_value": p, "drop": drop} if p is not None else {})}
             mlflow.log_metrics(metrics)
@@ -263,7 +302,7 @@ def run(cfg: Any) -> MonitorResult:
             say(STAGE, f"run: {tracking.run_link(cfg, experiment_id, run.info.run_id)}")
             result = finish(MonitorResult(
                 run_id=run.info.run_id, production_version=version, judge_name=info["judge_name"],
-                judge_version=info["judge_version"], new_traces=len(traces), errors=errors, window_start_ms=start,
+                judge_version=info["judge_version"], new_traces=len(to_judge), errors=errors, window_start_ms=start,
                 window_traces=n, window_passes=passes, window_pass_rate=rate, reference_pass_rate=ref_rate,
                 reference_rows=ref_rows, drop=drop, p_value=p, drift=drift, reason=why, queued=queued,
                 checkpoint_ms=checkpoint))

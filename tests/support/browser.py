@@ -13,8 +13,11 @@ from typing import Any
 
 import pytest
 
+from jobs.core.paths import ROOT
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
+ARTIFACTS = ROOT / ".promptgate" / "test-artifacts"  # screenshots people look at after a run (git-ignored)
 
 
 @contextmanager
@@ -39,8 +42,10 @@ def chromium(width: int = 1600, height: int = 1000) -> Iterator[Any]:
         driver.quit()
 
 
-def wait_for(what: str, find: Callable[[], Any], timeout_s: float = 60) -> Any:
-    """Poll ``find`` until it returns something truthy (the MLflow UI renders lazily)."""
+def wait_for(what: str, find: Callable[[], Any], timeout_s: float = 120, page: Any = None) -> Any:
+    """Poll ``find`` until it returns something truthy (the MLflow UI renders lazily). On a
+    timeout, the page's text and a screenshot (``browser-failure.png`` in ARTIFACTS) say what
+    it showed instead."""
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
     while time.monotonic() < deadline:
@@ -51,4 +56,9 @@ def wait_for(what: str, find: Callable[[], Any], timeout_s: float = 60) -> Any:
         except Exception as e:  # noqa: BLE001 - not rendered yet
             last = e
         time.sleep(0.5)
-    raise AssertionError(f"the page never showed {what} within {timeout_s} s (last error: {last})")
+    shown = ""
+    if page is not None:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.save_screenshot(str(ARTIFACTS / "browser-failure.png"))
+        shown = " ".join(page.find_element("tag name", "body").text.split())[:1500]
+    raise AssertionError(f"the page never showed {what} within {timeout_s} s (last error: {last}); it showed: {shown}")
