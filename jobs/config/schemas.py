@@ -372,7 +372,7 @@ class MonitorSettings:
 class TrafficSettings:
     requests: int = 40  # questions the simulated production answers per run
     drift: bool = False  # true: the simulated model behind production gets worse (the simulator's drop_rate)
-    drift_drop_rate: float = 0.9  # the simulator's drop_rate while drifting
+    drift_drop_rate: float = 0.8  # the simulator's drop_rate while drifting
     seed: int | None = None  # first sampling seed (request i uses seed + i); null: from the clock
     max_workers: int = 4  # requests answered at once
 

@@ -68,8 +68,7 @@ def prior_verdict(trace: Any, scored_tag: str) -> tuple[str, Any] | None:
     return None
 
 
-def pending(cfg: Any, experiment_id: str, since_ms: int, scored_tag: str,
-            counted_runs: set[str]) -> tuple[list[Any], dict[str, Any], list[Any]]:
+def pending(cfg: Any, experiment_id: str, since_ms: int, scored_tag: str) -> tuple[list[Any], dict[str, Any], list[Any]]:
     """Production traces from ``since_ms`` on (with an overlap), oldest first, as (to judge, verdicts
     to count again, all found): a trace a finished monitor run counted is left alone; one judged by
     a run that was killed before it recorded its window keeps that verdict and is counted now."""
@@ -84,12 +83,21 @@ def pending(cfg: Any, experiment_id: str, since_ms: int, scored_tag: str,
         raise UserError(f"monitor.filter \"{cfg.monitor.filter}\" is not a trace filter MLflow accepts "
                         f"({' '.join(str(e).split())[:200]}); write it as in search_traces, e.g. "
                         "tags.`promptgate.traffic` = 'production'") from None
+    from mlflow import MlflowClient
+
+    status: dict[str, str] = {}  # run id -> status, asked once per run
+
+    def finished(run_id: str | None) -> bool:
+        if run_id and run_id not in status:
+            status[run_id] = MlflowClient().get_run(run_id).info.status
+        return status.get(run_id or "") == "FINISHED"
+
     fresh, recovered = [], {}
     for t in found:
         prior = prior_verdict(t, scored_tag)
         if prior is None:
             fresh.append(t)
-        elif prior[0] not in counted_runs:
+        elif not finished(prior[0]):
             recovered[t.info.trace_id] = prior[1]
     fresh = fresh[: int(cfg.monitor.max_traces)]
     keep = {t.info.trace_id for t in fresh} | set(recovered)
@@ -251,8 +259,7 @@ def run(cfg: Any) -> MonitorResult:
         judge, info = judge_version(cfg, experiment_id, endpoint, ref.get("judge_name", str(cfg.judge.name)),
                                     ref.get("judge_version", "base"))
         scored_tag = f"{info['judge_name']}@{info['judge_version']}"
-        counted = {r.info.run_id for r in tracking.find_runs(experiment_id, monitor_id(cfg), STAGE)}
-        to_judge, recovered, traces = pending(cfg, traces_in, since, scored_tag, counted)
+        to_judge, recovered, traces = pending(cfg, traces_in, since, scored_tag)
         say(STAGE, f"production v{version}: {len(to_judge)} new traces since checkpoint {since}"
                    f"{f' and {len(recovered)} judged by a run that did not finish' if recovered else ''} "
                    f"(filter: {cfg.monitor.filter}); judge {info['judge_name']} v{info['judge_version']}, "
