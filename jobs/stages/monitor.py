@@ -1,7 +1,8 @@
 """monitor: the judge the last gate relied on, scoring production traces on a schedule.
 
 Each run scores the traces that match ``monitor.filter`` and arrived since the last run's
-checkpoint (a trace it scored is tagged, so a rerun scores nothing twice), compares the
+checkpoint (each verdict names the run and judge version that gave it, so a rerun, even after
+a kill, judges nothing twice and counts nothing twice), compares the
 window's pass rate with the held-out pass rate the gate recorded for the production version
 (one-sided Fisher exact test: both sample sizes count), and flags a significant drop as a
 tag, in the summary and by ``monitor.drift_exit_code``. A window with fewer than
@@ -23,10 +24,10 @@ from jobs.core.faults import pause_point
 from jobs.core.results import MonitorResult, fmt
 from jobs.eval import judges, stats
 from jobs.stages.common import finish, say
+from jobs.stages.gate import TAG as GATE_TAG
 from jobs.store import tracking
 
 STAGE = "monitor"
-GATE_TAG = "promptgate.gate."
 TAG_SCORED = "promptgate.monitored"  # on a trace: the judge version that scored it ("name@version")
 TAG_SCORED_RUN = "promptgate.monitored_by"  # on a trace: the monitor run whose window counts it
 META_RUN, META_JUDGE = "promptgate.monitor_run", "promptgate.monitor_judge"  # on the verdict (assessment metadata)
@@ -73,6 +74,7 @@ def pending(cfg: Any, experiment_id: str, since_ms: int, scored_tag: str) -> tup
     to count again, all found): a trace a finished monitor run counted is left alone; one judged by
     a run that was killed before it recorded its window keeps that verdict and is counted now."""
     import mlflow
+    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     f = f"{cfg.monitor.filter} AND trace.timestamp_ms >= {max(0, since_ms - OVERLAP_MS)}"
@@ -83,8 +85,6 @@ def pending(cfg: Any, experiment_id: str, since_ms: int, scored_tag: str) -> tup
         raise UserError(f"monitor.filter \"{cfg.monitor.filter}\" is not a trace filter MLflow accepts "
                         f"({' '.join(str(e).split())[:200]}); write it as in search_traces, e.g. "
                         "tags.`promptgate.traffic` = 'production'") from None
-    from mlflow import MlflowClient
-
     status: dict[str, str] = {}  # run id -> status, asked once per run
 
     def finished(run_id: str | None) -> bool:
@@ -223,6 +223,8 @@ def window(cfg: Any, experiment_id: str, version: int, new_passes: int, new_scor
 def verdict(cfg: Any, passes: int, n: int, ref_rate: float, ref_rows: int) -> tuple[bool | None, float | None, float | None, str]:
     """(drift, drop, p, reason); drift None when the window is too small to judge."""
     m = cfg.monitor
+    if n == 0:
+        return None, None, None, "no production traces in the window yet"
     if n < int(m.min_window):
         return None, None, None, (f"rests on {n} traces, fewer than monitor.min_window={m.min_window}; "
                                   "they carry over into the next window")

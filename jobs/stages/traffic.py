@@ -62,12 +62,13 @@ def run(cfg: Any) -> dict[str, Any]:
     n = int(cfg.traffic.requests)
     first_seed = int(cfg.traffic.seed) if cfg.traffic.get("seed") is not None else int(time.time()) % 1_000_000 * 1000
     picked = [(first_seed + i, records[(first_seed + i) % len(records)]) for i in range(n)]
+    by_seed = dict(picked)
     trace_of: dict[int, str] = {}
 
     def tags_for(inputs: dict[str, Any]) -> dict[str, str]:
-        trace_of[int(inputs[REPEAT_KEY])] = mlflow.get_active_trace_id()
-        rec = next(r for s, r in picked if s == inputs[REPEAT_KEY])
-        return {TAG_TRAFFIC: "production", TAG_PROMPT_VERSION: str(version), TAG_QUESTION: rec.id}
+        seed = int(inputs[REPEAT_KEY])
+        trace_of[seed] = mlflow.get_active_trace_id()
+        return {TAG_TRAFFIC: "production", TAG_PROMPT_VERSION: str(version), TAG_QUESTION: by_seed[seed].id}
 
     mlflow.set_experiment(experiment_id=experiment_id)
     use = drifted(cfg) if cfg.traffic.drift else cfg
@@ -88,7 +89,7 @@ def run(cfg: Any) -> dict[str, Any]:
             ok = sum(pool.map(ask, picked))
     mlflow.flush_trace_async_logging()
     source = AssessmentSource(source_type="CODE", source_id="promptgate-traffic")
-    for seed, rec in picked:
+    for seed, rec in picked:  # after the flush: the traces exist on the server
         if seed in trace_of:
             for key, value in rec.expectations.items():
                 mlflow.log_expectation(trace_id=trace_of[seed], name=key, value=value, source=source)
