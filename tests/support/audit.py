@@ -18,21 +18,39 @@ KILL_POINTS = {"evaluate": "evaluate.scored", "feedback": "feedback.first_label"
 
 
 def kill_at_pause(stage: str, overrides: list[str], env: dict[str, str], point: str | None = None,
-                  after: str | None = None) -> tuple[int, str]:
+                  after: str | None = None, timeout_s: float = 400) -> tuple[int, str]:
     """Run a stage until it (or one of its shard processes) reaches its pause point, and has
-    printed ``after`` when given, then SIGKILL it and its children; returns (exit code, output)."""
+    printed ``after`` when given, then SIGKILL it and its children; returns (exit code, output).
+    Past ``timeout_s`` it is killed and the test fails with what was missing and what the stage
+    printed, instead of a bare test timeout."""
+    import selectors
+    import time
+
     point = point or KILL_POINTS[stage]
     proc = subprocess.Popen([sys.executable, "-m", f"jobs.{stage}", *overrides], env={**env, PAUSE_ENV: point},
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    seen = []
-    for line in proc.stdout:  # type: ignore[union-attr]
-        seen.append(line)
-        if f"PAUSED AT {point}" in "".join(seen) and (after is None or after in "".join(seen)):
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)  # type: ignore[arg-type]
+    out, deadline = b"", time.monotonic() + timeout_s
+    wanted = [f"PAUSED AT {point}".encode(), *([after.encode()] if after else [])]
+    while not all(w in out for w in wanted):
+        left = deadline - time.monotonic()
+        if left <= 0:
             os.killpg(proc.pid, signal.SIGKILL)
-            break
+            missing = [w.decode() for w in wanted if w not in out]
+            raise AssertionError(f"{stage} never printed {missing} within {timeout_s:.0f} s; it printed:\n"
+                                 + out.decode(errors="replace")[-4000:])
+        if sel.select(timeout=min(left, 1.0)):
+            chunk = os.read(proc.stdout.fileno(), 65536)  # type: ignore[union-attr]
+            if not chunk:  # the stage ended before its pause point
+                break
+            out += chunk
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # the stage and any shard process it left paused
+    except ProcessLookupError:
+        pass
     proc.wait(timeout=120)
-    return proc.returncode, "".join(seen)
+    return proc.returncode, out.decode(errors="replace")
 
 
 def duplicates(client: Any, experiment_id: str, pipeline_id: str, prompt: str, judge: str) -> dict[str, int]:
