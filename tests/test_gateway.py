@@ -285,3 +285,30 @@ def test_span_figures_add_up_across_runs_and_print_as_a_table():
     assert spans.add(total, {"agent": {"calls": 1}})["agent"]["calls"] == 6
     rows = spans.table({"agent": {"calls": 2, "seconds": 3.0, "usd": 0.5}, "judge": {"calls": 1, "seconds": 1.0, "usd": 0.5}})
     assert rows[2].split() == ["agent", "2", "3.0", "75%", "0", "0.5000", "50%"]
+
+
+def test_a_helper_server_ends_when_the_process_that_started_it_is_killed(tmp_path):
+    """A stage SIGKILLed mid-run (a test's kill, an OOM) leaves no simulator or gateway behind:
+    they run in sessions of their own, so they watch their starter instead."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from jobs.core.paths import ROOT
+
+    starter = subprocess.Popen(
+        [sys.executable, "-c", "from jobs.core.servers import start_sim; from jobs.gateway.client import start_gateway; "
+         "from types import SimpleNamespace as N; s, url = start_sim(); g, _ = start_gateway(url, N(cache_uri="
+         f"'{tmp_path}/cache', max_retries=0, backoff_s=0.1, timeout_s=5), 'NO_KEY'); "
+         "print(s.pid, g.pid, flush=True); import time; time.sleep(600)"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    helpers = [int(p) for p in starter.stdout.readline().split()]
+    assert len(helpers) == 2 and all(os.path.exists(f"/proc/{p}") for p in helpers)
+    starter.send_signal(signal.SIGKILL)
+    starter.wait()
+    deadline = time.monotonic() + 30  # a bound for a loaded machine, not a timing claim
+    while any(os.path.exists(f"/proc/{p}") for p in helpers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    alive = [p for p in helpers if os.path.exists(f"/proc/{p}") and "Z" not in open(f"/proc/{p}/stat").read().split()[2]]
+    assert alive == [], f"still running after their starter was killed: {alive}"

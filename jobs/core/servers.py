@@ -147,11 +147,29 @@ class QuietJSONHandler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
+EXIT_WITH_PARENT = "PROMPTGATE_EXIT_WITH_PARENT"  # set for a helper server: it ends when its starter is gone
+
+
+def exit_with_parent() -> None:
+    """A server that a stage, the driver or a test started for itself ends once that process is
+    gone, even SIGKILLed (its own session keeps it out of the starter's process group)."""
+    if os.environ.get(EXIT_WITH_PARENT) != "1":
+        return
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:  # reparented once the parent dies
+            time.sleep(1)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def start_server_process(module: str, args: list[str], announce: str, health: str,
                         timeout_s: float = 20) -> tuple[subprocess.Popen, str]:
     """Start ``python -m <module> --port 0 ...``, read the URL it announces, wait until healthy."""
     root = str(ROOT)
-    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", ""), EXIT_WITH_PARENT: "1"}
     proc = subprocess.Popen([sys.executable, "-m", module, "--port", "0", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True, env=env, start_new_session=True)
     line = proc.stdout.readline().strip()  # type: ignore[union-attr]
@@ -200,6 +218,7 @@ class AsgiServer:
 def serve_until_interrupted(httpd: Any, announce: str, suffix: str = "") -> None:
     """Announce ``<announce>=http://host:port<suffix>`` on stdout, then serve until Ctrl-C."""
     host, port = httpd.server_address[:2]
+    exit_with_parent()
     print(f"{announce}=http://{host}:{port}{suffix}", flush=True)
     try:
         httpd.serve_forever()
