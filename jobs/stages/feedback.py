@@ -137,7 +137,6 @@ def wait_for_ui_labels(cfg: Any, traces: list[Any]) -> list[tuple[Any, Any, str,
             raise UserError(f"only {len(answers)} of {need} traces were labelled '{name}' within {cfg.feedback.timeout_s} s; "
                             "label more in the review queue, lower feedback.min_labels, or raise feedback.timeout_s")
         time.sleep(float(cfg.feedback.poll_s))
-    return None
 
 
 def run(cfg: Any) -> FeedbackResult:

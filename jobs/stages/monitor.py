@@ -209,11 +209,11 @@ def register_sampling(cfg: Any, experiment_id: str, judge: Any, info: dict) -> s
         return "server-side sampling off (its model is not an MLflow gateway model); this stage scores"
 
 
-def window(cfg: Any, experiment_id: str, version: int, new_passes: int, new_scored: int,
+def window(prev: MonitorResult | None, version: int, new_passes: int, new_scored: int,
            now_start: int) -> tuple[int, int, int]:
     """(start_ms, passes, scored) of the window: this run's traces plus those of earlier runs
-    whose windows were too small to judge, while production is the same version."""
-    prev = tracking.result_of(tracking.latest_result(experiment_id, monitor_id(cfg), STAGE))
+    whose windows were too small to judge (``prev``: the last finished run's result), while
+    production is the same version."""
     if prev is not None and prev.drift is None and prev.window_traces and prev.production_version == version:
         return int(prev.window_start_ms or now_start), new_passes + int(prev.window_passes or 0), \
             new_scored + int(prev.window_traces)
@@ -286,7 +286,7 @@ def run(cfg: Any) -> MonitorResult:
             mine = {tid: v for tid, v in verdicts.items() if tid not in other}
             checkpoint = max([since] + [int(t.info.timestamp_ms) for t in traces])
             first = min([int(t.info.timestamp_ms) for t in traces], default=checkpoint)
-            start, passes, n = window(cfg, experiment_id, version, sum(mine.values()), len(mine), first)
+            start, passes, n = window(prev, version, sum(mine.values()), len(mine), first)
             drift, drop, p, why = verdict(cfg, passes, n, ref_rate, ref_rows)
             rate = passes / n if n else None
             metrics = {"new_traces": len(to_judge), "recovered": len(recovered), "errors": errors, "window_traces": n, "queued": queued,
