@@ -286,15 +286,8 @@ class Gateway:
         if status != 200:
             return status, resp
 
-        def chunks() -> Iterator[bytes]:
-            seen = bytearray()
-            try:
-                for chunk in resp.stream(65536):
-                    seen += chunk
-                    yield chunk
-            finally:
-                resp.release_conn()
-            events = [line[5:].strip() for line in bytes(seen).decode("utf-8", "replace").splitlines()
+        def settle(seen: bytes) -> None:
+            events = [line[5:].strip() for line in seen.decode("utf-8", "replace").splitlines()
                       if line.startswith("data:")]
             for event in events:
                 try:
@@ -304,7 +297,23 @@ class Gateway:
                 if usage:
                     self._charge(spend, route, body, usage)
             if events and events[-1] == "[DONE]" and spend.cache == "readwrite":
-                self.store.put(key, bytes(seen))
+                self.store.put(key, seen)
+
+        def chunks() -> Iterator[bytes]:
+            # Charged and cached before the client sees [DONE]: a client that sends its next
+            # request the moment the stream ends must find this reply in the cache.
+            seen, settled = bytearray(), False
+            try:
+                for chunk in resp.stream(65536):
+                    seen += chunk
+                    if not settled and bytes(seen).rstrip().endswith(b"data: [DONE]"):
+                        settle(bytes(seen))
+                        settled = True
+                    yield chunk
+            finally:
+                resp.release_conn()
+                if not settled:  # upstream broke off: charge what it reported, cache nothing
+                    settle(bytes(seen))
 
         return 200, chunks()
 
