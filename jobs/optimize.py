@@ -1,10 +1,8 @@
-"""python -m jobs.optimize [overrides]: the optimize stage (logic in jobs/stages/optimize.py).
-Sweep with Hydra multirun: python -m jobs.optimize -m optimizer.max_metric_calls=40,70"""
+"""python -m jobs.optimize [overrides]: the optimize stage (logic in jobs/stages/optimize.py)."""
 
 from jobs.config.entry import stage_main
-from jobs.stages.optimize import check, run
 
-main = stage_main("optimize", check, run)
+main = stage_main("optimize")
 
 if __name__ == "__main__":
     main()

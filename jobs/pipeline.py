@@ -1,20 +1,20 @@
-"""``python -m jobs.pipeline [overrides]``: run every stage that exists, in order, under one
-pipeline id, then print a summary with the MLflow UI links. This is what ``make run`` does.
+"""``python -m jobs.pipeline [overrides]``: run every stage of the registry (jobs.core.contract),
+in order, under one pipeline id, then print a summary with the MLflow UI links. This is what ``make run`` does.
 
 With ``model=sim`` (the default when OPENAI_API_KEY is unset) one simulator serves all stages.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 import time
-import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
-from jobs.core.contract import STAGES
-from jobs.core.errors import EXIT_BAD_INPUT, EXIT_REFUSED
+from jobs.config.compose import compose, new_pipeline_id
+from jobs.core.contract import GATEWAY_URL_ENV, STAGES
+from jobs.core.errors import EXIT_REFUSED, UserError, exit_code, one_line
 from jobs.launch.launchers import launcher_for
 
 BANNER = """\
@@ -26,35 +26,15 @@ BANNER = """\
 +--------------------------------------------------------------------------+"""
 
 
-def available_stages() -> list[str]:
-    return [s for s in STAGES if importlib.util.find_spec(f"jobs.{s}") is not None]
-
-
-def new_pipeline_id() -> str:
-    return time.strftime("pg-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
-
-
-def compose(overrides: list[str]) -> Any:
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    from jobs.config.entry import CONFIG_NAME, check_overrides, with_user_configs
-    from jobs.core.paths import CONF_DIR
-
-    overrides = with_user_configs(overrides)
-    check_overrides(overrides)
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config_name=CONFIG_NAME, overrides=overrides)
-
-
-def check_inputs(cfg: Any, stages: list[str]) -> None:
+def check_inputs(cfg: Any, stages: tuple[str, ...]) -> None:
     """Every stage's inputs and the relations between them (held-out disjoint from train,
     feedback.min_labels within evaluate's rows), before the first stage writes anything."""
     from jobs.config.entry import check_config
+    from jobs.stages import load
 
     check_config(cfg)
     for stage in stages:
-        importlib.import_module(f"jobs.stages.{stage}").check(cfg)
+        load(stage).check(cfg)
 
 
 def end_pipeline(cfg: Any, pipeline_id: str, failed_stage: str | None) -> None:
@@ -62,7 +42,7 @@ def end_pipeline(cfg: Any, pipeline_id: str, failed_stage: str | None) -> None:
     from jobs.store import tracking
 
     try:
-        status = tracking.end_pipeline_run(tracking.connect(cfg), pipeline_id, failed_stage)
+        status = tracking.end_pipeline_run(tracking.open_store(cfg).experiment_id, pipeline_id, failed_stage)
     except Exception as e:  # noqa: BLE001 - an interrupted or failed pipeline's own error matters more
         print(f"warning: could not end the run pipeline-{pipeline_id} ({e}); a rerun with this id ends it", file=sys.stderr)
         return
@@ -72,44 +52,52 @@ def end_pipeline(cfg: Any, pipeline_id: str, failed_stage: str | None) -> None:
 
 
 def waiting_for_reviewers(cfg: Any, pipeline_id: str) -> bool:
-    """feedback=ui with wait=false exits 0 without a result until the reviewers are done."""
-    if cfg.feedback.source != "ui" or cfg.feedback.wait:
+    """A feedback source that may end without a result (feedback=ui, wait=false) ended so."""
+    from jobs.config.schemas import settings
+
+    if not settings(cfg, "feedback").may_stop_the_pipeline:
         return False
     from jobs.store import tracking
 
-    return tracking.latest_result(tracking.connect(cfg), pipeline_id, "feedback") is None
+    return tracking.open_store(cfg).result(pipeline_id, "feedback") is None
 
 
 def summary(cfg: Any, pipeline_id: str, ran: list[str]) -> str:
     from jobs.core import spans
     from jobs.store import tracking
 
-    experiment_id = tracking.connect(cfg)
+    store = tracking.open_store(cfg)
     lines = [f"\n=== promptgate pipeline {pipeline_id} ==="]
     totals: dict = {}
     for stage in ran:
-        run = tracking.latest_result(experiment_id, pipeline_id, stage)
-        if tracking.result_of(run) is None:
-            continue
+        run = store.latest_result(pipeline_id, stage)
         result = tracking.result_of(run)
-        line, warning = result.headline(cfg.evidence)
-        lines.append(f"{stage:>9}: {line}")
-        if warning:
-            lines.append(f"{'':>11}{warning}")
-        if result.spend:
-            sp = result.spend
-            lines.append(f"{'':>11}LLM spend: {sp['tokens']:.0f} tokens, ${sp['usd']:.4f}, {sp['upstream_calls']:.0f} upstream "
-                         f"calls, {sp['cache_hits']:.0f} cache hits, {sp['faults']:.0f} faults retried or failed")
-        if result.spans:
-            lines.append(f"{'':>11}time by kind: {spans.line(result.spans)}")
-            totals = spans.add(totals, result.spans)
-        lines.append(f"{'':>9}  {tracking.run_link(cfg, experiment_id, run.info.run_id)}")
+        if result is None:
+            continue
+        lines += stage_lines(cfg, stage, result)
+        totals = spans.add(totals, result.spans) if result.spans else totals
+        lines.append(f"{'':>9}  {store.run_link(run.info.run_id)}")
     if totals:
         lines += spans.table(totals)
-    lines.append(f"   prompt: {tracking.prompt_link(cfg, str(cfg.prompt.name))}")
-    lines.append(f"   traces: {tracking.traces_link(cfg, experiment_id)}")
-    lines.append(f"       UI: {tracking.ui_base(cfg)}")
+    lines.append(f"   prompt: {store.prompt_link(str(cfg.prompt.name))}")
+    lines.append(f"   traces: {store.traces_link()}")
+    lines.append(f"       UI: {store.ui_base}")
     return "\n".join(lines)
+
+
+def stage_lines(cfg: Any, stage: str, result: Any) -> list[str]:
+    """A stage's lines in the summary: its headline (and warning), its spend, its time by kind."""
+    from jobs.core import spans
+
+    line, warning = result.headline(cfg.evidence)
+    lines = [f"{stage:>9}: {line}"] + ([f"{'':>11}{warning}"] if warning else [])
+    if result.spend:
+        sp = result.spend
+        lines.append(f"{'':>11}LLM spend: {sp['tokens']:.0f} tokens, ${sp['usd']:.4f}, {sp['upstream_calls']:.0f} upstream "
+                     f"calls, {sp['cache_hits']:.0f} cache hits, {sp['faults']:.0f} faults retried or failed")
+    if result.spans:
+        lines.append(f"{'':>11}time by kind: {spans.line(result.spans)}")
+    return lines
 
 
 def gateway_totals(url: str) -> str:
@@ -132,7 +120,9 @@ def simulator_faults(sim_url: str) -> str:
         return "simulator injected: " + json.dumps(json.loads(r.read())["faults"], sort_keys=True)
 
 
-def main(argv: list[str] | None = None) -> int:
+def pipeline_overrides(argv: list[str] | None) -> tuple[list[str], str]:
+    """The overrides every stage gets, with ``model=sim`` when no key is set and a new
+    ``pipeline_id`` unless one was given."""
     overrides = list(sys.argv[1:] if argv is None else argv)
     if not any(o.startswith("model=") for o in overrides) and not os.environ.get("OPENAI_API_KEY"):
         overrides.append("model=sim")
@@ -140,38 +130,64 @@ def main(argv: list[str] | None = None) -> int:
     if pipeline_id is None:
         pipeline_id = new_pipeline_id()
         overrides.append(f"pipeline_id={pipeline_id}")
-    cfg = compose(overrides)  # exits 2 with one line on a bad override
-    env: dict[str, str] = {"MLFLOW_TRACKING_URI": str(cfg.mlflow.tracking_uri)}
-    if cfg.model.provider == "sim":
-        print(BANNER)
-    from jobs.core.errors import UserError
+    return overrides, pipeline_id
+
+
+@dataclass
+class Helpers:
+    """The servers the driver started for its stages: processes, the stage environment, the simulator."""
+
+    procs: list[Any] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  # what each stage process gets (the process boundary)
+    gateway_url: str | None = None
+    sim_url: str | None = None
+
+
+def start_helpers(cfg: Any) -> Helpers:
+    """Check the MLflow server; start a gateway (and simulator) for local stages unless one runs."""
+    from jobs.config.schemas import LocalSettings, settings
     from jobs.store.tracking import check_server
 
-    try:
-        check_inputs(cfg, available_stages())
-    except UserError as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    procs: list[Any] = []
-    sim_url = None
-    try:
-        check_server(str(cfg.mlflow.tracking_uri), float(cfg.mlflow.connect_timeout_s))
-        if cfg.launcher.kind == "local" and not cfg.gateway.get("url"):  # in pods, the cluster's gateway serves
-            from jobs.llm.endpoints import offline_hygiene, start_local_gateway
+    helpers = Helpers(env={"MLFLOW_TRACKING_URI": str(cfg.mlflow.tracking_uri)})
+    check_server(str(cfg.mlflow.tracking_uri), float(cfg.mlflow.connect_timeout_s))
+    if isinstance(settings(cfg, "launcher"), LocalSettings) and not cfg.gateway.get("url"):  # pods: the cluster's gateway
+        from jobs.llm.endpoints import offline_hygiene, start_local_gateway
 
-            offline_hygiene()
-            procs, env["PROMPTGATE_GATEWAY_URL"], sim_url = start_local_gateway(cfg)
-            print(f"LLM gateway: {env['PROMPTGATE_GATEWAY_URL']} (cache {cfg.gateway.cache} at {cfg.gateway.cache_uri})")
-    except Exception as e:  # noqa: BLE001 - a UserError: one line, exit 2
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    launcher = launcher_for(cfg, env, pipeline_id)
-    ran: list[str] = []
-    code = 0
-    started = time.monotonic()
-    stage = ""
+        offline_hygiene()
+        helpers.procs, helpers.gateway_url, helpers.sim_url = start_local_gateway(cfg)
+        helpers.env[GATEWAY_URL_ENV] = helpers.gateway_url
+        print(f"LLM gateway: {helpers.gateway_url} (cache {cfg.gateway.cache} at {cfg.gateway.cache_uri})")
+    return helpers
+
+
+def main(argv: list[str] | None = None) -> int:
+    overrides, pipeline_id = pipeline_overrides(argv)
+    helpers = Helpers()
     try:
-        for stage in available_stages():
+        cfg = compose(overrides)
+        if cfg.model.provider == "sim":
+            print(BANNER)
+        check_inputs(cfg, STAGES)
+        helpers = start_helpers(cfg)
+    except UserError as e:
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return exit_code(e)
+    try:
+        return run_stages(cfg, overrides, pipeline_id, helpers)
+    finally:
+        from jobs.core.servers import stop_process
+
+        for proc in reversed(helpers.procs):
+            stop_process(proc.pid)
+
+
+def run_stages(cfg: Any, overrides: list[str], pipeline_id: str, helpers: Helpers) -> int:
+    """Each stage of the registry in order, through the configured launcher; then the summary."""
+    launcher = launcher_for(cfg, helpers.env, pipeline_id)
+    ran: list[str] = []
+    code, stage, started = 0, "", time.monotonic()
+    try:
+        for stage in STAGES:
             print(f"\n--- {stage} ({pipeline_id}) ---", flush=True)
             t0 = time.monotonic()
             code = launcher.run(stage, overrides)
@@ -190,23 +206,17 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"\nPipeline {pipeline_id} is waiting for expert labels in its review queue (feedback.wait=false). "
                       f"Once they are in, rerun the same command with pipeline_id={pipeline_id}: finished stages are reused.")
                 return 0
-        os.environ.update(env)
         end_pipeline(cfg, pipeline_id, None)
         print(summary(cfg, pipeline_id, ran))
-        if env.get("PROMPTGATE_GATEWAY_URL"):
-            print(gateway_totals(env["PROMPTGATE_GATEWAY_URL"]))
-        if sim_url:
-            print(simulator_faults(sim_url))
+        if helpers.gateway_url:
+            print(gateway_totals(helpers.gateway_url))
+        if helpers.sim_url:
+            print(simulator_faults(helpers.sim_url))
         print(f"\nAll {len(ran)} stages finished in {time.monotonic() - started:.0f} s.")
         return code if ran and ran[-1] == "gate" else 0
     except BaseException:  # interrupted (Ctrl-C) or crashed: the stage that was running is named
         end_pipeline(cfg, pipeline_id, stage or "start")
         raise
-    finally:
-        from jobs.core.servers import stop_process
-
-        for proc in reversed(procs):
-            stop_process(proc.pid)
 
 
 if __name__ == "__main__":

@@ -119,19 +119,98 @@ def test_a_typo_in_a_users_own_option_file_fails_at_composition(tmp_path):
     ("zzz=1", "zzz is not a key; `python -m jobs.evaluate --cfg job` prints every key"),
 ])
 def test_config_errors_name_the_key_the_nearest_key_or_the_options(override, says, capsys):
+    """check_overrides raises the one line a stage prints after "error: " (and exits 2 with)."""
     from jobs.config.entry import check_overrides
+    from jobs.core.errors import EXIT_BAD_INPUT, exit_code
 
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(UserError) as e:
         check_overrides([override], "evaluate")
-    err = capsys.readouterr().err.strip().splitlines()
-    assert e.value.code == 2 and len(err) == 1 and err[0].startswith("error: config: ") and says in err[0], err
+    msg = str(e.value)
+    assert exit_code(e.value) == EXIT_BAD_INPUT and "\n" not in msg and msg.startswith("config: ") and says in msg, msg
+    assert capsys.readouterr().err == ""  # library code prints nothing: the stage prints the error
     if override.startswith(("zzz", "model=", "experiment=", "aligner=")):
         return
     key, value = override.split("=", 1)
-    with pytest.raises(SystemExit) as e:  # the same value in a sweep (-m key=good,bad) fails up front too
+    with pytest.raises(UserError) as e:  # the same value in a sweep (-m key=good,bad) fails up front too
         check_overrides([f"{key}={value},{value}"], "evaluate")
-    err = capsys.readouterr().err.strip().splitlines()
-    assert e.value.code == 2 and len(err) == 1 and err[0].startswith("error: config: ") and says in err[0], err
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("config: ") and says in msg, msg
+
+
+def test_a_bad_override_is_a_user_error_of_one_line():
+    from jobs.config.entry import check_overrides
+
+    with pytest.raises(UserError) as e:
+        check_overrides(["evaluate.max_workers=[1"], "evaluate")
+    assert str(e.value).startswith("bad override: ") and str(e.value).endswith(
+        "; use key=value as in `python -m jobs.evaluate --cfg job`") and "\n" not in str(e.value)
+
+
+def test_a_config_folder_that_does_not_exist_is_a_user_error(monkeypatch, tmp_path):
+    from jobs.config.entry import CONFIG_PATH_ENV, with_user_configs
+
+    monkeypatch.setenv(CONFIG_PATH_ENV, "/nowhere/conf")
+    with pytest.raises(UserError) as e:
+        with_user_configs(["a=1"])
+    assert str(e.value) == ("$PROMPTGATE_CONFIG_PATH: /nowhere/conf is not a folder; give the folder that holds your "
+                            "config groups (experiment/, agent/, ...)")
+    monkeypatch.setenv(CONFIG_PATH_ENV, str(tmp_path))
+    assert with_user_configs(["a=1"]) == ["a=1", f"hydra.searchpath=[file://{tmp_path}]"]
+
+
+@pytest.mark.parametrize("override,says", [
+    ("model=doesnotexist", "model=doesnotexist: no such option; use one of openai, openai_compatible, sim"),
+    ("aligner=nope", "aligner=nope: no such option; use one of memalign, simba"),  # not the *_schema configs
+    ("evaluate.max_workerz=2", "evaluate.max_workerz is not a key; did you mean evaluate.max_workers?"),
+    ("optimzer.max_metric_calls=10", "optimzer.max_metric_calls is not a key; did you mean optimizer.max_metric_calls?"),
+    ("evaluate={max_workerz: 2}", "evaluate.max_workerz is not a key; did you mean evaluate.max_workers?"),
+    ("gate.fail_on_refuse=perhaps", "gate.fail_on_refuse=perhaps: Value 'perhaps' is not a valid bool (type str); "
+                                    "give true or false"),
+    ("dataset.input_keys=3", "dataset.input_keys=3: Invalid value assigned: int is not a ListConfig, list or tuple.; "
+                             "give a list, like [a, b]"),
+])
+def test_config_error_reads_the_fields_of_hydras_exceptions_not_their_wording(override, says):
+    """The same line from Hydra's real error and from one whose message says nothing: the
+    option, the key and the wanted type come from the exceptions' fields."""
+    from hydra.errors import ConfigCompositionException, MissingConfigException
+
+    from jobs.config.entry import compose_plain, config_error
+
+    register_schemas()
+    with pytest.raises((ConfigCompositionException, MissingConfigException)) as composed:
+        compose_plain(["experiment=baseball", override])
+    real = composed.value
+    assert config_error(real, ["experiment=baseball", override], "evaluate") == says
+    if isinstance(real, MissingConfigException):
+        mute = MissingConfigException("-", missing_cfg_file=real.missing_cfg_file, options=real.options)
+    else:
+        mute = ConfigCompositionException("-")
+        mute.__cause__ = real.__cause__
+    assert config_error(mute, ["experiment=baseball", override], "evaluate") == says
+
+
+def test_config_error_without_fields_to_read_gives_hydras_first_line():
+    from hydra.errors import ConfigCompositionException
+
+    from jobs.config.entry import config_error
+
+    e = ConfigCompositionException("Could not delete from config. 'zzz' does not exist.\nmore")
+    assert config_error(e, ["~zzz"], "gate") == ("Could not delete from config. 'zzz' does not exist.; "
+                                                 "`python -m jobs.gate --help` lists the groups and their options")
+
+
+def test_the_flag_table_is_hydras():
+    """split_args's copy of which Hydra flags take a value is Hydra's own argparse table. The
+    parser is private (hydra._internal), so only this test reads it: an upgrade that adds,
+    drops or changes a flag fails here instead of splitting arguments wrongly."""
+    from hydra._internal.utils import get_args_parser
+
+    from jobs.config.entry import FLAGS_WITH_VALUE, INFO_TOPICS
+
+    flags = [a for a in get_args_parser()._actions if a.option_strings]
+    assert FLAGS_WITH_VALUE == {s for a in flags if a.nargs not in (0, "?") for s in a.option_strings}
+    optional = [a for a in flags if a.nargs == "?"]  # a value only when one of its choices follows
+    assert [a.option_strings for a in optional] == [["--info", "-i"]] and set(optional[0].choices) == INFO_TOPICS
 
 
 @pytest.mark.parametrize("args,flags,overrides", [
@@ -140,6 +219,7 @@ def test_config_errors_name_the_key_the_nearest_key_or_the_options(override, say
     (["a=1", "-m", "b=1,2"], ["-m"], ["a=1", "b=1,2"]),
     (["--info", "defaults", "a=1"], ["--info", "defaults"], ["a=1"]),
     (["--info", "a=1"], ["--info"], ["a=1"]),
+    (["-sc", "install=bash"], ["-sc"], ["install=bash"]),  # -sc takes no value: install=bash is an override to Hydra
 ])
 def test_flags_and_overrides_are_told_apart_in_any_order(args, flags, overrides):
     from jobs.config.entry import split_args
@@ -198,3 +278,55 @@ def test_quick_config_check_leaves_what_it_cannot_judge_to_hydra(override):
     from jobs.config.entry import quick_error
 
     assert quick_error([override]) is None
+
+
+@pytest.fixture()
+def multirun_point(tmp_path):
+    """HydraConfig as Hydra sets it for sweep point #3 (``optimizer.seed=1``) of a multirun."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import open_dict, read_write
+
+    register_schemas()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="pipeline", overrides=["optimizer.seed=1"], return_hydra_config=True)
+    with read_write(cfg.hydra), open_dict(cfg.hydra):
+        cfg.hydra.mode = RunMode.MULTIRUN
+        cfg.hydra.job.num = 3
+        cfg.hydra.runtime.output_dir = str(tmp_path)
+    before = HydraConfig.instance().cfg
+    HydraConfig.instance().set_config(cfg)
+    yield cfg, tmp_path
+    HydraConfig.instance().cfg = before
+
+
+def test_the_sweep_callback_records_a_failed_point_with_its_error(multirun_point):
+    import json
+
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from jobs.launch.sweeps import RESULT_FILE, SweepSummary, summary_table
+
+    cfg, out = multirun_point
+    ret = JobReturn(overrides=["optimizer.seed=1"], status=JobStatus.FAILED)
+    ret.return_value = RuntimeError("the judge\nwent away")
+    SweepSummary().on_job_end(config=cfg, job_return=ret)
+    record = json.loads((out / RESULT_FILE).read_text())
+    assert record == {"num": 3, "overrides": "optimizer.seed=1",
+                      "result": {"outcome": "failed", "error": "RuntimeError: the judge went away"}}
+    assert " failed " in summary_table([record], None)
+
+
+def test_the_sweep_callback_records_a_completed_points_result(multirun_point):
+    import json
+
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from jobs.launch.sweeps import RESULT_FILE, SweepSummary
+
+    cfg, out = multirun_point
+    ret = JobReturn(overrides=["optimizer.seed=1"], status=JobStatus.COMPLETED)
+    ret.return_value = {"outcome": "bad_input", "error": "optimizer.seed=1 is bad"}  # what stage_main returns for one
+    SweepSummary().on_job_end(config=cfg, job_return=ret)
+    assert json.loads((out / RESULT_FILE).read_text())["result"] == {"outcome": "bad_input",
+                                                                     "error": "optimizer.seed=1 is bad"}

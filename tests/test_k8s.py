@@ -18,10 +18,10 @@ import yaml
 from omegaconf import OmegaConf
 
 from jobs.config.schemas import JobSettings
+from jobs.core.contract import STAGES
 from jobs.core.paths import ROOT
 from jobs.launch.launchers import KubernetesLauncher
 from jobs.launch.manifests import job_name, render_cron_job, render_shard_job, render_stage_job
-from jobs.pipeline import STAGES
 
 from .conftest import COMPARE_OVERRIDES, fast_settings, stage_result
 
@@ -311,3 +311,56 @@ def test_sweep_runs_each_point_as_a_job_two_at_a_time(fake_cluster, servers, swe
     assert sorted(a for arg in args for a in arg if a.startswith("optimizer.max_metric_calls")) == [
         "optimizer.max_metric_calls=40", "optimizer.max_metric_calls=48"]
     assert all("sweep_point=true" in a for a in args)
+
+
+def test_the_sweep_launcher_runs_each_point_with_its_own_config(tmp_path, monkeypatch):
+    """Each point is composed as Hydra's launchers do (load_sweep_config): its pipeline id,
+    shard counts and tracking URI come from its own overrides, and its JobReturn carries its
+    config (without the hydra node), its hydra config and its number, as run_job's would."""
+    import json
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.utils import JobStatus
+    from hydra.types import HydraContext
+
+    import jobs.launch.launchers as launchers
+    import jobs.store.sweeps as store_sweeps
+    from hydra_plugins.promptgate_kubernetes_launcher.launcher import KubernetesHydraLauncher
+    from jobs.config.schemas import register_schemas
+    from jobs.core.paths import CONF_DIR
+
+    ran, read_from = [], []
+
+    class FakeJobs:  # a point's Job: exit 2 for pipeline p-b, else 0 and a result
+        def __init__(self, spec, pipeline_id, out=None, shards=None):
+            self.pipeline_id, self.shards = pipeline_id, shards
+
+        def run(self, stage, overrides):
+            ran.append((stage, self.pipeline_id, self.shards["compare"], overrides))
+            return 2 if self.pipeline_id == "p-b" else 0
+
+        def result(self):
+            return {"outcome": "candidate", "pipeline": self.pipeline_id}
+
+    monkeypatch.setattr(launchers, "KubernetesLauncher", FakeJobs)
+    monkeypatch.setattr(store_sweeps, "connect_uri", read_from.append)
+    register_schemas()
+    points = [["pipeline_id=p-a", "compare.shards=3", "mlflow.tracking_uri=file:///a"], ["pipeline_id=p-b"]]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        master = compose(config_name="pipeline", return_hydra_config=True,
+                         overrides=[f"hydra.sweep.dir={tmp_path}", "hydra.job.name=optimize"])
+        launcher = KubernetesHydraLauncher(namespace="promptgate", parallelism=2)
+        launcher.setup(hydra_context=HydraContext(config_loader=GlobalHydra.instance().config_loader(), callbacks=None),
+                       task_function=lambda cfg: None, config=master)
+        a, b = launcher.launch(points, initial_job_idx=5)
+    assert sorted(ran) == [("optimize", "p-a", 3, [*points[0], "sweep_point=true"]),
+                           ("optimize", "p-b", 1, [*points[1], "sweep_point=true"])]
+    assert read_from == ["file:///a"]  # only the point that exited 0 is read back, from its own server
+    assert (a.status, a.return_value, b.status) == (JobStatus.COMPLETED, {"outcome": "candidate", "pipeline": "p-a"},
+                                                    JobStatus.FAILED)
+    assert (a.cfg.pipeline_id, a.cfg.compare.shards, b.cfg.pipeline_id) == ("p-a", 3, "p-b")
+    assert "hydra" not in a.cfg and (a.hydra_cfg.hydra.job.num, b.hydra_cfg.hydra.job.num) == (5, 6)
+    assert (a.overrides, a.task_name, a.working_dir) == (points[0], "optimize", str(tmp_path / "5"))
+    assert json.loads((tmp_path / "6" / "result.json").read_text()) == {
+        "num": 6, "overrides": "pipeline_id=p-b", "result": {"outcome": "failed (exit 2)"}}

@@ -1,8 +1,9 @@
 """The one way a stage starts: check overrides, compose the config, run, map errors to exit codes.
 
-A stage module defines ``check(cfg)`` (cheap validation, no heavy imports) and
-``run(cfg) -> StageResult`` (jobs.core.results; ``finish`` records it on the stage's run,
-which is how launchers read it back). Its entrypoint is ``main = stage_main("name", check, run)``.
+A registered stage's module (jobs.core.contract.REGISTRY) defines ``check(cfg)`` (cheap
+validation, no heavy imports) and ``run(ctx) -> StageResult`` (``ctx``: the StageContext
+``stage_main`` builds once; ``finish`` records the result on the stage's run, which is how
+launchers read it back). Its entrypoint is ``main = stage_main("name")``.
 """
 
 from __future__ import annotations
@@ -13,16 +14,21 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from omegaconf import BooleanNode, FloatNode, IntegerNode, ListConfig
+
 from jobs.config.schemas import check_settings, closest, register_schemas
-from jobs.core.errors import EXIT_BAD_INPUT, IncompleteResult, UserError
+from jobs.core.errors import IncompleteResult, Refused, UserError, exit_code, one_line
 from jobs.core.paths import CONF_DIR
 from jobs.gateway.client import check_budget_config, check_gateway_config
 
 CONFIG_NAME = "pipeline"
+# Hydra's flags that take a value, and --info's optional one: a copy of Hydra's argparse table
+# (hydra._internal.utils.get_args_parser, private, so not read at run time); tests/test_config.py
+# checks the copy against that parser, so a Hydra upgrade that changes a flag fails there.
 FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir",
-                    "-cd", "--experimental-rerun", "--shell-completion", "-sc"}  # Hydra's flags that take a value
-WANTED = {"to Integer": "a whole number", "to Float": "a number", "valid bool": "true or false",
-          "list or tuple": "a list, like [a, b]"}  # what to give, by OmegaConf's words for the type it wanted
+                    "-cd", "--experimental-rerun"}
+WANTED = {IntegerNode: "a whole number", FloatNode: "a number", BooleanNode: "true or false",
+          ListConfig: "a list, like [a, b]"}  # what to give, by the OmegaConf node a value did not fit
 INFO_TOPICS = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}  # --info's optional value
 CONFIG_PATH_ENV = "PROMPTGATE_CONFIG_PATH"  # folders of a user's own config groups, ':'-separated
 SEARCHPATH = "hydra.searchpath"
@@ -37,26 +43,17 @@ def with_user_configs(overrides: list[str]) -> list[str]:
         return list(overrides)
     missing = [f for f in folders if not os.path.isdir(f)]
     if missing:
-        fail(f"${CONFIG_PATH_ENV}: {', '.join(missing)} is not a folder; give the folder that holds your config "
-             "groups (experiment/, agent/, ...)")
+        raise UserError(f"${CONFIG_PATH_ENV}: {', '.join(missing)} is not a folder; give the folder that holds your "
+                        "config groups (experiment/, agent/, ...)")
     entries = ",".join(f"file://{os.path.abspath(f)}" for f in folders)
     return [*overrides, f"{SEARCHPATH}=[{entries}]"]
 
 
-def _one_line(msg: str) -> str:
-    return " ".join(str(msg).split())
-
-
-def fail(msg: str, code: int = EXIT_BAD_INPUT) -> None:
-    print(f"error: {_one_line(msg)}", file=sys.stderr, flush=True)
-    sys.exit(code)
-
-
 def check_overrides(overrides: list[str], stage: str = "pipeline") -> None:
-    """Compose once with the plain overrides, so an unknown key, option or a wrong type is exit 2
-    with one line that names it and the fix; then once per value of each sweep (``-m key=a,b``),
-    whose points cannot compose either when a value is of the wrong type. A value out of range
-    is left to its sweep point, which reports it while the others run."""
+    """Compose once with the plain overrides, so an unknown key, option or a wrong type is a
+    UserError (exit 2) of one line that names it and the fix; then once per value of each sweep
+    (``-m key=a,b``), whose points cannot compose either when a value is of the wrong type. A
+    value out of range is left to its sweep point, which reports it while the others run."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
@@ -65,17 +62,17 @@ def check_overrides(overrides: list[str], stage: str = "pipeline") -> None:
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as e:
-        fail(f"bad override: {_one_line(str(e))}; use key=value as in `python -m jobs.{stage} --cfg job`")
+        raise UserError(f"bad override: {one_line(str(e))}; use key=value as in `python -m jobs.{stage} --cfg job`") from e
     plain = [o.input_line for o in parsed if not o.is_sweep_override()
              and (not o.key_or_group.startswith("hydra") or o.key_or_group == SEARCHPATH)]  # a user's config folders count
     if (quick := quick_error(plain)) is not None:
-        fail(f"config: {quick}")
+        raise UserError(one_line(f"config: {quick}"))
     try:
         check_settings(compose_plain(plain))
     except (HydraException, OmegaConfBaseException) as e:
-        fail(f"config: {config_error(e, plain, stage)}")
+        raise UserError(one_line(f"config: {config_error(e, plain, stage)}")) from e
     except UserError as e:
-        fail(f"config: {e}")
+        raise UserError(one_line(f"config: {e}")) from e
     for sweep in (o for o in parsed if o.is_sweep_override() and not o.key_or_group.startswith("hydra")):
         try:
             values = list(sweep.sweep_string_iterator())
@@ -86,7 +83,7 @@ def check_overrides(overrides: list[str], stage: str = "pipeline") -> None:
             try:
                 compose_plain(point)
             except (HydraException, OmegaConfBaseException) as e:
-                fail(f"config: {config_error(e, point, stage)}")
+                raise UserError(one_line(f"config: {config_error(e, point, stage)}")) from e
 
 
 LITERAL = re.compile(r"[+-]?(\d[\d_]*(\.\d*)?([eE][+-]?\d+)?|inf|nan)|true|false|null|\$\{.*\}|\[.*\]|\{.*\}", re.I)
@@ -137,30 +134,75 @@ def config_keys(tree: Any, prefix: str = "") -> list[str]:
 
 
 def config_error(e: BaseException, overrides: list[str], stage: str) -> str:
-    """Hydra's error as one line: the key, option or value, and the fix."""
+    """Hydra's error as one line: the key, option or value, and the fix. Told apart by the types
+    and fields of Hydra's and OmegaConf's exceptions, never by parsing their wording:
+
+    - MissingConfigException: ``missing_cfg_file`` ("group/option") and ``options``;
+    - an override Hydra could not apply: a ConfigCompositionException whose ``__cause__`` is
+      OmegaConf's error, with ``full_key`` (the first key that failed) and ``child_node`` (the
+      node whose type the value did not fit). Hydra raises ConfigAttributeError/ConfigKeyError
+      as "not a key" only for a plain ``key=value`` override, any other OmegaConf error as a
+      value that does not fit; the override is the one whose key meets ``full_key``.
+
+    Anything else is Hydra's first line and where to look."""
+    from hydra.errors import MissingConfigException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
     text = str(e).strip()
     first = text.splitlines()[0] if text else type(e).__name__
-    if m := re.search(r"Could not find '([^']+)/([^']+)'", first):
-        group, option = m.groups()
-        options = [o for o in re.findall(r"^\t(\S+)$", text.split("Config search path:")[0], flags=re.M)
-                   if not o.endswith("_schema")]  # the schemas an option extends are not options
-        return f"{group}={option}: no such option; use one of {', '.join(options)}" if options else first
-    if m := re.search(r"Could not (?:override|append to) '([^']+)'", first):
-        key = m.group(1)
-        rest = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] != key]
+    if isinstance(e, MissingConfigException):
+        group, _, option = (e.missing_cfg_file or "").rpartition("/")
+        options = [o for o in e.options or [] if not o.endswith("_schema")]  # the schemas an option extends are not options
+        return f"{group}={option}: no such option; use one of {', '.join(options)}" if group and options else first
+    cause = e.__cause__
+    override = _failed_override(cause, overrides) if isinstance(cause, OmegaConfBaseException) else None
+    if override is None:
+        return f"{first}; `python -m jobs.{stage} --help` lists the groups and their options"
+    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and not (override.is_add() or override.is_force_add()
+                                                                         or override.is_delete()):
+        key = max(override.key_or_group, str(cause.full_key), key=len)  # the override's key, or the dict's key in it
+        rest = [o.input_line for o in _parsed(overrides) or [] if o.key_or_group != override.key_or_group]
         try:
-            from omegaconf import OmegaConf
-
             best = closest(key, config_keys(OmegaConf.to_container(compose_plain(rest), resolve=False)))
         except Exception:  # noqa: BLE001 - another override is broken too: no suggestion
             best = None
         fix = f"did you mean {best}?" if best else f"`python -m jobs.{stage} --cfg job` prints every key"
         return f"{key} is not a key; {fix}"
-    if m := re.search(r"Error merging override (\S+)", first):
-        cause = (str(e.__cause__ or "").strip().splitlines() or [first])[0]
-        wanted = next((w for t, w in WANTED.items() if t in cause), "a value of the key's type")
-        return f"{m.group(1)}: {cause}; give {wanted}"
-    return f"{first}; `python -m jobs.{stage} --help` lists the groups and their options"
+    node = getattr(cause, "child_node", None)
+    wanted = next((w for t, w in WANTED.items() if isinstance(node, t)), "a value of the key's type")
+    reason = (str(cause).strip().splitlines() or [first])[0]  # OmegaConf's own line: the value and the type
+    return f"{override.input_line}: {reason}; give {wanted}"
+
+
+def _parsed(overrides: list[str]) -> list[Any] | None:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        return OverridesParser.create().parse_overrides(overrides)
+    except HydraException:
+        return None
+
+
+def _failed_override(cause: Any, overrides: list[str]) -> Any | None:
+    """The override Hydra was applying when OmegaConf raised ``cause``: its key is the error's
+    ``full_key``, or lies under it (a missing section, a scalar in the way), or, for a dict
+    value, holds it. Hydra applies overrides in order, so the first that fits failed."""
+    full_key = str(getattr(cause, "full_key", "") or "")
+    parsed = [o for o in _parsed(overrides) or [] if o.input_line is not None]
+    if not full_key:
+        return None
+
+    def under(key: str, prefix: str) -> bool:
+        return key.startswith(prefix) and key[len(prefix):len(prefix) + 1] in (".", "[")
+
+    for fits in (lambda o: o.key_or_group == full_key,
+                 lambda o: under(o.key_or_group, full_key),
+                 lambda o: isinstance(o.value(), dict) and under(full_key, o.key_or_group)):
+        if (found := next((o for o in parsed if fits(o)), None)) is not None:
+            return found
+    return None
 
 
 def split_args(args: list[str]) -> tuple[list[str], list[str]]:
@@ -196,18 +238,52 @@ def quiet_libraries() -> None:
     for name in ("httpx", "httpx2", "httpcore", "openai", "LiteLLM", "litellm", "urllib3", "dspy"):
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)  # "pool is full" under parallel scoring
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per small download, in logs
 
 
-def stopped_by_budget(stage: str) -> None:
-    """Exit 2 naming the budget when the stage's gateway session crossed one."""
-    from jobs.gateway import client as gateway
+def stage_context(stage: str, cfg: Any, multirun: bool) -> Any:
+    """The StageContext of this process: its store connected once, its launch id read once from
+    the environment the launcher gave it (the process boundary), its overrides for hints."""
+    from hydra.core.hydra_config import HydraConfig
 
-    if gateway.current is not None and gateway.current.spend().get("tripped"):
-        fail(f"stage {stage} stopped: {gateway.current.last['tripped']}")
+    from jobs.core.contract import LAUNCH_ENV
+    from jobs.stages.context import StageContext
+    from jobs.store.tracking import open_store
+
+    return StageContext(stage=stage, cfg=cfg, pipeline_id=str(cfg.pipeline_id), force=bool(cfg.force),
+                        store=open_store(cfg), launch_id=os.environ.get(LAUNCH_ENV) or None,
+                        overrides=tuple(HydraConfig.get().overrides.task),
+                        sweep_point=bool(cfg.get("sweep_point")) or multirun)
 
 
-def stage_main(stage: str, check: Callable[[Any], None], run: Callable[[Any], Any]) -> Callable[[], Any]:
+def budget_stop(ctx: Any) -> str | None:
+    """Why the stage's gateway session stopped it, when it crossed a budget."""
+    session = getattr(ctx, "session", None)
+    return session.spend().get("tripped") if session is not None else None
+
+
+def run_stage(stage: str, cfg: Any, multirun: bool) -> Any:
+    """check, build the context, run; a broken call after a crossed budget is that budget's error."""
+    from jobs.stages import load
+
+    module = load(stage)
+    quiet_libraries()
+    ctx = None
+    try:
+        check_config(cfg)
+        module.check(cfg)
+        ctx = stage_context(stage, cfg, multirun)
+        return module.run(ctx)
+    except (UserError, Refused):
+        raise
+    except Exception as e:  # a call the gateway refused may have broken the work
+        if (tripped := budget_stop(ctx)) is not None:
+            raise UserError(f"stage {stage} stopped: {tripped}") from e
+        raise
+
+
+def stage_main(stage: str) -> Callable[[], Any]:
+    """The entrypoint of a registered stage (``main = stage_main("evaluate")``): check the
+    overrides, compose, run, and turn an error into its exit code (jobs.core.errors)."""
     import hydra
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -215,37 +291,38 @@ def stage_main(stage: str, check: Callable[[Any], None], run: Callable[[Any], An
     @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=CONFIG_NAME)
     def _task(cfg: Any) -> Any:
         multirun = HydraConfig.get().mode == RunMode.MULTIRUN
-        quiet_libraries()
         try:
-            check_config(cfg)
-            check(cfg)
-            return run(cfg)
+            return run_stage(stage, cfg, multirun)
         except UserError as e:
-            if multirun:  # one bad sweep point is reported; the sweep goes on
-                print(f"error: {_one_line(str(e))}", file=sys.stderr, flush=True)
-                return {"outcome": "bad_input", "error": _one_line(str(e))}
-            fail(str(e))
-        except IncompleteResult as e:
-            stopped_by_budget(stage)
-            fail(str(e), code=1)
-        except Exception:
-            stopped_by_budget(stage)  # a call the gateway refused may have broken the work
-            raise
-        return {}
+            if not multirun:
+                raise
+            print(f"error: {one_line(e)}", file=sys.stderr, flush=True)  # one bad sweep point; the sweep goes on
+            return {"outcome": "bad_input", "error": one_line(e)}
 
     def main() -> Any:
-        os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # unexpected errors: full traceback, exit 1
-        flags, overrides = split_args(sys.argv[1:])
-        if (quick := quick_error(overrides)) is not None:  # before the schemas are even registered
-            fail(f"config: {quick}")
-        register_schemas()
-        if not any(o.startswith("hydra.job.name=") for o in overrides):
-            overrides.append(f"hydra.job.name={stage}")  # the stage, not "entry": output dirs and sweep launchers use it
-        overrides = with_user_configs(overrides)
-        if not {"--shell-completion", "-sc", "--hydra-help", "--version"} & set(flags):
-            check_overrides(overrides, stage)
-        sys.argv[1:] = [*flags, *overrides]  # Hydra wants its flags before the overrides
-        return _task()
+        os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # Hydra re-raises: exit codes are mapped here
+        try:
+            sys.argv[1:] = hydra_argv(stage, sys.argv[1:])
+            return _task()
+        except (UserError, IncompleteResult) as e:
+            print(f"error: {one_line(e)}", file=sys.stderr, flush=True)
+            sys.exit(exit_code(e))
+        except Refused as e:  # the stage said why; a scheduler sees the code
+            sys.exit(exit_code(e))
 
     main.__doc__ = f"python -m jobs.{stage} [overrides]"
     return main
+
+
+def hydra_argv(stage: str, args: list[str]) -> list[str]:
+    """The command line as Hydra's parser wants it, after checking every override."""
+    flags, overrides = split_args(args)
+    if (quick := quick_error(overrides)) is not None:  # before the schemas are even registered
+        raise UserError(f"config: {quick}")
+    register_schemas()
+    if not any(o.startswith("hydra.job.name=") for o in overrides):
+        overrides.append(f"hydra.job.name={stage}")  # the stage, not "entry": output dirs and sweep launchers use it
+    overrides = with_user_configs(overrides)
+    if not {"--shell-completion", "-sc", "--hydra-help", "--version"} & set(flags):
+        check_overrides(overrides, stage)
+    return [*flags, *overrides]  # Hydra wants its flags before the overrides

@@ -81,10 +81,9 @@ class MemAlignConfig(AlignerConfig):
     NAME: ClassVar[str] = "memalign"
 
     def build(self, endpoint: Any) -> Any:
-        from mlflow.genai.judges.optimizers import MemAlignOptimizer
+        from jobs.eval.aligners import memalign
 
-        return MemAlignOptimizer(reflection_lm=endpoint.uri(endpoint.reflection_model), retrieval_k=self.retrieval_k,
-                                 embedding_model=endpoint.embedding_uri(), embedding_dim=self.embedding_dim)
+        return memalign(self, endpoint)
 
 
 @dataclass
@@ -93,10 +92,9 @@ class SimbaConfig(AlignerConfig):
     NAME: ClassVar[str] = "simba"
 
     def build(self, endpoint: Any) -> Any:
-        from mlflow.genai.judges.optimizers import SIMBAAlignmentOptimizer
+        from jobs.eval.aligners import simba
 
-        return SIMBAAlignmentOptimizer(model=endpoint.uri(endpoint.reflection_model), seed=self.seed,
-                                       batch_size=self.batch_size)
+        return simba(self, endpoint)
 
 
 @dataclass
@@ -121,6 +119,11 @@ class FeedbackConfig:
 
     def __post_init__(self) -> None:
         _named("feedback.source", self.source, self.SOURCE, SOURCES)
+
+    @property
+    def may_stop_the_pipeline(self) -> bool:
+        """Whether the stage can end without a result, for the pipeline to resume later."""
+        return False
 
 
 @dataclass
@@ -154,6 +157,17 @@ class UiFeedback(FeedbackConfig):
             raise UserError("feedback.min_labels must be at least 1")
         if len(self.reviewers) > 10:
             raise UserError(f"feedback.reviewers has {len(self.reviewers)} users; a review queue takes at most 10")
+
+    @property
+    def may_stop_the_pipeline(self) -> bool:
+        return not self.wait  # the queue is set up; the reviewers answer while nothing runs
+
+
+@dataclass
+class LocalSettings:
+    """`launcher=local`: each stage a process on this machine."""
+
+    kind: str = "local"  # local | kubernetes
 
 
 @dataclass
@@ -396,7 +410,7 @@ class PipelineSettings:
     gate: GateSettings = MISSING
     gateway: GatewaySettings = MISSING
     budget: Any = MISSING  # units checked by jobs.gateway.client.check_budget_config
-    launcher: Any = MISSING  # local, or JobSettings
+    launcher: Any = MISSING  # typed by its option's schema: LocalSettings or JobSettings
     pipeline_id: str = "adhoc"
     sweep_point: bool = False
     force: bool = False
@@ -420,6 +434,7 @@ SCHEMAS = {  # (group, schema name) -> dataclass; each option's YAML names its s
     ("feedback", "rubric_schema"): RubricFeedback,
     ("feedback", "file_schema"): FileFeedback,
     ("feedback", "ui_schema"): UiFeedback,
+    ("launcher", "local_schema"): LocalSettings,
 }
 
 
@@ -434,7 +449,7 @@ def register_schemas() -> None:
     store.store(name="pipeline_schema", node=PipelineSettings, provider="promptgate")  # the root
 
 
-PICKED = ("aligner", "optimizer", "feedback")  # groups whose options pick an implementation, one schema each
+PICKED = ("aligner", "optimizer", "feedback", "launcher")  # groups whose options pick an implementation, one schema each
 SECTIONS = ("model", "agent", "judge", "dataset", "gate", "gateway", "mlflow", "prompt", "evaluate", "compare",
             "evidence", "limits", "monitor", "traffic")  # the root schema's sections with one shape
 
@@ -448,7 +463,7 @@ def settings(cfg: Any, section: str) -> Any:
 
     node = cfg[section]
     kind = OmegaConf.get_type(node)
-    if section in PICKED and kind not in SCHEMAS.values():  # a user's own option from before schemas
+    if section in PICKED and kind not in (*SCHEMAS.values(), JobSettings):  # a user's own option from before schemas
         names = ", ".join(sorted(n for g, n in SCHEMAS if g == section))
         raise UserError(f"{section}: this option has no schema; start its YAML with `defaults: [<schema>, _self_]` "
                         f"naming one of {names}")

@@ -1,12 +1,56 @@
 """What stages, launchers and the gateway agree on, in one leaf module that imports nothing of
-promptgate's: the stage names, the stage command, the MLflow tags that tie a pipeline together,
+promptgate's: the stage registry, the stage command, the MLflow tags that tie a pipeline together,
 and how a launcher finds the result of the stage it launched. Everything else imports from here, so the
 package has no import cycles (tests/test_imports.py)."""
 
 from __future__ import annotations
 
-STAGES = ("register", "evaluate", "feedback", "align", "optimize", "compare", "gate")
-MONITOR = "monitor"  # not a pipeline stage: it runs on a schedule (a CronJob) against production traces
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage as the driver, the launchers, the manifests and the summary see it."""
+
+    name: str
+    needs: tuple[str, ...] = ()  # stages whose recorded results it reads (common.recorded refuses any other)
+    in_pipeline: bool = True  # `make run` runs it, in registry order
+    sharded: bool = False  # its rows can split over processes or an Indexed Job's pods (<stage>.shards)
+    scheduled: bool = False  # runs on a schedule against production: a CronJob, not a one-off Job
+
+    @property
+    def module(self) -> str:
+        """Where its ``check(cfg)`` and ``run(ctx)`` live."""
+        return f"jobs.stages.{self.name}"
+
+    @property
+    def command(self) -> str:
+        """The module ``python -m`` runs."""
+        return f"jobs.{self.name}"
+
+
+REGISTRY: tuple[StageSpec, ...] = (
+    StageSpec("register"),
+    StageSpec("evaluate", needs=("register",), sharded=True),
+    StageSpec("feedback", needs=("evaluate",)),
+    StageSpec("align", needs=("feedback",)),
+    StageSpec("optimize", needs=("register", "align")),
+    StageSpec("compare", needs=("register", "optimize", "align"), sharded=True),
+    StageSpec("gate", needs=("compare", "align", "optimize")),
+    StageSpec("monitor", needs=("gate",), in_pipeline=False, scheduled=True),  # a CronJob on production traces
+    StageSpec("traffic", in_pipeline=False),  # simulated production: the agent under `production` answers
+)
+SPECS = {s.name: s for s in REGISTRY}
+STAGES = tuple(s.name for s in REGISTRY if s.in_pipeline)  # the pipeline, in order
+SHARDED_STAGES = tuple(s.name for s in REGISTRY if s.sharded)
+MONITOR = next(s.name for s in REGISTRY if s.scheduled)
+
+
+def spec(name: str) -> StageSpec:
+    """The registry entry of a stage; KeyError names the known ones."""
+    if name not in SPECS:
+        raise KeyError(f"no stage '{name}'; stages are {', '.join(SPECS)}")
+    return SPECS[name]
 
 TAG_PIPELINE = "promptgate.pipeline_id"
 TAG_STAGE = "promptgate.stage"
@@ -35,6 +79,8 @@ META_MONITOR_JUDGE = "promptgate.monitor_judge"  # on a monitor verdict: "name@v
 TAG_DRIFT = "promptgate.monitor.drift"  # on a monitor run and a prompt version: the drift verdict
 TAG_CHECKPOINT = "promptgate.monitor.checkpoint_ms"  # on a monitor run: the newest trace it scored
 TAG_PARENT_RUN = "mlflow.parentRunId"  # MLflow's own tag that nests a run under another in the UI
+
+GATEWAY_URL_ENV = "PROMPTGATE_GATEWAY_URL"  # a running gateway, for a stage process (conf/gateway: gateway.url)
 
 # A launcher gives each stage it starts an id in this variable; the stage tags the run that
 # holds its result (new or reused) with TAG_LAUNCH + id, and the launcher reads the result

@@ -235,9 +235,22 @@ class MonitorResult(StageResult):
         return f"{window}: {verdict} (drop {self.drop:+.3f}, one-sided Fisher p={self.p_value:.4f})", None
 
 
+@dataclass
+class TrafficResult(StageResult):
+    """Simulated production's requests: traces outside any run, so nothing is recorded on a run."""
+
+    STAGE: ClassVar[str] = "traffic"
+    answered: int | None = None
+    requests: int | None = None
+    production_version: int | None = None
+
+    def headline(self, evidence: Any) -> tuple[str | None, str | None]:
+        return f"production v{self.production_version} answered {self.answered} of {self.requests} requests", None
+
+
 RESULT_TYPES: dict[str, type[StageResult]] = {
     cls.STAGE: cls for cls in (RegisterResult, EvaluateResult, FeedbackResult, AlignResult, OptimizeResult,
-                               CompareResult, GateResult, MonitorResult)}
+                               CompareResult, GateResult, MonitorResult, TrafficResult)}
 
 
 def encode(result: StageResult) -> str:

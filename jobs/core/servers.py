@@ -165,11 +165,13 @@ def exit_with_parent() -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-def start_server_process(module: str, args: list[str], announce: str, health: str,
-                        timeout_s: float = 20) -> tuple[subprocess.Popen, str]:
-    """Start ``python -m <module> --port 0 ...``, read the URL it announces, wait until healthy."""
+def start_server_process(module: str, args: list[str], announce: str, health: str, timeout_s: float = 20,
+                         env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+    """Start ``python -m <module> --port 0 ...`` (with ``env`` added to this process's
+    environment), read the URL it announces, wait until healthy."""
     root = str(ROOT)
-    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", ""), EXIT_WITH_PARENT: "1"}
+    env = {**os.environ, **(env or {}), "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           EXIT_WITH_PARENT: "1"}
     proc = subprocess.Popen([sys.executable, "-m", module, "--port", "0", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True, env=env, start_new_session=True)
     line = proc.stdout.readline().strip()  # type: ignore[union-attr]

@@ -15,12 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from jobs.core.errors import UserError
+from jobs.core.judge_kinds import kind_of
 from jobs.eval import expectations as rules
 from jobs.eval.datasets import check_line_sizes, jsonl_objects
-from jobs.eval.judges import category_for
-
-TRUE = {"true", "yes", "1", "pass", "passed", "good", "y"}
-FALSE = {"false", "no", "0", "fail", "failed", "bad", "n"}
 
 
 @dataclass(frozen=True)
@@ -33,24 +30,8 @@ class Label:
 
 
 def coerce(value: Any, kind: str, categories: Iterable[str] | None, where: str) -> Any:
-    if kind == "bool":
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text in TRUE:
-            return True
-        if text in FALSE:
-            return False
-        raise UserError(f"{where}: value '{value}' is not a yes/no label; use true or false")
-    if kind == "float":
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise UserError(f"{where}: value '{value}' is not a number; the judge's feedback type is float") from None
-    allowed = [str(c) for c in categories or []]
-    if str(value) not in allowed:
-        raise UserError(f"{where}: value '{value}' is not one of the judge's categories {allowed}")
-    return str(value)
+    """A label's value as the judge's kind (``kind`` is its feedback_value_type) parses it."""
+    return kind_of({"feedback_value_type": kind, "categories": list(categories or [])}).parse(value, where)
 
 
 def parse_file(text: str, source: str, judge_name: str, kind: str, categories: Iterable[str] | None,
@@ -154,10 +135,4 @@ def rubric_value(judge_cfg: Any, met: int, checked: int) -> Any:
     """The expert's verdict in the judge's own value type: pass/fail for a bool judge, the share
     of checks met for a float judge, and for a categorical one the best category when every
     check holds, the worst below half, a middle one in between."""
-    share = met / checked if checked else 1.0
-    kind = str(judge_cfg.feedback_value_type)
-    if kind == "bool":
-        return met == checked
-    if kind == "float":
-        return round(share, 3)
-    return category_for(list(judge_cfg.categories), share)
+    return kind_of(judge_cfg).rubric_value(met, checked)

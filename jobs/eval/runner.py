@@ -9,6 +9,7 @@ judge value are evaluated again; rows that never come back are named.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from typing import Any
 
 from jobs.core.errors import IncompleteResult
 from jobs.eval.datasets import Record
+from jobs.store import traces as store_traces
 from jobs.store import tracking
 
 
@@ -98,24 +100,19 @@ def evaluate_complete(records: list[Record], run_once: Callable[[list[Record]], 
     return outcomes, retried
 
 
-_autologging = False
-
-
+@functools.cache
 def autolog_once() -> None:
     """Turn on LangChain tracing once per process (compare evaluates two arms, a shard several)."""
-    global _autologging
-    if not _autologging:
-        import mlflow
+    import mlflow
 
-        mlflow.langchain.autolog(log_traces=True, silent=True)
-        _autologging = True
+    mlflow.langchain.autolog(log_traces=True, silent=True)
 
 
 def signature(inputs: dict[str, Any]) -> str:
     return json.dumps(inputs, sort_keys=True, default=str)
 
 
-def evaluate_records(cfg: Any, endpoint: Any, experiment_id: str, run_id: str, records: list[Record],
+def evaluate_records(cfg: Any, endpoint: Any, experiment_id: str, pipeline_id: str, run_id: str, records: list[Record],
                      prompt_uri: str, scorers: list[Any], tags: dict[str, str],
                      say: Callable[[str], None] = print) -> tuple[dict[str, RowOutcome], int]:
     """Run the agent with ``prompt_uri`` over ``records`` inside the active run, score them,
@@ -125,7 +122,7 @@ def evaluate_records(cfg: Any, endpoint: Any, experiment_id: str, run_id: str, r
     from jobs.eval.agent import build_predict_fn
 
     by_inputs = {signature(r.inputs): r.id for r in records}
-    base_tags = {tracking.TAG_PIPELINE: str(cfg.pipeline_id), **tags}
+    base_tags = {tracking.TAG_PIPELINE: pipeline_id, **tags}
 
     def tags_for(inputs: dict[str, Any]) -> dict[str, str]:
         return {**base_tags, tracking.TAG_QUESTION: by_inputs.get(signature(inputs), "?")}
@@ -136,10 +133,10 @@ def evaluate_records(cfg: Any, endpoint: Any, experiment_id: str, run_id: str, r
 
     def run_once(batch: list[Record]) -> dict[str, RowOutcome]:
         res = mlflow.genai.evaluate(data=[r.as_eval_row() for r in batch], predict_fn=predict, scorers=scorers)
-        mlflow.flush_trace_async_logging()
-        traces = {t.info.trace_id: t for t in mlflow.search_traces(
-            locations=[experiment_id], run_id=run_id, return_type="list", max_results=10000, include_spans=False)}
-        return outcomes_from(res.result_df, judge_name, traces)
+        store_traces.flush()
+        found = {t.info.trace_id: t for t in store_traces.search(experiment_id, "", run_id=run_id, max_results=10000,
+                                                                 include_spans=False)}
+        return outcomes_from(res.result_df, judge_name, found)
 
     workers_var = "MLFLOW_GENAI_EVAL_MAX_WORKERS"  # MLflow reads its row concurrency from the environment
     saved = os.environ.get(workers_var)
@@ -151,3 +148,10 @@ def evaluate_records(cfg: Any, endpoint: Any, experiment_id: str, run_id: str, r
             os.environ.pop(workers_var, None)
         else:
             os.environ[workers_var] = saved
+
+
+def compare_evaluations(baseline_run: str, candidate_run: str, level: float) -> Any:
+    """MLflow's paired comparison of two evaluation runs (experimental in MLflow)."""
+    from mlflow.genai import compare_evaluations as compare
+
+    return compare(candidate_run_id=candidate_run, baseline_run_id=baseline_run, confidence_level=level)

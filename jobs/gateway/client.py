@@ -1,5 +1,5 @@
 """A stage's side of the gateway: start or find it, open the stage's session with its cache
-mode, budgets and prices, and settle up at the end (spend as MLflow metrics; exit 2 when a
+mode, budgets and prices, and settle up at the end (spend as run metrics; exit 2 when a
 budget was crossed)."""
 
 from __future__ import annotations
@@ -69,17 +69,7 @@ def check_gateway_config(gw: Any) -> None:
         raise UserError(f"gateway.url={url}: give the gateway's http:// or https:// base URL")
 
 
-def pipeline_spent(experiment_id: str, pipeline_id: str) -> dict[str, float]:
-    """What this pipeline's earlier stage runs spent upstream, from their MLflow metrics."""
-    from mlflow.tracking import MlflowClient
-
-    from jobs.core.contract import TAG_PIPELINE
-
-    runs = MlflowClient().search_runs([experiment_id], f"tags.`{TAG_PIPELINE}` = '{pipeline_id}'", max_results=1000)
-    return {unit: sum(float(r.data.metrics.get(f"spend.{unit}", 0.0)) for r in runs) for unit in UNITS}
-
-
-def limits_for(cfg: Any, stage: str, spent: dict[str, float]) -> dict[str, list]:
+def limits_for(cfg: Any, stage: str, spent: dict[str, float], pipeline_id: str) -> dict[str, list]:
     """The tightest of the stage's own budget and what is left of the pipeline's, per unit."""
     b = cfg.budget
     out: dict[str, list] = {}
@@ -94,20 +84,23 @@ def limits_for(cfg: Any, stage: str, spent: dict[str, float]) -> dict[str, list]
             left = float(b.pipeline[unit]) - spent[unit]
             if left <= 0:
                 raise BudgetExceeded(f"budget.pipeline.{unit}={b.pipeline[unit]} is already spent by pipeline "
-                                     f"{cfg.pipeline_id} ({spent[unit]:g} {unit}); raise it or start a new pipeline_id")
+                                     f"{pipeline_id} ({spent[unit]:g} {unit}); raise it or start a new pipeline_id")
             options.append((left, f"budget.pipeline.{unit} ({b.pipeline[unit]} for the pipeline, {left:g} left)"))
         if options:
             out[unit] = list(min(options))
     return out
 
 
-def start_gateway(upstream: str, gw: Any, api_key_env: str, timeout_s: float = 20) -> tuple[subprocess.Popen, str]:
-    """Start a gateway on a free loopback port; returns the process and its base URL."""
+def start_gateway(upstream: str, gw: Any, api_key_env: str, timeout_s: float = 20,
+                  api_key: str | None = None) -> tuple[subprocess.Popen, str]:
+    """Start a gateway on a free loopback port; returns the process and its base URL. The
+    upstream key reaches it in ``api_key_env``: this process's, or ``api_key`` when given."""
     from jobs.core.servers import start_server_process
 
     args = ["--upstream", upstream, "--api-key-env", api_key_env, "--cache-uri", str(gw.cache_uri),
             "--max-retries", str(gw.max_retries), "--backoff-s", str(gw.backoff_s), "--timeout-s", str(gw.timeout_s)]
-    return start_server_process("jobs.gateway", args, "GATEWAY_URL", "/health", timeout_s)
+    env = {api_key_env: api_key} if api_key is not None else None
+    return start_server_process("jobs.gateway", args, "GATEWAY_URL", "/health", timeout_s, env=env)
 
 
 @dataclass
@@ -148,14 +141,11 @@ class Session:
 
         return spans.add(self.spend().get("by_kind"), {k: v for k, v in spans.snapshot().items() if k == "tools"})
 
-    def log(self) -> None:
-        """Spend and the per-kind figures as metrics on the active MLflow run."""
-        import mlflow
-
+    def metrics(self) -> dict[str, float]:
+        """Spend and the per-kind figures as the run metrics they are logged as."""
         from jobs.core import spans
 
-        if mlflow.active_run() is not None:
-            mlflow.log_metrics({**{metric_name(k): v for k, v in self.figures().items()}, **spans.metrics(self.by_kind())})
+        return {**{metric_name(k): v for k, v in self.figures().items()}, **spans.metrics(self.by_kind())}
 
 
 def metric_name(figure: str) -> str:
@@ -175,15 +165,12 @@ def kinds_of_runs(runs: list) -> dict[str, dict[str, float]]:
     return spans.from_metrics([r.data.metrics for r in runs])
 
 
-current: Session | None = None  # the session of the stage running in this process
-
-
-def open_session(cfg: Any, stage: str, gateway_url: str, experiment_id: str | None) -> Session:
-    global current
-    spent = pipeline_spent(experiment_id, str(cfg.pipeline_id)) if experiment_id else {u: 0.0 for u in UNITS}
-    limits = limits_for(cfg, stage, spent)
+def open_session(cfg: Any, stage: str, pipeline_id: str, gateway_url: str, spent: dict[str, float]) -> Session:
+    """The stage's account at the gateway: its cache mode, its budgets (what is left of the
+    pipeline's, given what its earlier stages ``spent``) and the model's prices."""
+    limits = limits_for(cfg, stage, spent, pipeline_id)
     sid = f"{stage}-{uuid.uuid4().hex[:12]}"
-    spec = {"pipeline": str(cfg.pipeline_id), "stage": stage, "cache": str(cfg.gateway.cache), "limits": limits,
+    spec = {"pipeline": pipeline_id, "stage": stage, "cache": str(cfg.gateway.cache), "limits": limits,
             "prices": {k: list(v) for k, v in (cfg.model.get("prices") or {}).items()},
             "roles": {"agent": str(cfg.model.agent_model), "judge": str(cfg.model.judge_model),
                       "reflection": str(cfg.model.reflection_model)}}  # how the gateway tells calls apart
@@ -194,5 +181,4 @@ def open_session(cfg: Any, stage: str, gateway_url: str, experiment_id: str | No
     except (urllib.error.URLError, OSError) as e:
         raise UserError(f"LLM gateway {gateway_url} is not reachable ({network_reason(e)}); start it with "
                         "`make run`, or set gateway.url=null to start one for the stage") from None
-    current = Session(gateway_url, sid, stage)
-    return current
+    return Session(gateway_url, sid, stage)

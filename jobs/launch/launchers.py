@@ -11,7 +11,8 @@ import sys
 import uuid
 from dataclasses import dataclass, field
 
-from jobs.core.contract import LAUNCH_ENV, STAGES, stage_command
+from jobs.core.contract import LAUNCH_ENV, SHARDED_STAGES, STAGES, stage_command
+from jobs.core.errors import EXIT_BAD_INPUT
 from jobs.core.paths import ROOT
 from jobs.core.results import StageResult
 
@@ -79,7 +80,7 @@ class KubernetesLauncher:
     def run(self, stage: str, overrides: list[str]) -> int:
         """Run the stage's Job; a sharded stage runs its Indexed Job of shards first. The merge
         Job runs even when a shard failed: it reruns that shard alone and proves the rows."""
-        from jobs.launch.manifests import EXIT_BAD_INPUT, render_shard_job, render_stage_job, shard_count
+        from jobs.launch.manifests import render_shard_job, render_stage_job, shard_count
 
         in_pod = [o for o in overrides if not o.lstrip("+~").startswith("launcher")]  # pods run their stage locally
         if stage in STAGES and not any(o.startswith("pipeline_id=") for o in in_pod):
@@ -152,13 +153,13 @@ class KubernetesLauncher:
 
 def shard_defaults(cfg) -> dict[str, int]:
     """The shard count the composed config gives each sharded stage."""
-    from jobs.launch.manifests import SHARDED_STAGES
-
     return {stage: int(cfg[stage].shards) for stage in SHARDED_STAGES}
 
 
 def launcher_for(cfg, env: dict[str, str], pipeline_id: str):
-    """The launcher the config asks for."""
-    if cfg.launcher.kind == "kubernetes":
+    """The launcher the config's launcher option is typed as: a Job per stage, or a process."""
+    from jobs.config.schemas import JobSettings, settings
+
+    if isinstance(settings(cfg, "launcher"), JobSettings):
         return KubernetesLauncher(cfg.launcher, pipeline_id, shards=shard_defaults(cfg))
     return LocalLauncher(env=env)

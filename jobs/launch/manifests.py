@@ -11,10 +11,8 @@ import re
 from typing import Any
 
 from jobs.config.schemas import JobSettings  # noqa: F401 - the launcher config these functions read
-from jobs.core.contract import LAUNCH_ENV, stage_command
-
-EXIT_BAD_INPUT = 2
-
+from jobs.core.contract import LAUNCH_ENV, SHARDED_STAGES, stage_command
+from jobs.core.errors import EXIT_BAD_INPUT
 
 LABEL = "app.kubernetes.io"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"  # Kueue admits a suspended Job labelled with its LocalQueue
@@ -23,7 +21,6 @@ CHECKOV_SKIPS = {  # policy checks this Job does not meet on purpose, with the r
     "checkov.io/skip2": "CKV_K8S_43=the image is chosen per launch (IMG); pin a digest there for prod",
 }
 CONTAINER = "stage"
-SHARDED_STAGES = ("evaluate", "compare")  # stages whose rows split over an Indexed Job's pods
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"  # set on each pod of an Indexed Job
 SHARD_ENV = "PROMPTGATE_SHARD"  # the pod's index, expanded into the stage's `<stage>.shard=` argument
 

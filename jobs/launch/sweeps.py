@@ -10,6 +10,7 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
+from jobs.core.errors import one_line
 from jobs.core.results import StageResult, encode
 
 RESULT_FILE = "result.json"
@@ -21,6 +22,22 @@ def as_dict(result: Any) -> dict:
     if isinstance(result, StageResult):
         return json.loads(encode(result))
     return result if isinstance(result, dict) else {}
+
+
+def point_result(job_return: Any) -> dict:
+    """A point's result from its JobReturn: the stage result (or a bad point's error dict) when
+    the task returned; ``{"outcome": "failed", "error": ...}`` when it raised (JobStatus.FAILED,
+    whose ``return_value`` re-raises, so the status is read first)."""
+    from hydra.core.utils import JobStatus
+
+    if job_return.status == JobStatus.COMPLETED:
+        return as_dict(job_return.return_value)
+    if job_return.status == JobStatus.FAILED:
+        try:
+            job_return.return_value  # noqa: B018 - re-raises the task's exception (Hydra logs the overrides)
+        except Exception as error:  # noqa: BLE001 - any error of the task is the point's result
+            return {"outcome": "failed", "error": f"{type(error).__name__}: {one_line(error)}"}
+    return {}  # UNKNOWN: the job never ran to an end
 
 
 def best_point(points: list[dict]) -> dict | None:
@@ -48,8 +65,7 @@ class SweepSummary(Callback):
         hc = HydraConfig.get()
         if hc.mode != RunMode.MULTIRUN:
             return
-        value = getattr(job_return, "_return_value", None)  # a stage result, or a bad point's error dict
-        record = {"num": hc.job.num, "overrides": " ".join(hc.overrides.task), "result": as_dict(value)}
+        record = {"num": hc.job.num, "overrides": " ".join(hc.overrides.task), "result": point_result(job_return)}
         Path(hc.runtime.output_dir, RESULT_FILE).write_text(json.dumps(record, default=str))
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
@@ -69,9 +85,7 @@ class SweepSummary(Callback):
 
     @staticmethod
     def _promote_candidate(config: Any, best: dict) -> None:
-        import mlflow
+        from jobs.store.sweeps import promote_sweep_best
 
-        mlflow.set_tracking_uri(str(config.mlflow.tracking_uri))
-        mlflow.genai.set_prompt_alias(str(config.prompt.name), alias="candidate",
-                                      version=int(best["result"]["candidate_version"]))
-        mlflow.MlflowClient().set_tag(best["result"]["run_id"], "promptgate.sweep_best", "true")
+        promote_sweep_best(str(config.mlflow.tracking_uri), str(config.prompt.name),
+                           int(best["result"]["candidate_version"]), str(best["result"]["run_id"]))

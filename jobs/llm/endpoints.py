@@ -80,9 +80,9 @@ FLAT_FIGURES = ("note: agent.tools_module {module} brings no simulator profile (
                 "cannot judge this domain's criteria and its figures will be flat; see docs/simulator.md")
 
 
-def sim_settings(cfg: Any) -> dict[str, Any]:
-    """Settings of a simulator started for this config: model.sim plus the domain's profile,
-    saying once when the domain has none."""
+def sim_settings(cfg: Any, own: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Settings of a simulator started for this config: model.sim (with ``own`` over it) plus
+    the domain's profile, saying once when the domain has none."""
     from jobs.sim.profile import PROFILE_FILE, sim_profile_path
 
     profile = sim_profile_path(cfg.agent)
@@ -92,53 +92,77 @@ def sim_settings(cfg: Any) -> dict[str, Any]:
         from jobs.sim.profile import load
 
         load(profile)  # a bad profile is exit 2 here, not a simulator that never starts
-    return {**dict(cfg.model.sim), "profile": profile or ""}
+    return {**dict(cfg.model.sim), **(own or {}), "profile": profile or ""}
 
 
-def upstream_endpoint(cfg: Any) -> tuple[str, str, Any]:
-    """The upstream /v1 URL, the name of its key's variable, and a simulator process we started (or None)."""
+@dataclass(frozen=True)
+class Upstream:
+    """Where the gateway forwards: the /v1 URL, its key (and the key's variable), and a
+    simulator process this command started for it (None: a running server)."""
+
+    base_url: str
+    key_env: str
+    key: str
+    sim: Any = None
+
+
+def upstream_endpoint(cfg: Any, own_sim: dict[str, Any] | None = None) -> Upstream:
+    """The upstream endpoint of the config; with ``own_sim`` (or model=sim without base_url) a
+    simulator of this command's own, with those settings over model.sim."""
     model_cfg = cfg.model
-    base_url = model_cfg.get("base_url")
+    base_url = None if own_sim is not None else model_cfg.get("base_url")
+    key = os.environ.get(model_cfg.api_key_env)  # the user's key: read here, handed to the gateway process
     if model_cfg.provider == "sim":
-        if not os.environ.get(model_cfg.api_key_env):
-            os.environ[model_cfg.api_key_env] = SIM_KEY
+        key = key or SIM_KEY
         if not base_url:
             from jobs.core.servers import start_sim
 
-            proc, base_url = start_sim(sim_settings(cfg))
-            return base_url, model_cfg.api_key_env, proc
+            proc, base_url = start_sim(sim_settings(cfg, own_sim))
+            return Upstream(base_url, model_cfg.api_key_env, key, proc)
     else:
-        if not os.environ.get(model_cfg.api_key_env):
+        if not key:
             raise UserError(f"model={model_cfg.provider} needs the API key in ${model_cfg.api_key_env}; export it or use model=sim")
         if not base_url:
             raise UserError(f"model.base_url is not set for model={model_cfg.provider}; give the endpoint's /v1 URL")
-    check_reachable(base_url, os.environ[model_cfg.api_key_env])
-    return base_url, model_cfg.api_key_env, None
+    check_reachable(base_url, key)
+    return Upstream(base_url, model_cfg.api_key_env, key)
 
 
-def start_local_gateway(cfg: Any) -> tuple[list[Any], str, str | None]:
+def start_local_gateway(cfg: Any, own_sim: dict[str, Any] | None = None) -> tuple[list[Any], str, str | None]:
     """A gateway of our own in front of the upstream (started too, for model=sim without
     base_url): its processes, its URL, and the URL of a simulator we started (or None)."""
     from jobs.core.servers import stop_process
     from jobs.gateway.client import start_gateway
 
-    upstream, key_env, sim = upstream_endpoint(cfg)
+    up = upstream_endpoint(cfg, own_sim)
     try:
-        gateway, url = start_gateway(upstream, cfg.gateway, key_env)
+        gateway, url = start_gateway(up.base_url, cfg.gateway, up.key_env, api_key=up.key)
     except Exception:
-        if sim is not None:
-            stop_process(sim.pid)
+        if up.sim is not None:
+            stop_process(up.sim.pid)
         raise
-    return [p for p in (sim, gateway) if p is not None], url, upstream if sim is not None else None
+    return [p for p in (up.sim, gateway) if p is not None], url, up.base_url if up.sim is not None else None
+
+
+ROUTED_ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_API_BASE", "OPENAI_LIKE_API_KEY", "OPENAI_LIKE_API_BASE")
+
+
+def routing_env(base_url: str, key: str) -> dict[str, str]:
+    """The variables the LLM libraries read their endpoint from: the openai SDK, langchain,
+    MLflow's judge adapter and LiteLLM (``OPENAI_*``), LiteLLM's openai_like embeddings."""
+    return {"OPENAI_API_KEY": key, "OPENAI_BASE_URL": base_url, "OPENAI_API_BASE": base_url,
+            "OPENAI_LIKE_API_KEY": key, "OPENAI_LIKE_API_BASE": base_url}
 
 
 @contextmanager
-def activate(cfg: Any, stage: str, experiment_id: str | None = None) -> Iterator[Endpoint]:
-    """Point every client at this stage's session of the LLM gateway.
+def activate(cfg: Any, stage: str, pipeline_id: str, spent: dict[str, float],
+             own_sim: dict[str, Any] | None = None) -> Iterator[tuple[Endpoint, Any]]:
+    """Point every client at this stage's session of the LLM gateway: (endpoint, session).
 
     With ``gateway.url`` set (``make run``, the cluster) the stage uses that gateway and needs
-    neither the upstream URL nor its key. Otherwise it starts the upstream simulator (for
-    ``model=sim`` without base_url) and a gateway of its own for the stage.
+    neither the upstream URL nor its key. Otherwise (or with ``own_sim``: a simulator of this
+    command's own) it starts the upstream and a gateway of its own for the stage. ``spent`` is
+    what the pipeline's earlier stages spent, for the budgets.
     """
     from jobs.core.servers import stop_process
     from jobs.gateway import client as gateway
@@ -148,24 +172,21 @@ def activate(cfg: Any, stage: str, experiment_id: str | None = None) -> Iterator
     gateway_cache_only()
     model_cfg = cfg.model
     procs: list[Any] = []
-    routed = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_API_BASE", "OPENAI_LIKE_API_KEY", "OPENAI_LIKE_API_BASE")
-    saved = {k: os.environ.get(k) for k in routed}
+    saved = {k: os.environ.get(k) for k in ROUTED_ENV}
+    session = None
     try:
-        gateway_url = cfg.gateway.get("url")
+        gateway_url = None if own_sim is not None else cfg.gateway.get("url")
         if not gateway_url:
-            procs, gateway_url, _ = start_local_gateway(cfg)
-        session = gateway.open_session(cfg, stage, str(gateway_url).rstrip("/"), experiment_id)
+            procs, gateway_url, _ = start_local_gateway(cfg, own_sim)
+        session = gateway.open_session(cfg, stage, pipeline_id, str(gateway_url).rstrip("/"), spent)
         check_reachable(session.base_url, gateway.PLACEHOLDER_KEY)
-        os.environ.update(OPENAI_API_KEY=gateway.PLACEHOLDER_KEY, OPENAI_BASE_URL=session.base_url,
-                          OPENAI_API_BASE=session.base_url,  # openai SDK, langchain, MLflow's judge adapter, LiteLLM
-                          OPENAI_LIKE_API_KEY=gateway.PLACEHOLDER_KEY,
-                          OPENAI_LIKE_API_BASE=session.base_url)  # LiteLLM's openai_like embeddings
+        os.environ.update(routing_env(session.base_url, gateway.PLACEHOLDER_KEY))
         yield Endpoint(model_cfg.provider, session.base_url, model_cfg.agent_model, model_cfg.judge_model,
                        model_cfg.reflection_model, model_cfg.embedding_model, float(model_cfg.temperature),
-                       float(model_cfg.request_timeout_s))
+                       float(model_cfg.request_timeout_s)), session
     finally:
-        if gateway.current is not None:
-            gateway.current.spend()  # keep the final figures before a gateway of our own stops
+        if session is not None:
+            session.spend()  # keep the final figures before a gateway of our own stops
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)

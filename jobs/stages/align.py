@@ -13,18 +13,15 @@ import random
 from typing import Any
 
 from jobs.config.schemas import settings
-from jobs.core.contract import TAG_REVIEW_FROM
+from jobs.core.contract import TAG_ALIGN_MEASURED, TAG_PIPELINE, TAG_QUESTION, TAG_REVIEW_FROM
 from jobs.core.errors import UserError
 from jobs.core.results import AlignResult
 from jobs.eval import judges, stats
-from jobs.llm.compat import load_memalign_memory
-from jobs.llm.endpoints import activate
-from jobs.stages.common import command, finish, reuse, say
-from jobs.store import tracking
+from jobs.eval.pipeline_judge import NOT_ENOUGH
+from jobs.stages.common import command, finish, reuse, stage_run
+from jobs.stages.context import StageContext, llm
+from jobs.store import traces, tracking
 from jobs.store.traces import feedbacks, human_feedback_names, judge_fields
-
-STAGE = "align"
-NOT_ENOUGH = "not enough held-out labels to measure agreement"
 
 
 def check(cfg: Any) -> None:
@@ -32,25 +29,22 @@ def check(cfg: Any) -> None:
     settings(cfg, "aligner")  # the schema checks names, types and ranges
 
 
-def labelled_traces(cfg: Any, experiment_id: str, pipeline_id: str, name: str) -> list[Any]:
+def labelled_traces(ctx: StageContext, name: str) -> list[Any]:
     """The pipeline's traces, and production traces the monitor queued for review, that carry
     both the judge's and an expert's assessment under ``name``."""
-    import mlflow
-
-    traces = mlflow.search_traces(locations=[experiment_id], return_type="list", max_results=5000,
-                                  filter_string=f"tag.`{tracking.TAG_PIPELINE}` = '{pipeline_id}'")
+    experiment_id, pipeline_id = ctx.store.experiment_id, ctx.pipeline_id
+    found = traces.search(experiment_id, f"tag.`{TAG_PIPELINE}` = '{pipeline_id}'")
     # production traces the monitor sent to review, once an expert answered them: align learns from production too
-    traces += mlflow.search_traces(locations=[experiment_id], return_type="list", max_results=5000,
-                                   filter_string=f"tag.`{TAG_REVIEW_FROM}` = 'production'")
-    both = sorted((t for t in traces if feedbacks(t, name, "HUMAN") and feedbacks(t, name, "LLM_JUDGE")),
-                  key=lambda t: t.info.tags.get(tracking.TAG_QUESTION, ""))  # a stable order: same split, same requests
+    found += traces.search(experiment_id, f"tag.`{TAG_REVIEW_FROM}` = 'production'")
+    both = sorted((t for t in found if feedbacks(t, name, "HUMAN") and feedbacks(t, name, "LLM_JUDGE")),
+                  key=lambda t: t.info.tags.get(TAG_QUESTION, ""))  # a stable order: same split, same requests
     if both:
         return both
-    other = sorted(set().union(*(human_feedback_names(t) for t in traces)) - {name}) if traces else []
+    other = sorted(set().union(*(human_feedback_names(t) for t in found)) - {name}) if found else []
     if other:
         raise UserError(f"expert labels of pipeline {pipeline_id} are named {', '.join(repr(o) for o in other)}, not the "
                         f"judge's name '{name}'; relabel them as '{name}' or set judge.name to match")
-    raise UserError(f"pipeline {pipeline_id} has no expert labels named '{name}'; run `{command('feedback', cfg)}` first")
+    raise UserError(f"pipeline {pipeline_id} has no expert labels named '{name}'; run `{command(ctx, 'feedback')}` first")
 
 
 def expert_value(trace: Any, name: str) -> Any:
@@ -63,7 +57,7 @@ def split(traces: list[Any], expert: dict[str, bool], holdout_fraction: float, s
     align_part, holdout = [], []
     for verdict in (True, False):
         group = sorted((t for t in traces if expert[t.info.trace_id] is verdict),  # by question: trace ids change per run
-                       key=lambda t: (t.info.tags.get(tracking.TAG_QUESTION, ""), t.info.trace_id))
+                       key=lambda t: (t.info.tags.get(TAG_QUESTION, ""), t.info.trace_id))
         rng.shuffle(group)
         k = round(len(group) * holdout_fraction)
         holdout += group[:k]
@@ -122,102 +116,68 @@ def table(before: dict, after: dict) -> str:
     return "\n".join(",".join(str(x) for x in r) for r in rows) + "\n"
 
 
-def unmeasured(cfg: Any, experiment_id: str, inputs: str, name: str, n_labels: int, holdout: int, why: str) -> AlignResult:
+def unmeasured(ctx: StageContext, inputs: str, name: str, n_labels: int, holdout: int, why: str) -> AlignResult:
     """Record that agreement could not be measured: no alignment, no judge registered."""
-    import mlflow
-
-    with tracking.stage_run(cfg, experiment_id, STAGE, inputs) as run:
-        say(STAGE, f"{why}; no judge registered. Collect more expert labels (both passes and fails) or lower "
-                   "aligner.holdout_fraction; the gate refuses on a judge with no agreement measured")
-        mlflow.log_params({"aligner": cfg.aligner.name, "labels": n_labels, "holdout": holdout})
-        mlflow.set_tag("promptgate.align.measured", "false")
-        return finish(AlignResult(judge_name=name, aligned=False, measured=False, reason=why, labels=n_labels,
-                                  holdout=holdout, run_id=run.info.run_id))
+    with stage_run(ctx, inputs) as run:
+        ctx.say(f"{why}; no judge registered. Collect more expert labels (both passes and fails) or lower "
+                "aligner.holdout_fraction; the gate refuses on a judge with no agreement measured")
+        tracking.log(params={"aligner": ctx.cfg.aligner.name, "labels": n_labels, "holdout": holdout},
+                     tags={TAG_ALIGN_MEASURED: "false"})
+        return finish(ctx, AlignResult(judge_name=name, aligned=False, measured=False, reason=why, labels=n_labels,
+                                       holdout=holdout, run_id=run.info.run_id))
 
 
-def run(cfg: Any) -> AlignResult:
-    experiment_id = tracking.connect(cfg)
-    pid, name = str(cfg.pipeline_id), str(cfg.judge.name)
-    traces = labelled_traces(cfg, experiment_id, pid, name)
-    expert = {t.info.trace_id: bool(judges.passed(cfg.judge, expert_value(t, name))) for t in traces}
-    align_part, holdout = split(traces, expert, float(cfg.aligner.holdout_fraction), int(cfg.aligner.seed))
+def run(ctx: StageContext) -> AlignResult:
+    cfg, pid, name = ctx.cfg, ctx.pipeline_id, str(ctx.cfg.judge.name)
+    labelled = labelled_traces(ctx, name)
+    expert = {t.info.trace_id: bool(judges.passed(cfg.judge, expert_value(t, name))) for t in labelled}
+    align_part, holdout = split(labelled, expert, float(cfg.aligner.holdout_fraction), int(cfg.aligner.seed))
     if len(align_part) < int(cfg.aligner.min_labels):  # the aligner cannot run at all: a config or data error
         raise UserError(f"{cfg.aligner.name} needs at least {cfg.aligner.min_labels} labelled traces to align on, but "
-                        f"pipeline {pid} has {len(align_part)} after holding out {len(holdout)} of {len(traces)}; "
+                        f"pipeline {pid} has {len(align_part)} after holding out {len(holdout)} of {len(labelled)}; "
                         "collect more expert labels or lower aligner.holdout_fraction")
     inputs = tracking.inputs_hash(sorted(expert.items()), dict(cfg.judge), dict(cfg.aligner), cfg.model.judge_model)
-    if (done := reuse(cfg, experiment_id, STAGE, inputs)) is not None:
+    if (done := reuse(ctx, inputs)) is not None:
         return done
     if (gap := evidence_gap(holdout, expert, int(cfg.aligner.min_holdout))) is not None:
-        return unmeasured(cfg, experiment_id, inputs, name, len(traces), len(holdout), gap)
-
-    with activate(cfg, STAGE, experiment_id) as endpoint:
-        import mlflow
-
+        return unmeasured(ctx, inputs, name, len(labelled), len(holdout), gap)
+    with llm(ctx) as endpoint, stage_run(ctx, inputs) as run:
         base = judges.build(cfg.judge, endpoint)
-        with tracking.stage_run(cfg, experiment_id, STAGE, inputs) as run:
-            say(STAGE, f"{len(traces)} expert labels: aligning on {len(align_part)}, measuring on {len(holdout)} held out")
-            before = agreement(base, cfg.judge, holdout, expert)
-            say(STAGE, f"before: accuracy {stats.fmt(before['accuracy'])}, kappa {stats.fmt(before['kappa'])} on {before['n']} "
-                       f"held-out labels ({cfg.aligner.name} next)")
-            aligned = base.align(traces=align_part, optimizer=settings(cfg, "aligner").build(endpoint))
-            after = agreement(aligned, cfg.judge, holdout, expert)
-            say(STAGE, f"after:  accuracy {stats.fmt(after['accuracy'])}, kappa {stats.fmt(after['kappa'])} on {after['n']}")
-            changed_text = str(getattr(aligned, "instructions", "")) != str(getattr(base, "instructions", ""))
-            register, reason = should_register(float(cfg.aligner.min_gain), before, after, changed_text)
-            version = None
-            if register:
-                version = aligned.register(name=name).scorer_version
-                say(STAGE, f"registered aligned judge '{name}' v{version}: {reason}")
-            else:
-                say(STAGE, f"kept the base judge, registered nothing: {reason}")
-            mlflow.log_params({"aligner": cfg.aligner.name, "labels": len(traces), "holdout": len(holdout)})
-            mlflow.set_tag("promptgate.align.measured", "true")
-            figures = {"accuracy_before": before["accuracy"], "kappa_before": before["kappa"],
-                       "accuracy_after": after["accuracy"], "kappa_after": after["kappa"]}
-            mlflow.log_metrics({**{k: v for k, v in figures.items() if v is not None},
-                                "judge_errors": before["errors"] + after["errors"]})
-            mlflow.log_text(table(before, after), "agreement.csv")
-            mlflow.log_dict({"before": before, "after": after, "guidelines": getattr(aligned, "instructions", "")},
-                            "agreement.json")
-            print(table(before, after).replace(",", "\t"), end="")
-            say(STAGE, f"run: {tracking.run_link(cfg, experiment_id, run.info.run_id)}")
-            return finish(AlignResult(
-                judge_name=name, judge_version=version, aligned=register, measured=True, reason=reason,
-                **{k: None if v is None else round(v, 4) for k, v in figures.items()},
-                holdout_scored=min(before["n"], after["n"]),
-                labels=len(traces), holdout=len(holdout), run_id=run.info.run_id,
-            ))
+        ctx.say(f"{len(labelled)} expert labels: aligning on {len(align_part)}, measuring on {len(holdout)} held out")
+        before = agreement(base, cfg.judge, holdout, expert)
+        ctx.say(f"before: accuracy {stats.fmt(before['accuracy'])}, kappa {stats.fmt(before['kappa'])} on "
+                f"{before['n']} held-out labels ({cfg.aligner.name} next)")
+        aligned = base.align(traces=align_part, optimizer=ctx.settings("aligner").build(endpoint))
+        after = agreement(aligned, cfg.judge, holdout, expert)
+        ctx.say(f"after:  accuracy {stats.fmt(after['accuracy'])}, kappa {stats.fmt(after['kappa'])} on {after['n']}")
+        changed_text = str(getattr(aligned, "instructions", "")) != str(getattr(base, "instructions", ""))
+        register, reason = should_register(float(cfg.aligner.min_gain), before, after, changed_text)
+        version = None
+        if register:
+            version = aligned.register(name=name).scorer_version
+            ctx.say(f"registered aligned judge '{name}' v{version}: {reason}")
+        else:
+            ctx.say(f"kept the base judge, registered nothing: {reason}")
+        figures = log_agreement(ctx, before, after, aligned, len(labelled), len(holdout))
+        ctx.say(f"run: {ctx.store.run_link(run.info.run_id)}")
+        return finish(ctx, AlignResult(
+            judge_name=name, judge_version=version, aligned=register, measured=True, reason=reason,
+            **{k: None if v is None else round(v, 4) for k, v in figures.items()},
+            holdout_scored=min(before["n"], after["n"]), labels=len(labelled), holdout=len(holdout),
+            run_id=run.info.run_id))
 
 
-def judge_agreement(align_result: AlignResult | None) -> tuple[float | None, str]:
-    """The held-out kappa of the judge later stages use (the aligned one if registered, else
-    the base judge), and what it rests on; None when align measured nothing."""
-    if align_result is None:
-        return None, "no align stage in this pipeline"
-    if align_result.measured is False:
-        return None, str(align_result.reason or NOT_ENOUGH)
-    kappa = align_result.kappa_after if align_result.judge_version else align_result.kappa_before
-    n = align_result.holdout_scored if align_result.holdout_scored is not None else align_result.holdout
-    if kappa is None:
-        return None, f"held-out kappa is undefined on {n} labels"
-    return float(kappa), f"on {n} held-out labels"
-
-
-def recorded_judge(cfg: Any, experiment_id: str, endpoint: Any) -> tuple[Any, dict]:
-    """The judge later stages must use for this pipeline: the registered aligned version the
-    align stage recorded, or the base judge from config when alignment kept it."""
-    result = tracking.result_of(tracking.latest_result(experiment_id, str(cfg.pipeline_id), STAGE))
-    if result is not None and result.judge_version:
-        return judge_version(cfg, experiment_id, endpoint, result.judge_name, result.judge_version)
-    return judge_version(cfg, experiment_id, endpoint, str(cfg.judge.name), "base")
-
-
-def judge_version(cfg: Any, experiment_id: str, endpoint: Any, name: str, version: Any) -> tuple[Any, dict]:
-    """A registered judge version (its MemAlign memory loaded), or the base judge from config for "base"."""
-    if str(version) == "base":
-        return judges.build(cfg.judge, endpoint), {"judge_name": str(cfg.judge.name), "judge_version": "base"}
-    from mlflow.genai.scorers import get_scorer
-
-    judge = load_memalign_memory(get_scorer(name=name, version=int(version), experiment_id=experiment_id))
-    return judge, {"judge_name": name, "judge_version": int(version)}
+def log_agreement(ctx: StageContext, before: dict, after: dict, aligned: Any, labels: int,
+                  holdout: int) -> dict[str, float | None]:
+    """The agreement figures and tables on the run, the table printed; returns the figures."""
+    figures = {"accuracy_before": before["accuracy"], "kappa_before": before["kappa"],
+               "accuracy_after": after["accuracy"], "kappa_after": after["kappa"]}
+    tracking.log(metrics={**{k: v for k, v in figures.items() if v is not None},
+                          "judge_errors": before["errors"] + after["errors"]},
+                 params={"aligner": ctx.cfg.aligner.name, "labels": labels, "holdout": holdout},
+                 tags={TAG_ALIGN_MEASURED: "true"})
+    tracking.log_files(texts={"agreement.csv": table(before, after)},
+                       dicts={"agreement.json": {"before": before, "after": after,
+                                                 "guidelines": getattr(aligned, "instructions", "")}})
+    print(table(before, after).replace(",", "\t"), end="")
+    return figures

@@ -1,71 +1,87 @@
-"""Small helpers the stages share: reuse of a finished result, printing, recorded values."""
+"""Small helpers the stages share: the stage's run, reuse of a finished result, recording a
+result, reading an earlier stage's, and hints that repeat the user's command."""
 
 from __future__ import annotations
 
+import shlex
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from jobs.core import spans
 from jobs.core.errors import UserError
 from jobs.core.results import StageResult
+from jobs.stages.context import StageContext
 from jobs.store import tracking
 
 
-def reuse(cfg: Any, experiment_id: str, stage: str, inputs: str) -> StageResult | None:
+def reuse(ctx: StageContext, inputs: str) -> StageResult | None:
     """The finished result of this stage for this pipeline id and inputs, unless force=true."""
-    if cfg.force:
+    if ctx.force:
         return None
-    run = tracking.latest_result(experiment_id, str(cfg.pipeline_id), stage, inputs)
+    run = ctx.store.latest_result(ctx.pipeline_id, ctx.stage, inputs)
     result = tracking.result_of(run)
     if result is None:
         return None
-    print(f"[{stage}] pipeline {cfg.pipeline_id} already has this result (run {run.info.run_id}); "
-          "reusing it. Pass force=true to run again.")
-    tracking.mark_launch(run.info.run_id)  # the launcher that started this attempt finds the result there
+    ctx.say(f"pipeline {ctx.pipeline_id} already has this result (run {run.info.run_id}); "
+            "reusing it. Pass force=true to run again.")
+    tracking.mark_launch(run.info.run_id, ctx.launch_id)  # the launcher that started this attempt finds it there
     return result
 
 
-def finish(result: StageResult, shard_runs: list | None = None) -> StageResult:
+def spend_metrics(ctx: StageContext) -> dict[str, float]:
+    """What the stage's gateway session spent, as run metrics (none without a session)."""
+    return ctx.session.metrics() if ctx.session is not None else {}
+
+
+@contextmanager
+def stage_run(ctx: StageContext, inputs: str) -> Iterator[Any]:
+    """The stage's MLflow run (tracking.stage_run), its spend logged as it ends."""
+    with tracking.stage_run(ctx.store.experiment_id, ctx.pipeline_id, ctx.stage, inputs,
+                            lambda: spend_metrics(ctx)) as run:
+        yield run
+
+
+def finish(ctx: StageContext, result: StageResult, shard_runs: list | None = None) -> StageResult:
     """Record the result on the active run and return it; a crossed budget stops the stage first.
     A sharded stage's result counts what its shards spent (their runs hold it) with its own."""
     from jobs.gateway import client as gateway
 
-    if gateway.current is not None:
-        gateway.current.check()
-        result.spend = gateway.current.figures()  # the run's metrics are logged by stage_run
-        result.spans = gateway.current.by_kind()
+    if ctx.session is not None:
+        ctx.session.check()
+        result.spend = ctx.session.figures()  # the run's metrics are logged by stage_run
+        result.spans = ctx.session.by_kind()
     if shard_runs:
         result.spend = {k: (result.spend or {}).get(k, 0.0) + v for k, v in gateway.spend_of_runs(shard_runs).items()}
         result.spans = spans.add(result.spans, gateway.kinds_of_runs(shard_runs))
-    tracking.record_result(result)
+    tracking.record_result(result, ctx.launch_id)
     return result
 
 
-def recorded(cfg: Any, experiment_id: str, stage: str) -> Any:
+def recorded(ctx: StageContext, stage: str) -> Any:
     """The result a previous stage of this pipeline recorded; exit 2 naming the missing stage."""
-    result = tracking.result_of(tracking.latest_result(experiment_id, str(cfg.pipeline_id), stage))
+    ctx.needs(stage)
+    result = ctx.store.result(ctx.pipeline_id, stage)
     if result is None:
-        raise UserError(f"pipeline {cfg.pipeline_id} has no finished {stage} stage; run `{command(stage, cfg)}` first")
+        raise UserError(f"pipeline {ctx.pipeline_id} has no finished {stage} stage; run `{command(ctx, stage)}` first")
     return result
 
 
-def command_args(stage: str, cfg: Any = None) -> list[str]:
+def command_args(ctx: StageContext, stage: str, with_pipeline: bool = True) -> list[str]:
     """``-m jobs.<stage>`` with this invocation's overrides (experiment=, dataset paths, ...),
-    without ``force=`` and ``<stage>.shard=``; ``pipeline_id=`` comes from ``cfg`` when given."""
-    from hydra.core.hydra_config import HydraConfig
-
-    given = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-    dropped = ("force", f"{stage}.shard") + (("pipeline_id",) if cfg is not None else ())
-    keep = [o for o in given if o.lstrip("+~").split("=", 1)[0] not in dropped]
-    return ["-m", "jobs." + stage, *([f"pipeline_id={cfg.pipeline_id}"] if cfg is not None else []), *keep]
+    without ``force=`` and ``<stage>.shard=``; ``pipeline_id=`` is this context's."""
+    dropped = ("force", f"{stage}.shard") + (("pipeline_id",) if with_pipeline else ())
+    keep = [o for o in ctx.overrides if o.lstrip("+~").split("=", 1)[0] not in dropped]
+    return ["-m", "jobs." + stage, *([f"pipeline_id={ctx.pipeline_id}"] if with_pipeline else []), *keep]
 
 
-def command(stage: str, cfg: Any) -> str:
+def command(ctx: StageContext, stage: str) -> str:
     """The command that runs ``stage`` with this invocation's overrides, so a "run X first"
     hint does the right thing when followed literally."""
-    import shlex
-
-    return " ".join(["python", *map(shlex.quote, command_args(stage, cfg))])
+    return " ".join(["python", *map(shlex.quote, command_args(ctx, stage))])
 
 
-def say(stage: str, msg: str) -> None:
-    print(f"[{stage}] {msg}", flush=True)
+def python_command(ctx: StageContext, stage: str, *extra: str) -> list[str]:
+    """This invocation as a process to start: the interpreter, ``command_args`` and ``extra``."""
+    return [sys.executable, *command_args(ctx, stage, with_pipeline=False), *extra]

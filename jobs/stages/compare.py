@@ -12,21 +12,25 @@ from __future__ import annotations
 import csv
 import io
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from jobs.core.contract import TAG_ARM, TAG_SPLIT
 from jobs.core.errors import UserError
 from jobs.core.results import CompareResult
 from jobs.eval import agent, datasets, judges, stats
 from jobs.eval.agent import REPEAT_KEY
 from jobs.eval.datasets import Record
-from jobs.eval.runner import RowOutcome, evaluate_records
-from jobs.llm.endpoints import activate
+from jobs.eval.pipeline_judge import recorded_judge
+from jobs.eval.runner import RowOutcome, compare_evaluations, evaluate_records
 from jobs.stages import shards as shards_
-from jobs.stages.common import finish, recorded, reuse, say
+from jobs.stages.common import finish, recorded, reuse, stage_run
+from jobs.stages.context import StageContext, llm
+from jobs.stages.shards import ShardResult
 from jobs.store import tracking
 
-STAGE = "compare"
 ARMS = ("baseline", "candidate")
 
 
@@ -92,10 +96,8 @@ def per_question_csv(records: list[Record], base: dict, cand: dict, key: str) ->
 
 def mlflow_comparison(baseline_run: str, candidate_run: str, judge_name: str, level: float) -> dict[str, Any]:
     """MLflow's paired comparison of the two arms' evaluation runs, for the judge."""
-    from mlflow.genai import compare_evaluations
-
     try:
-        found = compare_evaluations(candidate_run_id=candidate_run, baseline_run_id=baseline_run, confidence_level=level)
+        found = compare_evaluations(baseline_run, candidate_run, level)
     except Exception as e:  # noqa: BLE001 - an experimental API: a failure is recorded, the decision is promptgate's
         return {"status": f"failed: {type(e).__name__}: {' '.join(str(e).split())[:300]}"}
     s = found.scorers.get(judge_name)
@@ -125,117 +127,155 @@ def compact_table(s: dict, errors: dict[str, int], rows: int) -> str:
     ])
 
 
-def run(cfg: Any) -> CompareResult | None:
-    c = cfg.compare
+@dataclass(frozen=True)
+class Plan:
+    """What compare measures: the two versions on the held-out rows, each repeated n times."""
+
+    name: str  # the prompt
+    versions: dict[str, int]  # arm -> prompt version
+    records: list[Record]  # held-out questions
+    rows: list[Record]  # the questions x repeats
+    inputs: str  # the inputs hash
+
+    @property
+    def units(self) -> list[tuple[str, Record]]:
+        return [(arm, r) for arm in ARMS for r in self.rows]
+
+
+def run(ctx: StageContext) -> CompareResult | ShardResult:
+    cfg, c = ctx.cfg, ctx.cfg.compare
     records = datasets.from_config(cfg, str(c.split))
-    experiment_id = tracking.connect(cfg)
     name = str(cfg.prompt.name)
-    baseline_version = recorded(cfg, experiment_id, "register").production_version
-    recorded(cfg, experiment_id, "optimize")  # optimize must have run for this pipeline
-    candidate_version = tracking.pipeline_candidate(experiment_id, str(cfg.pipeline_id))
-    align_run = tracking.latest_result(experiment_id, str(cfg.pipeline_id), "align")
-    judge_key = align_run.info.run_id if align_run else "base"
+    baseline_version = recorded(ctx, "register").production_version
+    recorded(ctx, "optimize")  # optimize must have run for this pipeline
+    candidate_version = tracking.pipeline_candidate(ctx.store.experiment_id, ctx.pipeline_id)
+    ctx.needs("align")
+    align_run = ctx.store.latest_result(ctx.pipeline_id, "align")
     work = {k: v for k, v in dict(c).items() if k not in ("shards", "shard")}  # how the work is split changes no outcome
-    inputs = tracking.inputs_hash(name, baseline_version, candidate_version, judge_key, work, dict(cfg.judge),
+    inputs = tracking.inputs_hash(name, baseline_version, candidate_version,
+                                  align_run.info.run_id if align_run else "base", work, dict(cfg.judge),
                                   [r.as_eval_row() for r in records], str(cfg.model.provider), cfg.model.agent_model)
-    if (done := reuse(cfg, experiment_id, STAGE, inputs)) is not None:
+    if (done := reuse(ctx, inputs)) is not None:
         return done
-    if candidate_version is None and c.shard is not None:
-        say(STAGE, "this pipeline has no candidate: the shard has nothing to evaluate")
-        return None
     if candidate_version is None:
-        with tracking.stage_run(cfg, experiment_id, STAGE, inputs) as run:
-            say(STAGE, "this pipeline has no candidate (optimize found no gain on train); nothing to compare")
-            return finish(CompareResult(outcome="no_candidate", baseline_version=baseline_version,
-                                        run_id=run.info.run_id))
-
-    with activate(cfg, STAGE, experiment_id) as endpoint:
-        import mlflow
-
-        from jobs.stages.align import recorded_judge
-
-        judge, judge_info = recorded_judge(cfg, experiment_id, endpoint)
+        return no_candidate(ctx, inputs, baseline_version)
+    plan = Plan(name, dict(zip(ARMS, (baseline_version, candidate_version))), records,
+                repeated(records, int(c.n_repeats)), inputs)
+    with llm(ctx) as endpoint:
+        judge, judge_info = recorded_judge(cfg.judge, tracking.result_of(align_run), ctx.store.experiment_id, endpoint)
         scorers = [judge] + judges.builtin_scorers(list(cfg.judge.builtin_scorers), endpoint)
-        rows = repeated(records, int(c.n_repeats))
-        versions = dict(zip(ARMS, (baseline_version, candidate_version)))
-        shards, index = int(c.shards), c.shard
-        units = [(arm, r) for arm in ARMS for r in rows]
 
         def evaluate_arm(run_id: str, arm: str, arm_rows: list[Record]) -> tuple[dict[str, RowOutcome], int]:
-            return evaluate_records(cfg, endpoint, experiment_id, run_id, arm_rows, f"prompts:/{name}/{versions[arm]}",
-                                    scorers, {"promptgate.arm": arm, "promptgate.split": str(c.split)},
-                                    lambda m: say(STAGE, m))
+            return evaluate_records(cfg, endpoint, ctx.store.experiment_id, ctx.pipeline_id, run_id, arm_rows,
+                                    f"prompts:/{name}/{plan.versions[arm]}", scorers,
+                                    {TAG_ARM: arm, TAG_SPLIT: str(c.split)}, ctx.say)
 
-        if index is not None:  # one shard's (arm, row) pairs into a run of its own; the merge makes the result
-            own = shards_.by_group(shards_.mine(units, shards, int(index)))
-            say(STAGE, f"shard {int(index) + 1}/{shards}: " + ", ".join(f"{len(v)} {a} rows" for a, v in own.items()))
+        if c.shard is not None:
+            return one_shard(ctx, plan, int(c.shard), evaluate_arm)
+        return both_arms(ctx, plan, judge_info, evaluate_arm)
 
-            def shard(run_id: str) -> tuple[dict, int]:
-                out, retried = {}, 0
-                for arm, arm_rows in own.items():
-                    out[arm], n = evaluate_arm(run_id, arm, arm_rows)
-                    retried += n
-                return out, retried
 
-            shards_.run_shard(cfg, experiment_id, STAGE, inputs, int(index), shards, shard, lambda m: say(STAGE, m))
-            return None
-        with tracking.stage_run(cfg, experiment_id, STAGE, inputs) as run:
-            mlflow.log_params({"baseline_version": baseline_version, "candidate_version": candidate_version,
-                               "n_repeats": int(c.n_repeats), "questions": len(records), "shards": shards, **judge_info})
-            outcomes: dict[str, dict[str, RowOutcome]] = {}
-            shard_runs: list = []
-            if shards > 1:
-                merged, _, shard_runs = shards_.gather(cfg, experiment_id, STAGE, inputs, shards, units, lambda m: say(STAGE, m))
-                outcomes = {arm: merged.get(arm, {}) for arm in ARMS}
-            arm_runs = {}
-            for arm in ARMS:
-                with mlflow.start_run(run_name=f"{run.info.run_name}-{arm}", nested=True,
-                                      tags={"promptgate.arm": arm}) as arm_run:  # no stage tag: not a stage result
-                    if shards > 1:
-                        shards_.link_traces(outcomes[arm], arm_run.info.run_id)  # the arm's traces, from every shard
-                    else:
-                        say(STAGE, f"{arm} v{versions[arm]}: {len(records)} held-out questions x {c.n_repeats} runs")
-                        outcomes[arm], _ = evaluate_arm(arm_run.info.run_id, arm, rows)
-                    arm_runs[arm] = arm_run.info.run_id
-            base, base_err = by_question(outcomes["baseline"], cfg.judge, int(c.n_repeats))
-            cand, cand_err = by_question(outcomes["candidate"], cfg.judge, int(c.n_repeats))
-            s = stats.paired_summary(base, cand, int(c.bootstrap), float(c.ci_level), int(c.seed))
-            errors = {"baseline": base_err, "candidate": cand_err}
-            means = {arm: scorer_means(outcomes[arm]) for arm in ARMS}
-            metrics = {"baseline_pass_rate": s["base_pass_rate"], "candidate_pass_rate": s["cand_pass_rate"],
-                       "delta": s["delta"], "ci_low": s["ci_low"], "ci_high": s["ci_high"], "p_value": s["p_value"],
-                       "regressions": len(s["regressed"]), "improvements": len(s["improved"]),
-                       "baseline_errors": base_err, "candidate_errors": cand_err,
-                       "baseline_error_rate": base_err / len(rows), "candidate_error_rate": cand_err / len(rows)}
-            mlflow.log_metrics(metrics)
-            cross = mlflow_comparison(arm_runs["baseline"], arm_runs["candidate"], judge_info["judge_name"],
-                                      float(c.ci_level)) if shards == 1 else {
-                "status": f"not run: the arms were evaluated in {shards} shards' runs, and compare_evaluations takes "
-                          "the judge's values from the one run that scored them"}
-            mlflow.log_metrics({f"mlflow_compare.{k}": float(v) for k, v in cross.items()
-                                if k in ("diff", "ci_low", "ci_high", "p_value", "n_paired") and v is not None})
-            mlflow.log_text(per_question_csv(records, base, cand, str(cfg.agent.input_key)), "per_question.csv")
-            with tempfile.TemporaryDirectory() as tmp:
-                from jobs.eval.charts import compare_chart
+def no_candidate(ctx: StageContext, inputs: str, baseline_version: int) -> CompareResult | ShardResult:
+    """Optimize found no gain on train: nothing to compare (a shard has nothing to evaluate)."""
+    if ctx.cfg.compare.shard is not None:
+        ctx.say("this pipeline has no candidate: the shard has nothing to evaluate")
+        return ShardResult(index=int(ctx.cfg.compare.shard), shards=int(ctx.cfg.compare.shards))
+    with stage_run(ctx, inputs) as run:
+        ctx.say("this pipeline has no candidate (optimize found no gain on train); nothing to compare")
+        return finish(ctx, CompareResult(outcome="no_candidate", baseline_version=baseline_version,
+                                         run_id=run.info.run_id))
 
-                ids = [r.id for r in records]
-                share = lambda d, q: stats.share([x for x in d.get(q, []) if x is not None])  # noqa: E731
-                chart = compare_chart(Path(tmp) / "compare.png", ids, [share(base, q) for q in ids],
-                                      [share(cand, q) for q in ids], s["delta"], (s["ci_low"], s["ci_high"]),
-                                      float(cfg.gate.min_delta),
-                                      f"{name}: baseline v{baseline_version} vs candidate v{candidate_version} "
-                                      f"({c.n_repeats} runs per question; judge {judge_info['judge_name']} "
-                                      f"v{judge_info['judge_version']})")
-                mlflow.log_artifact(str(chart))
-            print(compact_table(s, errors, len(rows)))
-            print(comparison_line(cross))
-            link = tracking.run_link(cfg, experiment_id, run.info.run_id)
-            say(STAGE, f"run: {link}  (chart: compare.png, table: per_question.csv)")
-            return finish(CompareResult(
-                outcome="compared", baseline_version=baseline_version, candidate_version=candidate_version,
-                **judge_info, n_repeats=int(c.n_repeats), questions=s["questions"], rows_per_arm=len(rows),
-                **{k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()},
-                pairs=s["pairs"], regressed=s["regressed"], improved=s["improved"], scorer_means=means,
-                mlflow_comparison=cross,
-                chart=f"{link}/artifacts/compare.png", run_id=run.info.run_id,
-            ), shard_runs)
+
+EvaluateArm = Callable[[str, str, list[Record]], tuple[dict[str, RowOutcome], int]]
+
+
+def one_shard(ctx: StageContext, plan: Plan, index: int, evaluate_arm: EvaluateArm) -> ShardResult:
+    """The shard worker: this shard's (arm, row) pairs into a run of its own; the merge makes the result."""
+    shards = int(ctx.cfg.compare.shards)
+    own = shards_.by_group(shards_.mine(plan.units, shards, index))
+    ctx.say(f"shard {index + 1}/{shards}: " + ", ".join(f"{len(v)} {a} rows" for a, v in own.items()))
+
+    def shard(run_id: str) -> tuple[dict, int]:
+        out, retried = {}, 0
+        for arm, arm_rows in own.items():
+            out[arm], n = evaluate_arm(run_id, arm, arm_rows)
+            retried += n
+        return out, retried
+
+    return shards_.run_shard(ctx, plan.inputs, index, shards, shard)
+
+
+def both_arms(ctx: StageContext, plan: Plan, judge_info: dict, evaluate_arm: EvaluateArm) -> CompareResult:
+    """Both arms in child runs of the compare run: evaluated here, or merged from the shards'
+    runs (running any shard that has none); then the paired statistics."""
+    c = ctx.cfg.compare
+    shards = int(c.shards)
+    with stage_run(ctx, plan.inputs) as run:
+        tracking.log(params={"baseline_version": plan.versions["baseline"],
+                             "candidate_version": plan.versions["candidate"], "n_repeats": int(c.n_repeats),
+                             "questions": len(plan.records), "shards": shards, **judge_info})
+        outcomes: dict[str, dict[str, RowOutcome]] = {}
+        shard_runs: list = []
+        if shards > 1:
+            merged, _, shard_runs = shards_.gather(ctx, plan.inputs, shards, plan.units)
+            outcomes = {arm: merged.get(arm, {}) for arm in ARMS}
+        arm_runs = {}
+        for arm in ARMS:
+            with tracking.child_run(f"{run.info.run_name}-{arm}", {TAG_ARM: arm}) as arm_run:
+                if shards > 1:
+                    shards_.link_traces(outcomes[arm], arm_run.info.run_id)  # the arm's traces, from every shard
+                else:
+                    ctx.say(f"{arm} v{plan.versions[arm]}: {len(plan.records)} held-out questions x {c.n_repeats} runs")
+                    outcomes[arm], _ = evaluate_arm(arm_run.info.run_id, arm, plan.rows)
+                arm_runs[arm] = arm_run.info.run_id
+        return finish(ctx, measure(ctx, run, plan, judge_info, outcomes, arm_runs), shard_runs)
+
+
+def measure(ctx: StageContext, run: Any, plan: Plan, judge_info: dict, outcomes: dict[str, dict[str, RowOutcome]],
+            arm_runs: dict[str, str]) -> CompareResult:
+    """The paired statistics of the two arms, logged with the per-question table and chart."""
+    cfg, c = ctx.cfg, ctx.cfg.compare
+    base, base_err = by_question(outcomes["baseline"], cfg.judge, int(c.n_repeats))
+    cand, cand_err = by_question(outcomes["candidate"], cfg.judge, int(c.n_repeats))
+    s = stats.paired_summary(base, cand, int(c.bootstrap), float(c.ci_level), int(c.seed))
+    metrics = {"baseline_pass_rate": s["base_pass_rate"], "candidate_pass_rate": s["cand_pass_rate"],
+               "delta": s["delta"], "ci_low": s["ci_low"], "ci_high": s["ci_high"], "p_value": s["p_value"],
+               "regressions": len(s["regressed"]), "improvements": len(s["improved"]),
+               "baseline_errors": base_err, "candidate_errors": cand_err,
+               "baseline_error_rate": base_err / len(plan.rows), "candidate_error_rate": cand_err / len(plan.rows)}
+    tracking.log(metrics=metrics)
+    cross = mlflow_comparison(arm_runs["baseline"], arm_runs["candidate"], judge_info["judge_name"],
+                              float(c.ci_level)) if int(c.shards) == 1 else {
+        "status": f"not run: the arms were evaluated in {c.shards} shards' runs, and compare_evaluations takes "
+                  "the judge's values from the one run that scored them"}
+    tracking.log(metrics={f"mlflow_compare.{k}": float(v) for k, v in cross.items()
+                          if k in ("diff", "ci_low", "ci_high", "p_value", "n_paired") and v is not None})
+    tracking.log_files(texts={"per_question.csv": per_question_csv(plan.records, base, cand, str(cfg.agent.input_key))})
+    log_chart(ctx, plan, judge_info, base, cand, s)
+    print(compact_table(s, {"baseline": base_err, "candidate": cand_err}, len(plan.rows)))
+    print(comparison_line(cross))
+    link = ctx.store.run_link(run.info.run_id)
+    ctx.say(f"run: {link}  (chart: compare.png, table: per_question.csv)")
+    return CompareResult(
+        outcome="compared", baseline_version=plan.versions["baseline"], candidate_version=plan.versions["candidate"],
+        **judge_info, n_repeats=int(c.n_repeats), questions=s["questions"], rows_per_arm=len(plan.rows),
+        **{k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()},
+        pairs=s["pairs"], regressed=s["regressed"], improved=s["improved"],
+        scorer_means={arm: scorer_means(outcomes[arm]) for arm in ARMS}, mlflow_comparison=cross,
+        chart=f"{link}/artifacts/compare.png", run_id=run.info.run_id)
+
+
+def log_chart(ctx: StageContext, plan: Plan, judge_info: dict, base: dict, cand: dict, s: dict) -> None:
+    """Each question's pass share in both arms, with the gain and its CI, as compare.png."""
+    from jobs.eval.charts import compare_chart
+
+    ids = [r.id for r in plan.records]
+    share = lambda d, q: stats.share([x for x in d.get(q, []) if x is not None])  # noqa: E731
+    title = (f"{plan.name}: baseline v{plan.versions['baseline']} vs candidate v{plan.versions['candidate']} "
+             f"({ctx.cfg.compare.n_repeats} runs per question; judge {judge_info['judge_name']} "
+             f"v{judge_info['judge_version']})")
+    with tempfile.TemporaryDirectory() as tmp:
+        chart = compare_chart(Path(tmp) / "compare.png", ids, [share(base, q) for q in ids],
+                              [share(cand, q) for q in ids], s["delta"], (s["ci_low"], s["ci_high"]),
+                              float(ctx.cfg.gate.min_delta), title)
+        tracking.log_files(files=[str(chart)])

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from jobs.core.contract import TAG_REVIEW, TAG_SPLIT
 from jobs.core.faults import pause_point
 from jobs.core.results import EvaluateResult
 from jobs.eval import agent, datasets, judges
 from jobs.eval.runner import evaluate_records
-from jobs.llm.endpoints import activate
 from jobs.stages import shards as shards_
-from jobs.stages.common import finish, recorded, reuse, say
-from jobs.store import tracking
-
-STAGE = "evaluate"
+from jobs.stages.common import finish, recorded, reuse, stage_run
+from jobs.stages.context import StageContext, llm
+from jobs.stages.shards import ShardResult
+from jobs.store import traces, tracking
 
 
 def check(cfg: Any) -> None:
@@ -23,62 +23,62 @@ def check(cfg: Any) -> None:
     datasets.from_config(cfg, str(cfg.evaluate.split))
 
 
-def run(cfg: Any) -> EvaluateResult | None:
+def run(ctx: StageContext) -> EvaluateResult | ShardResult:
+    cfg = ctx.cfg
     split = str(cfg.evaluate.split)
     records = datasets.from_config(cfg, split)
-    experiment_id = tracking.connect(cfg)
     prompt_name = str(cfg.prompt.name)
-    seed_version = recorded(cfg, experiment_id, "register").seed_version
+    seed_version = recorded(ctx, "register").seed_version
     inputs = tracking.inputs_hash(prompt_name, seed_version, split, [r.as_eval_row() for r in records],
                                   dict(cfg.judge), str(cfg.model.provider), cfg.model.agent_model)
-    if (done := reuse(cfg, experiment_id, STAGE, inputs)) is not None:
+    if (done := reuse(ctx, inputs)) is not None:
         return done
-
     shards, index = int(cfg.evaluate.shards), cfg.evaluate.shard
     units = [("rows", r) for r in records]
-    with activate(cfg, STAGE, experiment_id) as endpoint:
-        import mlflow
-
-        judge = judges.build(cfg.judge, endpoint)
-        scorers = [judge] + judges.builtin_scorers(list(cfg.judge.builtin_scorers), endpoint)
-        prompt_uri = f"prompts:/{prompt_name}/{seed_version}"
+    prompt_uri = f"prompts:/{prompt_name}/{seed_version}"
+    with llm(ctx) as endpoint:
+        scorers = [judges.build(cfg.judge, endpoint)] + judges.builtin_scorers(list(cfg.judge.builtin_scorers), endpoint)
 
         def evaluate_rows(run_id: str, rows: list) -> tuple[dict, int]:
-            return evaluate_records(cfg, endpoint, experiment_id, run_id, rows, prompt_uri, scorers,
-                                    {"promptgate.split": split}, lambda m: say(STAGE, m))
+            return evaluate_records(cfg, endpoint, ctx.store.experiment_id, ctx.pipeline_id, run_id, rows, prompt_uri,
+                                    scorers, {TAG_SPLIT: split}, ctx.say)
 
         if index is not None:  # one shard's rows into a run of its own; the merge makes the result
             rows = [r for _, r in shards_.mine(units, shards, int(index))]
-            say(STAGE, f"shard {int(index) + 1}/{shards}: {len(rows)} of {len(records)} rows")
+            ctx.say(f"shard {int(index) + 1}/{shards}: {len(rows)} of {len(records)} rows")
 
             def shard(run_id: str) -> tuple[dict, int]:
                 outcomes, retried = evaluate_rows(run_id, rows)
                 return {"rows": outcomes}, retried
 
-            shards_.run_shard(cfg, experiment_id, STAGE, inputs, int(index), shards, shard, lambda m: say(STAGE, m))
-            return None
-        with tracking.stage_run(cfg, experiment_id, STAGE, inputs) as run:
-            mlflow.log_params({"split": split, "rows": len(records), "prompt_uri": prompt_uri, "shards": shards,
-                               "judge": cfg.judge.name, "max_workers": int(cfg.evaluate.max_workers)})
+            return shards_.run_shard(ctx, inputs, int(index), shards, shard)
+        with stage_run(ctx, inputs) as run:
+            tracking.log(params={"split": split, "rows": len(records), "prompt_uri": prompt_uri, "shards": shards,
+                                 "judge": cfg.judge.name, "max_workers": int(cfg.evaluate.max_workers)})
             if shards > 1:
-                merged, retried, shard_runs = shards_.gather(cfg, experiment_id, STAGE, inputs, shards, units,
-                                                    lambda m: say(STAGE, m))
+                merged, retried, shard_runs = shards_.gather(ctx, inputs, shards, units)
                 outcomes = merged.get("rows", {})
                 shards_.link_traces(outcomes, run.info.run_id)  # the review queue finds them under this run
             else:
                 outcomes, retried, shard_runs = *evaluate_rows(run.info.run_id, records), []
             pause_point("evaluate.scored")
-            ok = [o for o in outcomes.values() if o.ok]
-            errors = len(outcomes) - len(ok)
-            passes = sum(1 for o in ok if judges.passed(cfg.judge, o.value))
-            for o in ok:  # only OK traces with a judge value go to the experts
-                mlflow.set_trace_tag(o.trace_id, tracking.TAG_REVIEW, "pending")
-            metrics = {"rows": len(records), "scored": len(ok), "errors": errors, "retried_rows": retried,
-                       "pass_rate": passes / len(ok) if ok else 0.0}
-            mlflow.log_metrics(metrics)
-            say(STAGE, f"{split}: {passes}/{len(ok)} passed {cfg.judge.name} (pass rate {metrics['pass_rate']:.2f}), "
-                       f"{errors} errors, {retried} rows re-evaluated")
-            say(STAGE, f"run: {tracking.run_link(cfg, experiment_id, run.info.run_id)}")
-            say(STAGE, f"traces: {tracking.traces_link(cfg, experiment_id)}")
-            return finish(EvaluateResult(**metrics, run_id=run.info.run_id, prompt_version=seed_version, split=split,
-                                         reviewable=len(ok)), shard_runs)
+            return finish(ctx, summarize(ctx, run, outcomes, len(records), retried, seed_version), shard_runs)
+
+
+def summarize(ctx: StageContext, run: Any, outcomes: dict, rows: int, retried: int, seed_version: int) -> EvaluateResult:
+    """Tag the OK traces for the experts, log the figures, say them, and build the result."""
+    cfg, split = ctx.cfg, str(ctx.cfg.evaluate.split)
+    ok = [o for o in outcomes.values() if o.ok]
+    errors = len(outcomes) - len(ok)
+    passes = sum(1 for o in ok if judges.passed(cfg.judge, o.value))
+    for o in ok:  # only OK traces with a judge value go to the experts
+        traces.set_tags(o.trace_id, {TAG_REVIEW: "pending"})
+    metrics = {"rows": rows, "scored": len(ok), "errors": errors, "retried_rows": retried,
+               "pass_rate": passes / len(ok) if ok else 0.0}
+    tracking.log(metrics=metrics)
+    ctx.say(f"{split}: {passes}/{len(ok)} passed {cfg.judge.name} (pass rate {metrics['pass_rate']:.2f}), "
+            f"{errors} errors, {retried} rows re-evaluated")
+    ctx.say(f"run: {ctx.store.run_link(run.info.run_id)}")
+    ctx.say(f"traces: {ctx.store.traces_link()}")
+    return EvaluateResult(**metrics, run_id=run.info.run_id, prompt_version=seed_version, split=split,
+                          reviewable=len(ok))

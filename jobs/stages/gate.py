@@ -5,18 +5,17 @@ results of the same pipeline, and record why either way. ``gate.rollback=true`` 
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from jobs.core.errors import EXIT_REFUSED, UserError
+from jobs.core.contract import GATE_TAG
+from jobs.core.errors import Refused, UserError
 from jobs.core.faults import pause_point
 from jobs.core.results import AlignResult, CompareResult, GateResult
-from jobs.stages.common import command, finish, reuse, say
-from jobs.store import tracking
-
-STAGE = "gate"
-TAG = "promptgate.gate."
+from jobs.eval.pipeline_judge import judge_agreement
+from jobs.stages.common import command, finish, reuse, stage_run
+from jobs.stages.context import StageContext
+from jobs.store import prompts, tracking
 
 
 @dataclass(frozen=True)
@@ -46,8 +45,6 @@ def judge_gate(align_result: AlignResult | None, g: Any) -> list[Gate]:
     on enough labels, at least ``gate.min_judge_kappa`` (null: no expert check)."""
     if g.get("min_judge_kappa") is None:
         return []
-    from jobs.stages.align import judge_agreement
-
     kappa, basis = judge_agreement(align_result)
     return [_gate(JUDGE_GATE, kappa, ">=", float(g.min_judge_kappa), basis)]
 
@@ -80,18 +77,21 @@ def check(cfg: Any) -> None:
     """The gate reads only MLflow; its thresholds are checked by the root schema (GateSettings)."""
 
 
-def compare_result(cfg: Any, experiment_id: str) -> tuple[Any, CompareResult, AlignResult | None]:
+def compare_result(ctx: StageContext) -> tuple[Any, CompareResult, AlignResult | None]:
     """The pipeline's compare results, checked against the versions the pipeline now records."""
-    pid = str(cfg.pipeline_id)
-    run = tracking.latest_result(experiment_id, pid, "compare")
+    pid = ctx.pipeline_id
+    ctx.needs("compare")
+    run = ctx.store.latest_result(pid, "compare")
     if run is None:
-        raise UserError(f"pipeline {pid} has no compare results; run `{command('compare', cfg)}` first")
+        raise UserError(f"pipeline {pid} has no compare results; run `{command(ctx, 'compare')}` first")
     compare = tracking.result_of(run)
-    candidate = tracking.pipeline_candidate(experiment_id, pid)
+    ctx.needs("optimize")
+    candidate = tracking.pipeline_candidate(ctx.store.experiment_id, pid)
     if candidate != compare.candidate_version:
         raise UserError(f"stale compare results: compare used candidate v{compare.candidate_version} but the "
                         f"pipeline's candidate is now v{candidate}; rerun compare with force=true")
-    align = tracking.result_of(tracking.latest_result(experiment_id, pid, "align"))
+    ctx.needs("align")
+    align = ctx.store.result(pid, "align")
     judge_version = (align.judge_version if align is not None else None) or "base"
     if compare.outcome == "compared" and str(compare.judge_version) != str(judge_version):
         raise UserError(f"stale compare results: compare used judge v{compare.judge_version} but align now "
@@ -100,14 +100,11 @@ def compare_result(cfg: Any, experiment_id: str) -> tuple[Any, CompareResult, Al
 
 
 def record(name: str, version: Any, tags: dict[str, str]) -> None:
-    import mlflow
-    from mlflow import MlflowClient
-
-    client = MlflowClient()
-    for key, value in tags.items():
-        if version is not None:
-            client.set_prompt_version_tag(name, version, TAG + key, value)
-        mlflow.set_tag(TAG + key, value)
+    """The decision's tags on the candidate version (when there is one) and on the gate's run."""
+    tagged = {GATE_TAG + key: value for key, value in tags.items()}
+    if version is not None:
+        prompts.tag_version(name, version, tagged)
+    tracking.log(tags=tagged)
 
 
 REFERENCE = ("heldout_pass_rate", "heldout_rows", "judge_name", "judge_version", "compare_run_id")
@@ -116,8 +113,6 @@ REFERENCE = ("heldout_pass_rate", "heldout_rows", "judge_name", "judge_version",
 def record_reference(name: str, compare: CompareResult, production: int) -> None:
     """What the monitor holds production to: the held-out pass rate compare measured for the
     version production now points at, the rows it rests on, and the judge that scored them."""
-    from mlflow import MlflowClient
-
     arm = "candidate" if int(production) == int(compare.candidate_version) else "baseline"
     if arm == "baseline" and int(production) != int(compare.baseline_version):
         return  # production moved concurrently: compare measured neither arm as production
@@ -128,85 +123,87 @@ def record_reference(name: str, compare: CompareResult, production: int) -> None
     values = {"heldout_pass_rate": f"{rate:.6f}", "heldout_rows": str(int(compare.rows_per_arm or 0) - int(errors)),
               "judge_name": str(compare.judge_name), "judge_version": str(compare.judge_version),
               "compare_run_id": str(compare.run_id)}
-    client = MlflowClient()
-    for key in REFERENCE:
-        client.set_prompt_version_tag(name, production, TAG + key, values[key])
+    prompts.tag_version(name, production, {GATE_TAG + key: values[key] for key in REFERENCE})
 
 
-def rollback(cfg: Any, experiment_id: str) -> GateResult:
-    import mlflow
-    from mlflow import MlflowClient
-
-    name = str(cfg.prompt.name)
-    client = MlflowClient()
-    current = client.get_prompt_version_by_alias(name, "production")
-    previous = current.tags.get(TAG + "previous_production")
+def rollback(ctx: StageContext) -> GateResult:
+    name = str(ctx.cfg.prompt.name)
+    current = prompts.by_alias(name, "production")
+    if current is None:
+        raise UserError(f"prompt '{name}' has no production alias; nothing to roll back")
+    previous = current.tags.get(GATE_TAG + "previous_production")
     if not previous:
         raise UserError(f"production (v{current.version}) has no recorded previous version; nothing to roll back to")
-    with tracking.stage_run(cfg, experiment_id, STAGE, tracking.inputs_hash("rollback", current.version)) as run:
-        mlflow.genai.set_prompt_alias(name, alias="production", version=int(previous))
+    with stage_run(ctx, tracking.inputs_hash("rollback", current.version)) as run:
+        prompts.set_alias(name, "production", int(previous))
         record(name, current.version, {"decision": "rolled_back", "rolled_back_to": previous,
-                                                        "pipeline_id": str(cfg.pipeline_id)})
-        say(STAGE, f"production moved back from v{current.version} to v{previous}")
-        return finish(GateResult(decision="rolled_back", from_version=int(current.version), to_version=int(previous),
-                                 run_id=run.info.run_id))
+                                       "pipeline_id": ctx.pipeline_id})
+        ctx.say(f"production moved back from v{current.version} to v{previous}")
+        return finish(ctx, GateResult(decision="rolled_back", from_version=int(current.version),
+                                      to_version=int(previous), run_id=run.info.run_id))
 
 
-def run(cfg: Any) -> GateResult:
-    experiment_id = tracking.connect(cfg)
+def run(ctx: StageContext) -> GateResult:
+    cfg = ctx.cfg
     if cfg.gate.rollback:
-        return rollback(cfg, experiment_id)
-    compare_run, compare, align = compare_result(cfg, experiment_id)
+        return rollback(ctx)
+    compare_run, compare, align = compare_result(ctx)
     inputs = tracking.inputs_hash(compare_run.info.run_id, dict(cfg.gate), align.run_id if align is not None else None)
-    if (done := reuse(cfg, experiment_id, STAGE, inputs)) is not None:
+    if (done := reuse(ctx, inputs)) is not None:
         return done
-
-    import mlflow
-    from mlflow import MlflowClient
-
     name = str(cfg.prompt.name)
-    candidate, baseline = compare.candidate_version, compare.baseline_version
-    with tracking.stage_run(cfg, experiment_id, STAGE, inputs) as run:
+    with stage_run(ctx, inputs) as run:
         if compare.outcome != "compared":  # nothing to promote; the judge's evidence is still reported
             gates = judge_gate(align, cfg.gate)
             decision, reasons = "refuse", ["no candidate: optimize found no gain on train", *decide(gates)[1]]
         else:
             gates = evaluate_gates(compare, cfg.gate, align)
             decision, reasons = decide(gates)
-        with tracking.alias_lock(name, "production"):  # no other gate moves production between check and move
-            client = MlflowClient()
-            production = int(client.get_prompt_version_by_alias(name, "production").version)
-            pid = str(cfg.pipeline_id)
-            if decision == "promote" and production == int(candidate) and \
-                    client.get_prompt_version(name, candidate).tags.get(TAG + "promoting_pipeline") == pid:
-                production = int(baseline)  # this pipeline moved it before it was killed: record, don't move again
-                say(STAGE, f"production already points at v{candidate}, moved by an earlier attempt of this pipeline")
-            elif decision == "promote" and production != int(baseline):
-                decision, reasons = "refuse", [f"production moved concurrently: compare measured against "
-                                               f"v{baseline}, production is now v{production}"]
-            elif decision == "promote":
-                client.set_prompt_version_tag(name, candidate, TAG + "promoting_pipeline", pid)  # before the move
-                mlflow.genai.set_prompt_alias(name, alias="production", version=int(candidate))
+        decision, reasons, production = move_production(ctx, name, compare, decision, reasons)
         pause_point("gate.decided")  # the alias moved (if promoting), nothing recorded yet: the awkward moment
-        tags = {"decision": decision, "reasons": "; ".join(reasons) or "every gate passed",
-                "pipeline_id": str(cfg.pipeline_id), "previous_production": str(production),
-                "compare_run_id": compare_run.info.run_id,
-                "gates": json.dumps([asdict(x) for x in gates])}
-        record(name, candidate, tags)
-        if compare.outcome == "compared":
-            record_reference(name, compare, candidate if decision == "promote" else production)
-        mlflow.log_metrics({f"gate_{x.name.split(' ')[0].replace(':', '_')}": float(x.value)
-                            for x in gates if x.value is not None})
-        mlflow.log_metric("promoted", 1.0 if decision == "promote" else 0.0)
-        for x in gates:
-            print(x.line())
-        verdict = (f"PROMOTED: production v{production} -> v{candidate}" if decision == "promote"
-                   else f"REFUSED: production stays v{production}; " + "; ".join(reasons))
-        say(STAGE, verdict)
-        say(STAGE, f"run: {tracking.run_link(cfg, experiment_id, run.info.run_id)}")
-        result = finish(GateResult(decision=decision, reasons=reasons, candidate_version=candidate,
-                                   previous_production=production, gates=[asdict(x) for x in gates],
-                                   run_id=run.info.run_id))
+        result = record_decision(ctx, run, name, compare, compare_run.info.run_id, gates, decision, reasons, production)
     if decision != "promote" and cfg.gate.fail_on_refuse:
-        sys.exit(EXIT_REFUSED)
+        raise Refused(f"the gate refused (gate.fail_on_refuse=true): {'; '.join(reasons)}", result=result)
     return result
+
+
+def move_production(ctx: StageContext, name: str, compare: CompareResult, decision: str,
+                    reasons: list[str]) -> tuple[str, list[str], int]:
+    """Move ``production`` to the candidate under the alias lock when the gates said promote:
+    (decision, reasons, the version production pointed at before)."""
+    candidate, baseline, pid = compare.candidate_version, compare.baseline_version, ctx.pipeline_id
+    with prompts.alias_lock(name, "production"):  # no other gate moves production between check and move
+        production = int(prompts.by_alias(name, "production").version)
+        if decision == "promote" and production == int(candidate) and \
+                prompts.version(name, candidate).tags.get(GATE_TAG + "promoting_pipeline") == pid:
+            production = int(baseline)  # this pipeline moved it before it was killed: record, don't move again
+            ctx.say(f"production already points at v{candidate}, moved by an earlier attempt of this pipeline")
+        elif decision == "promote" and production != int(baseline):
+            decision, reasons = "refuse", [f"production moved concurrently: compare measured against "
+                                           f"v{baseline}, production is now v{production}"]
+        elif decision == "promote":
+            prompts.tag_version(name, candidate, {GATE_TAG + "promoting_pipeline": pid})  # before the move
+            prompts.set_alias(name, "production", int(candidate))
+    return decision, reasons, production
+
+
+def record_decision(ctx: StageContext, run: Any, name: str, compare: CompareResult, compare_run_id: str,
+                    gates: list[Gate], decision: str, reasons: list[str], production: int) -> GateResult:
+    """The decision on the candidate version and the run, the monitor's reference, the lines people read."""
+    candidate = compare.candidate_version
+    record(name, candidate, {"decision": decision, "reasons": "; ".join(reasons) or "every gate passed",
+                             "pipeline_id": ctx.pipeline_id, "previous_production": str(production),
+                             "compare_run_id": compare_run_id, "gates": json.dumps([asdict(x) for x in gates])})
+    if compare.outcome == "compared":
+        record_reference(name, compare, candidate if decision == "promote" else production)
+    tracking.log(metrics={**{f"gate_{x.name.split(' ')[0].replace(':', '_')}": float(x.value)
+                             for x in gates if x.value is not None},
+                          "promoted": 1.0 if decision == "promote" else 0.0})
+    for x in gates:
+        print(x.line())
+    ctx.say(f"PROMOTED: production v{production} -> v{candidate}" if decision == "promote"
+            else f"REFUSED: production stays v{production}; " + "; ".join(reasons))
+    ctx.say(f"run: {ctx.store.run_link(run.info.run_id)}")
+    return finish(ctx, GateResult(decision=decision, reasons=reasons, candidate_version=candidate,
+                                  previous_production=production, gates=[asdict(x) for x in gates],
+                                  run_id=run.info.run_id))

@@ -14,24 +14,34 @@ Judges tab of the experiment shows which judge watches it.
 
 from __future__ import annotations
 
-import sys
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
-from jobs.core.contract import TAG_PROMPT_VERSION, TAG_REVIEW, TAG_REVIEW_FROM
-from jobs.core.errors import UserError
+from jobs.core.contract import (
+    GATE_TAG,
+    META_MONITOR_JUDGE,
+    META_MONITOR_RUN,
+    TAG_CHECKPOINT,
+    TAG_DRIFT,
+    TAG_MONITORED,
+    TAG_MONITORED_BY,
+    TAG_PARENT_RUN,
+    TAG_PROMPT_VERSION,
+    TAG_REVIEW,
+    TAG_REVIEW_FROM,
+)
+from jobs.core.errors import Refused, UserError
 from jobs.core.faults import pause_point
+from jobs.core.judge_kinds import kind_of
 from jobs.core.results import MonitorResult, fmt
 from jobs.eval import judges, stats
-from jobs.stages.common import finish, say
-from jobs.stages.gate import TAG as GATE_TAG
-from jobs.store import tracking
+from jobs.eval.pipeline_judge import judge_version
+from jobs.stages.common import finish, stage_run
+from jobs.stages.context import StageContext, llm
+from jobs.store import prompts, reviews, scorers, traces, tracking
+from jobs.store.traces import judge_fields
 
-STAGE = "monitor"
-TAG_SCORED = "promptgate.monitored"  # on a trace: the judge version that scored it ("name@version")
-TAG_SCORED_RUN = "promptgate.monitored_by"  # on a trace: the monitor run whose window counts it
-META_RUN, META_JUDGE = "promptgate.monitor_run", "promptgate.monitor_judge"  # on the verdict (assessment metadata)
-TAG_DRIFT = "promptgate.monitor.drift"
 OVERLAP_MS = 60_000  # traces can be exported after newer ones: look back this far, skip the scored
 
 
@@ -44,28 +54,37 @@ def monitor_id(cfg: Any) -> str:
     return str(cfg.pipeline_id) if str(cfg.pipeline_id) != "adhoc" else f"production-{cfg.prompt.name}"
 
 
-def reference(name: str) -> tuple[int, dict[str, str]]:
-    """Production's version and what its gate recorded (held-out pass rate, rows, judge)."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
+@dataclass(frozen=True)
+class Reference:
+    """What production is held to: its version and what its gate recorded for it."""
 
-    try:
-        version = MlflowClient().get_prompt_version_by_alias(name, "production")
-    except MlflowException:
-        raise UserError(f"prompt '{name}' has no production alias; run the pipeline first (make run)") from None
+    version: int
+    rate: float  # held-out pass rate
+    rows: int  # the held-out rows it rests on
+    judge_name: str
+    judge_version: str
+    recorded: dict[str, str]  # every tag the gate left on the version
+
+
+def reference(name: str, default_judge: str) -> Reference:
+    """Production's version and what its gate recorded (held-out pass rate, rows, judge)."""
+    version = prompts.by_alias(name, "production")
+    if version is None:
+        raise UserError(f"prompt '{name}' has no production alias; run the pipeline first (make run)")
     rec = {k[len(GATE_TAG):]: v for k, v in (version.tags or {}).items() if k.startswith(GATE_TAG)}
     if "heldout_pass_rate" not in rec:
         raise UserError(f"production v{version.version} of '{name}' has no held-out pass rate recorded by a gate; "
                         "run the pipeline up to its gate (make run) so the monitor has a reference")
-    return int(version.version), rec
+    return Reference(int(version.version), float(rec["heldout_pass_rate"]), int(rec["heldout_rows"]),
+                     rec.get("judge_name", default_judge), rec.get("judge_version", "base"), rec)
 
 
 def prior_verdict(trace: Any, scored_tag: str) -> tuple[str, Any] | None:
     """(the monitor run that judged this trace, its value) for this judge version, if one did."""
     for a in reversed(trace.info.assessments or []):
         meta = a.metadata or {}
-        if meta.get(META_JUDGE) == scored_tag and getattr(a, "feedback", None) is not None:
-            return trace.info.tags.get(TAG_SCORED_RUN) or meta.get(META_RUN), a.feedback.value
+        if meta.get(META_MONITOR_JUDGE) == scored_tag and getattr(a, "feedback", None) is not None:
+            return trace.info.tags.get(TAG_MONITORED_BY) or meta.get(META_MONITOR_RUN), a.feedback.value
     return None
 
 
@@ -73,23 +92,13 @@ def pending(cfg: Any, experiment_id: str, since_ms: int, scored_tag: str) -> tup
     """Production traces from ``since_ms`` on (with an overlap), oldest first, as (to judge, verdicts
     to count again, all found): a trace a finished monitor run counted is left alone; one judged by
     a run that was killed before it recorded its window keeps that verdict and is counted now."""
-    import mlflow
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    f = f"{cfg.monitor.filter} AND trace.timestamp_ms >= {max(0, since_ms - OVERLAP_MS)}"
-    try:
-        found = mlflow.search_traces(locations=[experiment_id], filter_string=f, order_by=["timestamp_ms ASC"],
-                                     max_results=int(cfg.monitor.max_traces) * 2, return_type="list", include_spans=True)
-    except MlflowException as e:
-        raise UserError(f"monitor.filter \"{cfg.monitor.filter}\" is not a trace filter MLflow accepts "
-                        f"({' '.join(str(e).split())[:200]}); write it as in search_traces, e.g. "
-                        "tags.`promptgate.traffic` = 'production'") from None
+    found = traces.search_user_filter(experiment_id, "monitor.filter", str(cfg.monitor.filter),
+                                      max(0, since_ms - OVERLAP_MS), int(cfg.monitor.max_traces) * 2)
     status: dict[str, str] = {}  # run id -> status, asked once per run
 
     def finished(run_id: str | None) -> bool:
         if run_id and run_id not in status:
-            status[run_id] = MlflowClient().get_run(run_id).info.status
+            status[run_id] = tracking.run_status(run_id)
         return status.get(run_id or "") == "FINISHED"
 
     fresh, recovered = [], {}
@@ -104,109 +113,52 @@ def pending(cfg: Any, experiment_id: str, since_ms: int, scored_tag: str) -> tup
     return fresh, recovered, [t for t in found if t.info.trace_id in keep]
 
 
-def production_experiment(cfg: Any, experiment_id: str) -> str:
+def production_experiment(ctx: StageContext) -> str:
     """The experiment holding production's traces: ``monitor.experiment``, else the pipeline's."""
-    name = cfg.monitor.get("experiment")
+    name = ctx.cfg.monitor.get("experiment")
     if not name:
-        return experiment_id
-    from mlflow import MlflowClient
-
-    found = MlflowClient().get_experiment_by_name(str(name))
+        return ctx.store.experiment_id
+    found = tracking.experiment_id_of(str(name))
     if found is None:
-        raise UserError(f"monitor.experiment '{name}' does not exist on {cfg.mlflow.tracking_uri}; "
+        raise UserError(f"monitor.experiment '{name}' does not exist on {ctx.store.tracking_uri}; "
                         "name the experiment your deployed agent logs its traces to")
-    return found.experiment_id
+    return found
 
 
-def borderline(judge_cfg: Any, value: Any, margin: float) -> bool:
-    """A pass too close to call: a float near the threshold, a categorical value between best and worst."""
-    kind = judge_cfg.feedback_value_type
-    if kind == "float":
-        return abs(float(value) - float(judge_cfg.pass_threshold)) <= margin
-    if kind == "categorical":
-        cats = [str(c) for c in judge_cfg.categories]
-        return str(value) in cats[1:-1]
-    return False
+def mark_counted(trace_id: str, run_id: str, scored_tag: str) -> None:
+    traces.set_tags(trace_id, {TAG_MONITORED: scored_tag, TAG_MONITORED_BY: run_id})
 
 
-def mark_counted(client: Any, trace_id: str, run_id: str, scored_tag: str) -> None:
-    client.set_trace_tag(trace_id, TAG_SCORED, scored_tag)
-    client.set_trace_tag(trace_id, TAG_SCORED_RUN, run_id)
-
-
-def score(cfg: Any, judge: Any, traces: list[Any], run_id: str, scored_tag: str) -> dict[str, Any]:
+def score(ctx: StageContext, judge: Any, to_judge: list[Any], run_id: str, scored_tag: str) -> dict[str, Any]:
     """Judge each trace, log the verdict on it, tag it scored: trace id -> value (None: error)."""
-    import mlflow
-    from mlflow import MlflowClient
-
-    from jobs.store.traces import judge_fields
-
-    client = MlflowClient()
-
     def one(trace: Any) -> tuple[str, Any]:
         tid = trace.info.trace_id
         try:
             fb = judge(**judge_fields(trace))
         except Exception as e:  # noqa: BLE001 - an error is counted, not a verdict
-            say(STAGE, f"could not score {tid}: {type(e).__name__}: {' '.join(str(e).split())[:200]}")
+            ctx.say(f"could not score {tid}: {type(e).__name__}: {' '.join(str(e).split())[:200]}")
             return tid, None
         if fb.value is None or getattr(fb, "error", None):
             return tid, None
-        fb.metadata = {**(fb.metadata or {}), META_RUN: run_id, META_JUDGE: scored_tag}
-        mlflow.log_assessment(trace_id=tid, assessment=fb)  # the verdict, then the tags: a kill between keeps it
-        mark_counted(client, tid, run_id, scored_tag)
+        traces.log_verdict(tid, fb, {META_MONITOR_RUN: run_id, META_MONITOR_JUDGE: scored_tag})
+        mark_counted(tid, run_id, scored_tag)  # the verdict, then the tags: a kill between keeps it
         return tid, fb.value
 
-    with ThreadPoolExecutor(max_workers=int(cfg.monitor.max_workers)) as pool:
-        return dict(pool.map(one, traces))
+    with ThreadPoolExecutor(max_workers=int(ctx.cfg.monitor.max_workers)) as pool:
+        return dict(pool.map(one, to_judge))
 
 
-def queue_for_review(cfg: Any, experiment_id: str, trace_ids: list[str]) -> int:
+def queue_for_review(ctx: StageContext, experiment_id: str, trace_ids: list[str]) -> int:
     """Failing and borderline production traces into the monitor's review queue."""
     if not trace_ids:
         return 0
-    from mlflow import MlflowClient
-
-    from jobs.store import reviews
-
-    schema, _ = reviews.ensure_label_schema(experiment_id, cfg.judge)
-    reviewers = list(cfg.feedback.get("reviewers") or [])
-    queue, _ = reviews.ensure_queue(experiment_id, str(cfg.monitor.queue), reviewers, schema.schema_id)
-    client = MlflowClient()
+    cfg = ctx.cfg
     for tid in trace_ids:
-        client.set_trace_tag(tid, TAG_REVIEW, "pending")
-        client.set_trace_tag(tid, TAG_REVIEW_FROM, "production")
-    added = reviews.add_traces(queue.queue_id, trace_ids)
-    say(STAGE, f"{added} failing or borderline traces added to review queue '{cfg.monitor.queue}': "
-               f"{reviews.queue_link(tracking.ui_base(cfg), experiment_id, queue.queue_id)}")
-    return added
-
-
-def register_sampling(cfg: Any, experiment_id: str, judge: Any, info: dict) -> str:
-    """Record in MLflow which judge watches the experiment (the Judges tab): the scorer with a
-    sampling config over the production filter. MLflow's server scores by itself only with
-    judges on its own AI gateway (`gateway:/` models); for any other model the config is kept
-    at rate 0, and this stage is the scorer."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.genai.scorers import ScorerSamplingConfig, get_scorer
-
-    name = info["judge_name"]
-    try:
-        registered = get_scorer(name=name, experiment_id=experiment_id)
-    except MlflowException:
-        registered = None
-    if registered is None:  # the base judge watches until align registers a version
-        registered = judge.register(name=name, experiment_id=experiment_id)
-    config = ScorerSamplingConfig(sample_rate=float(cfg.monitor.sample_rate), filter_string=str(cfg.monitor.filter))
-    try:
-        registered.start(name=name, experiment_id=experiment_id, sampling_config=config)
-        return f"sample rate {cfg.monitor.sample_rate}"
-    except MlflowException as e:
-        if "gateway model" not in str(e):
-            raise
-        registered.update(name=name, experiment_id=experiment_id,
-                          sampling_config=ScorerSamplingConfig(sample_rate=0.0, filter_string=str(cfg.monitor.filter)))
-        return "server-side sampling off (its model is not an MLflow gateway model); this stage scores"
+        traces.set_tags(tid, {TAG_REVIEW: "pending", TAG_REVIEW_FROM: "production"})
+    q = reviews.queue_traces(experiment_id, cfg.judge, str(cfg.monitor.queue), list(cfg.feedback.get("reviewers") or []),
+                             trace_ids, ctx.store.ui_base)
+    ctx.say(f"{q.added} failing or borderline traces added to review queue '{cfg.monitor.queue}': {q.link}")
+    return q.added
 
 
 def window(prev: MonitorResult | None, version: int, new_passes: int, new_scored: int,
@@ -238,90 +190,103 @@ def verdict(cfg: Any, passes: int, n: int, ref_rate: float, ref_rows: int) -> tu
     return drift, drop, p, why
 
 
-def run(cfg: Any) -> MonitorResult:
-    experiment_id = tracking.connect(cfg)
-    from omegaconf import OmegaConf
+@dataclass(frozen=True)
+class Window:
+    """What one monitor run found and judged."""
 
-    cfg = OmegaConf.merge(cfg, {"pipeline_id": monitor_id(cfg)})
-    traces_in = production_experiment(cfg, experiment_id)
-    name = str(cfg.prompt.name)
-    version, ref = reference(name)
-    ref_rate, ref_rows = float(ref["heldout_pass_rate"]), int(ref["heldout_rows"])
-    prev = tracking.result_of(tracking.latest_result(experiment_id, monitor_id(cfg), STAGE))
+    values: dict[str, Any]  # trace id -> judge value (None: an error), this run's and recovered ones
+    new_traces: int  # traces this run judged
+    recovered: int  # verdicts of a killed run counted now
+    other: set[str]  # traces answered by another prompt version: judged, not counted
+    checkpoint: int  # newest trace timestamp seen
+    first: int  # oldest trace timestamp seen
+
+
+def run(ctx: StageContext) -> MonitorResult:
+    ctx = ctx.for_pipeline(monitor_id(ctx.cfg))  # the monitor's runs group under their own id
+    traces_in = production_experiment(ctx)
+    ref = reference(str(ctx.cfg.prompt.name), str(ctx.cfg.judge.name))
+    ctx.needs("gate")
+    prev = ctx.store.result(ctx.pipeline_id, ctx.stage)
     since = int(prev.checkpoint_ms or 0) if prev is not None else 0
-
-    import mlflow
-    from mlflow import MlflowClient
-
-    from jobs.llm.endpoints import activate
-    from jobs.stages.align import judge_version
-
-    inputs = tracking.inputs_hash(name, version, ref, since)
-    with activate(cfg, STAGE, experiment_id) as endpoint:
-        judge, info = judge_version(cfg, experiment_id, endpoint, ref.get("judge_name", str(cfg.judge.name)),
-                                    ref.get("judge_version", "base"))
+    inputs = tracking.inputs_hash(str(ctx.cfg.prompt.name), ref.version, ref.recorded, since)
+    with llm(ctx) as endpoint:
+        judge, info = judge_version(ctx.cfg.judge, ctx.store.experiment_id, endpoint, ref.judge_name, ref.judge_version)
         scored_tag = f"{info['judge_name']}@{info['judge_version']}"
-        to_judge, recovered, traces = pending(cfg, traces_in, since, scored_tag)
-        say(STAGE, f"production v{version}: {len(to_judge)} new traces since checkpoint {since}"
-                   f"{f' and {len(recovered)} judged by a run that did not finish' if recovered else ''} "
-                   f"(filter: {cfg.monitor.filter}); judge {info['judge_name']} v{info['judge_version']}, "
-                   f"the one the last gate relied on")
-        with tracking.stage_run(cfg, experiment_id, STAGE, inputs) as run:
-            watching = register_sampling(cfg, experiment_id, judge, info)
-            values = score(cfg, judge, to_judge, run.info.run_id, scored_tag)
+        to_judge, recovered, found = pending(ctx.cfg, traces_in, since, scored_tag)
+        ctx.say(f"production v{ref.version}: {len(to_judge)} new traces since checkpoint {since}"
+                f"{f' and {len(recovered)} judged by a run that did not finish' if recovered else ''} "
+                f"(filter: {ctx.cfg.monitor.filter}); judge {info['judge_name']} v{info['judge_version']}, "
+                f"the one the last gate relied on")
+        with stage_run(ctx, inputs) as run:
+            watching = scorers.watch(judge, info["judge_name"], ctx.store.experiment_id,
+                                     float(ctx.cfg.monitor.sample_rate), str(ctx.cfg.monitor.filter))
+            values = score(ctx, judge, to_judge, run.info.run_id, scored_tag)
             pause_point("monitor.scored")
-            client = MlflowClient()
             for tid in recovered:  # this run's window counts them now, and no later one
-                mark_counted(client, tid, run.info.run_id, scored_tag)
-            values.update(recovered)
-            other = {t.info.trace_id for t in traces if t.info.tags.get(TAG_PROMPT_VERSION, str(version)) != str(version)}
-            verdicts = {tid: judges.passed(cfg.judge, v) for tid, v in values.items() if v is not None}
-            errors = sum(1 for v in values.values() if v is None)
-            review = [tid for tid, v in values.items() if v is not None
-                      and (not verdicts[tid] or borderline(cfg.judge, v, float(cfg.monitor.borderline)))]
-            queued = queue_for_review(cfg, traces_in, review)
-            if other:
-                say(STAGE, f"{len(other)} traces were answered by another prompt version than production "
-                           f"v{version}: judged, not counted in its window")
-            mine = {tid: v for tid, v in verdicts.items() if tid not in other}
-            checkpoint = max([since] + [int(t.info.timestamp_ms) for t in traces])
-            first = min([int(t.info.timestamp_ms) for t in traces], default=checkpoint)
-            start, passes, n = window(prev, version, sum(mine.values()), len(mine), first)
-            drift, drop, p, why = verdict(cfg, passes, n, ref_rate, ref_rows)
-            rate = passes / n if n else None
-            metrics = {"new_traces": len(to_judge), "recovered": len(recovered), "errors": errors, "window_traces": n, "queued": queued,
-                       **({"window_pass_rate": rate} if rate is not None else {}),
-                       "reference_pass_rate": ref_rate, **({"p_value": p, "drop": drop} if p is not None else {})}
-            mlflow.log_metrics(metrics)
-            mlflow.log_params({"production_version": version, "judge": scored_tag, "filter": cfg.monitor.filter,
-                               "min_window": cfg.monitor.min_window, "alpha": cfg.monitor.alpha})
-            mlflow.set_tags({TAG_DRIFT: "not judged" if drift is None else str(drift).lower(),
-                             "promptgate.monitor.checkpoint_ms": str(checkpoint)})
-            if drift is not None:  # one point per judged window on the parent run: MLflow charts the series
-                parent = run.data.tags.get("mlflow.parentRunId")
-                MlflowClient().log_metric(parent, "window_pass_rate", rate, step=len(judged_windows(experiment_id, cfg)))
-            if drift:
-                MlflowClient().set_prompt_version_tag(name, version, TAG_DRIFT, f"{rate:.3f} on {n} traces vs {ref_rate:.3f} "
-                                                      f"held-out; p={p:.4f}; run {run.info.run_id}")
-            say(STAGE, f"judge registered for the experiment ({watching})")
-            say(STAGE, f"window: {n} traces ({passes} pass, {errors} errors this run), pass rate {fmt(rate)}; "
-                       f"held-out {ref_rate:.3f} on {ref_rows} rows (gate of production v{version})")
-            say(STAGE, "DRIFT: the pass rate dropped significantly; " + why if drift else
-                ("no drift: " + why if drift is not None else "drift NOT JUDGED: " + why))
-            say(STAGE, f"run: {tracking.run_link(cfg, experiment_id, run.info.run_id)}")
-            result = finish(MonitorResult(
-                run_id=run.info.run_id, production_version=version, judge_name=info["judge_name"],
-                judge_version=info["judge_version"], new_traces=len(to_judge), errors=errors, window_start_ms=start,
-                window_traces=n, window_passes=passes, window_pass_rate=rate, reference_pass_rate=ref_rate,
-                reference_rows=ref_rows, drop=drop, p_value=p, drift=drift, reason=why, queued=queued,
-                checkpoint_ms=checkpoint))
-    print(result.headline(cfg.evidence)[0])
-    if drift and int(cfg.monitor.drift_exit_code):
-        sys.exit(int(cfg.monitor.drift_exit_code))
+                mark_counted(tid, run.info.run_id, scored_tag)
+            stamps = [int(t.info.timestamp_ms) for t in found]
+            window_ = Window({**values, **recovered}, len(to_judge), len(recovered),
+                             {t.info.trace_id for t in found
+                              if t.info.tags.get(TAG_PROMPT_VERSION, str(ref.version)) != str(ref.version)},
+                             max([since, *stamps]), min(stamps, default=max([since, *stamps])))
+            result = judge_window(ctx, run, traces_in, ref, prev, info, window_)
+            ctx.say(f"judge registered for the experiment ({watching})")
+            report(ctx, run, ref, result)
+            result = finish(ctx, result)
+    print(result.headline(ctx.cfg.evidence)[0])
+    if result.drift and int(ctx.cfg.monitor.drift_exit_code):
+        raise Refused("the production pass rate dropped significantly", code=int(ctx.cfg.monitor.drift_exit_code),
+                      result=result)
     return result
 
 
-def judged_windows(experiment_id: str, cfg: Any) -> list[Any]:
-    return [r for r in tracking.find_runs(experiment_id, monitor_id(cfg), STAGE)
-            if r.data.tags.get(TAG_DRIFT) in ("true", "false")]
+def judge_window(ctx: StageContext, run: Any, traces_in: str, ref: Reference, prev: MonitorResult | None,
+                 info: dict, w: Window) -> MonitorResult:
+    """Count the window, test it against the reference, queue failing traces, log it all."""
+    m = ctx.cfg.monitor
+    verdicts = {tid: judges.passed(ctx.cfg.judge, v) for tid, v in w.values.items() if v is not None}
+    errors = sum(1 for v in w.values.values() if v is None)
+    review = [tid for tid, v in w.values.items() if v is not None
+              and (not verdicts[tid] or kind_of(ctx.cfg.judge).borderline(v, float(m.borderline)))]
+    queued = queue_for_review(ctx, traces_in, review)
+    if w.other:
+        ctx.say(f"{len(w.other)} traces were answered by another prompt version than production "
+                f"v{ref.version}: judged, not counted in its window")
+    mine = {tid: v for tid, v in verdicts.items() if tid not in w.other}
+    start, passes, n = window(prev, ref.version, sum(mine.values()), len(mine), w.first)
+    drift, drop, p, why = verdict(ctx.cfg, passes, n, ref.rate, ref.rows)
+    rate = passes / n if n else None
+    tracking.log(metrics={"new_traces": w.new_traces, "recovered": w.recovered, "errors": errors, "window_traces": n,
+                          "queued": queued, **({"window_pass_rate": rate} if rate is not None else {}),
+                          "reference_pass_rate": ref.rate, **({"p_value": p, "drop": drop} if p is not None else {})},
+                 params={"production_version": ref.version, "judge": f"{info['judge_name']}@{info['judge_version']}",
+                         "filter": m.filter, "min_window": m.min_window, "alpha": m.alpha},
+                 tags={TAG_DRIFT: "not judged" if drift is None else str(drift).lower(),
+                       TAG_CHECKPOINT: str(w.checkpoint)})
+    return MonitorResult(
+        run_id=run.info.run_id, production_version=ref.version, judge_name=info["judge_name"],
+        judge_version=info["judge_version"], new_traces=w.new_traces, errors=errors, window_start_ms=start,
+        window_traces=n, window_passes=passes, window_pass_rate=rate, reference_pass_rate=ref.rate,
+        reference_rows=ref.rows, drop=drop, p_value=p, drift=drift, reason=why, queued=queued,
+        checkpoint_ms=w.checkpoint)
 
+
+def report(ctx: StageContext, run: Any, ref: Reference, r: MonitorResult) -> None:
+    """A judged window as a point of the parent run's series; a drift on the prompt version; the verdict."""
+    if r.drift is not None:  # one point per judged window on the parent run: MLflow charts the series
+        tracking.log_metric_to(run.data.tags.get(TAG_PARENT_RUN), "window_pass_rate", r.window_pass_rate,
+                               step=len(judged_windows(ctx)))
+    if r.drift:
+        prompts.tag_version(str(ctx.cfg.prompt.name), ref.version, {TAG_DRIFT: (
+            f"{r.window_pass_rate:.3f} on {r.window_traces} traces vs {ref.rate:.3f} held-out; p={r.p_value:.4f}; "
+            f"run {run.info.run_id}")})
+    ctx.say(f"window: {r.window_traces} traces ({r.window_passes} pass, {r.errors} errors this run), pass rate "
+            f"{fmt(r.window_pass_rate)}; held-out {ref.rate:.3f} on {ref.rows} rows (gate of production v{ref.version})")
+    ctx.say("DRIFT: the pass rate dropped significantly; " + r.reason if r.drift else
+            ("no drift: " + r.reason if r.drift is not None else "drift NOT JUDGED: " + r.reason))
+    ctx.say(f"run: {ctx.store.run_link(run.info.run_id)}")
+
+
+def judged_windows(ctx: StageContext) -> list[Any]:
+    return [r for r in ctx.store.find_runs(ctx.pipeline_id, ctx.stage) if r.data.tags.get(TAG_DRIFT) in ("true", "false")]

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from jobs.core.contract import TAG_PIPELINE
 from jobs.core.errors import UserError
 from jobs.core.files import read_text
 from jobs.core.results import RegisterResult
-from jobs.stages.common import finish, reuse, say
-from jobs.store import tracking
-
-STAGE = "register"
+from jobs.stages.common import finish, reuse, stage_run
+from jobs.stages.context import StageContext
+from jobs.store import prompts, tracking
 
 
 def seed_text(cfg: Any) -> str:
@@ -32,39 +32,36 @@ def check(cfg: Any) -> None:
     seed_text(cfg)
 
 
-def run(cfg: Any) -> RegisterResult:
+def run(ctx: StageContext) -> RegisterResult:
+    cfg = ctx.cfg
     text = seed_text(cfg)
     name = str(cfg.prompt.name)
-    experiment_id = tracking.connect(cfg)
     inputs = tracking.inputs_hash(name, text)
-    if (done := reuse(cfg, experiment_id, STAGE, inputs)) is not None:
+    if (done := reuse(ctx, inputs)) is not None:
         return done
-
-    import mlflow
-    from mlflow import MlflowClient
-
-    client = MlflowClient()
-    with tracking.stage_run(cfg, experiment_id, STAGE, inputs) as run:
-        versions = tracking.prompt_versions(name)
-        same = [v for v in versions if v.template.strip() == text]
-        if same:  # candidates are newer versions too, so look for the text, not at the latest
-            seed_version, created = max(int(v.version) for v in same), False
-            say(STAGE, f"prompt '{name}' v{seed_version} already holds this text; no new version")
-        else:
-            pv = mlflow.genai.register_prompt(name=name, template=text, commit_message=str(cfg.prompt.commit_message),
-                                              tags={tracking.TAG_PIPELINE: str(cfg.pipeline_id)})
-            seed_version, created = int(pv.version), True
-            say(STAGE, f"registered prompt '{name}' v{seed_version}")
+    with stage_run(ctx, inputs) as run:
+        seed_version, created = seed_version_of(ctx, name, text)
         aliases = {}
         for alias in ("baseline", "production"):
-            try:
-                aliases[alias] = int(client.get_prompt_version_by_alias(name, alias).version)
-            except Exception:  # noqa: BLE001 - MLflow raises a plain MlflowException for a missing alias
-                mlflow.genai.set_prompt_alias(name, alias=alias, version=seed_version)
-                aliases[alias] = seed_version
-                say(STAGE, f"alias '{alias}' -> v{seed_version}")
-        mlflow.log_params({"prompt_name": name, "seed_version": seed_version, "created": created})
-        say(STAGE, f"production -> v{aliases['production']}; prompt: {tracking.prompt_link(cfg, name)}")
-        return finish(RegisterResult(prompt_name=name, seed_version=seed_version, created=created,
-                                     production_version=aliases["production"], baseline_version=aliases["baseline"],
-                                     run_id=run.info.run_id))
+            found = prompts.by_alias(name, alias)
+            if found is None:
+                prompts.set_alias(name, alias, seed_version)
+                ctx.say(f"alias '{alias}' -> v{seed_version}")
+            aliases[alias] = int(found.version) if found is not None else seed_version
+        tracking.log(params={"prompt_name": name, "seed_version": seed_version, "created": created})
+        ctx.say(f"production -> v{aliases['production']}; prompt: {ctx.store.prompt_link(name)}")
+        return finish(ctx, RegisterResult(prompt_name=name, seed_version=seed_version, created=created,
+                                          production_version=aliases["production"],
+                                          baseline_version=aliases["baseline"], run_id=run.info.run_id))
+
+
+def seed_version_of(ctx: StageContext, name: str, text: str) -> tuple[int, bool]:
+    """(the version holding the seed text, whether this run registered it)."""
+    same = [v for v in prompts.versions(name) if v.template.strip() == text]
+    if same:  # candidates are newer versions too, so look for the text, not at the latest
+        version = max(int(v.version) for v in same)
+        ctx.say(f"prompt '{name}' v{version} already holds this text; no new version")
+        return version, False
+    version = prompts.register(name, text, str(ctx.cfg.prompt.commit_message), {TAG_PIPELINE: ctx.pipeline_id})
+    ctx.say(f"registered prompt '{name}' v{version}")
+    return version, True

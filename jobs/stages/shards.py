@@ -11,19 +11,21 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
 
+from jobs.core.contract import GATEWAY_URL_ENV, TAG_INPUTS, TAG_SHARD
 from jobs.core.errors import IncompleteResult
 from jobs.core.faults import pause_point
+from jobs.core.results import StageResult
 from jobs.eval.datasets import Record
 from jobs.eval.runner import RowOutcome
-from jobs.store import tracking
+from jobs.stages.common import python_command, spend_metrics
+from jobs.stages.context import StageContext
+from jobs.store import traces, tracking
 
-SHARD_TAG = "promptgate.shard"  # "<index>/<shards>" on a shard's run
 OUTCOMES_FILE = "shard_outcomes.json"  # each row's outcome, the merge's input
 Units = list[tuple[str, Record]]  # (group, record): the group is compare's arm, or "rows"
 Outcomes = dict[str, dict[str, RowOutcome]]  # group -> record id -> outcome
@@ -46,72 +48,64 @@ def by_group(units: Units) -> dict[str, list[Record]]:
     return out
 
 
-def _shard_runs(experiment_id: str, pipeline_id: str, stage: str, inputs: str, shards: int,
-                status: str | None = "FINISHED") -> dict[int, Any]:
+@dataclass
+class ShardResult(StageResult):
+    """What one shard process hands back: its run. The stage's result is the merge's."""
+
+    STAGE: ClassVar[str] = ""  # never recorded as a stage result
+    index: int | None = None
+    shards: int | None = None
+
+
+def _shard_runs(ctx: StageContext, inputs: str, shards: int, status: str | None = "FINISHED") -> dict[int, Any]:
     """The newest shard run per index for these inputs and shard count."""
     found: dict[int, Any] = {}
-    for run in tracking.find_runs(experiment_id, pipeline_id, shard_stage(stage), status):
-        index, _, count = run.data.tags.get(SHARD_TAG, "").partition("/")
-        if run.data.tags.get(tracking.TAG_INPUTS) == inputs and count == str(shards):
+    for run in ctx.store.find_runs(ctx.pipeline_id, shard_stage(ctx.stage), status):
+        index, _, count = run.data.tags.get(TAG_SHARD, "").partition("/")
+        if run.data.tags.get(TAG_INPUTS) == inputs and count == str(shards):
             found.setdefault(int(index), run)
     return found
 
 
-def run_shard(cfg: Any, experiment_id: str, stage: str, inputs: str, index: int, shards: int,
-              evaluate: Callable[[str], tuple[Outcomes, int]], say: Callable[[str], None]) -> str:
-    """Evaluate one shard into its own run (reusing a finished one) and return the run id.
-    ``evaluate(run_id)`` returns the shard's outcomes and how many rows it evaluated again."""
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    from jobs.gateway import client as gateway
-
-    pid = str(cfg.pipeline_id)
-    done = _shard_runs(experiment_id, pid, stage, inputs, shards).get(index)
-    if done is not None and not cfg.force:
-        say(f"shard {index + 1}/{shards} already finished (run {done.info.run_id}); reusing it")
-        return done.info.run_id
-    for orphan in _shard_runs(experiment_id, pid, stage, inputs, shards, "RUNNING").values():
-        if orphan.data.tags.get(SHARD_TAG) == f"{index}/{shards}":  # a killed attempt at this shard
-            MlflowClient().set_terminated(orphan.info.run_id, "KILLED")
-    tags = {tracking.TAG_PIPELINE: pid, tracking.TAG_STAGE: shard_stage(stage), tracking.TAG_INPUTS: inputs,
-            SHARD_TAG: f"{index}/{shards}", "mlflow.parentRunId": tracking.pipeline_run_id(experiment_id, pid)}
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{stage}-{pid}-shard-{index + 1}of{shards}",
-                          tags=tags) as run:
+def run_shard(ctx: StageContext, inputs: str, index: int, shards: int,
+              evaluate: Callable[[str], tuple[Outcomes, int]]) -> ShardResult:
+    """Evaluate one shard into its own run (reusing a finished one). ``evaluate(run_id)``
+    returns the shard's outcomes and how many rows it evaluated again."""
+    done = _shard_runs(ctx, inputs, shards).get(index)
+    if done is not None and not ctx.force:
+        ctx.say(f"shard {index + 1}/{shards} already finished (run {done.info.run_id}); reusing it")
+        return ShardResult(run_id=done.info.run_id, index=index, shards=shards)
+    for orphan in _shard_runs(ctx, inputs, shards, "RUNNING").values():
+        if orphan.data.tags.get(TAG_SHARD) == f"{index}/{shards}":  # a killed attempt at this shard
+            tracking.terminate(orphan.info.run_id, "KILLED")
+    name = f"{ctx.stage}-{ctx.pipeline_id}-shard-{index + 1}of{shards}"
+    with tracking.shard_run(ctx.store.experiment_id, ctx.pipeline_id, shard_stage(ctx.stage), inputs,
+                            f"{index}/{shards}", name, lambda: spend_metrics(ctx)) as run:
         outcomes, retried = evaluate(run.info.run_id)
-        pause_point(f"{stage}.shard-{index}.scored")  # traces written, outcomes not yet
-        mlflow.log_dict({"retried": retried, "groups": {g: {rid: asdict(o) for rid, o in rows.items()}
-                                                         for g, rows in outcomes.items()}}, OUTCOMES_FILE)
-        mlflow.log_metrics({"rows": sum(len(v) for v in outcomes.values()), "retried_rows": retried})
-        if gateway.current is not None:
-            gateway.current.log()
-    say(f"shard {index + 1}/{shards} finished: run {run.info.run_id}")
-    return run.info.run_id
+        pause_point(f"{ctx.stage}.shard-{index}.scored")  # traces written, outcomes not yet
+        tracking.log_files(dicts={OUTCOMES_FILE: {"retried": retried, "groups": {
+            g: {rid: asdict(o) for rid, o in rows.items()} for g, rows in outcomes.items()}}})
+        tracking.log(metrics={"rows": sum(len(v) for v in outcomes.values()), "retried_rows": retried})
+    ctx.say(f"shard {index + 1}/{shards} finished: run {run.info.run_id}")
+    return ShardResult(run_id=run.info.run_id, index=index, shards=shards)
 
 
-def shard_command(stage: str, index: int, force: bool = False) -> list[str]:
-    """This process's own command with ``<stage>.shard=<index>``: the local way to run one shard."""
-    from jobs.stages.common import command_args
-
-    return [sys.executable, *command_args(stage), f"{stage}.shard={index}", *(["force=true"] if force else [])]
-
-
-def run_locally(stage: str, indexes: Sequence[int], say: Callable[[str], None], force: bool = False) -> None:
+def run_locally(ctx: StageContext, indexes: Sequence[int]) -> None:
     """Run the given shards as processes side by side, their output prefixed with the shard.
     They use this stage's LLM gateway: one cache, and the spend lands in one place."""
-    from jobs.gateway import client as gateway
-
     env = dict(os.environ)
-    if gateway.current is not None:
-        env["PROMPTGATE_GATEWAY_URL"] = gateway.current.gateway_url  # conf/gateway: gateway.url
+    if ctx.session is not None:
+        env[GATEWAY_URL_ENV] = ctx.session.gateway_url  # a process boundary: conf/gateway reads gateway.url from it
 
     def pump(index: int, proc: subprocess.Popen) -> None:
         for line in proc.stdout:  # type: ignore[union-attr]
             print(f"  [shard {index}] {line.rstrip()}", flush=True)
 
-    procs = {i: subprocess.Popen(shard_command(stage, i, force), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                 text=True, errors="replace", env=env) for i in indexes}
-    say(f"running shard(s) {', '.join(str(i) for i in indexes)} as {len(procs)} local process(es)")
+    force = ["force=true"] if ctx.force else []
+    procs = {i: subprocess.Popen(python_command(ctx, ctx.stage, f"{ctx.stage}.shard={i}", *force),
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+                                 env=env) for i in indexes}
+    ctx.say(f"running shard(s) {', '.join(str(i) for i in indexes)} as {len(procs)} local process(es)")
     pumps = [threading.Thread(target=pump, args=(i, p), daemon=True) for i, p in procs.items()]
     for t in pumps:
         t.start()
@@ -125,32 +119,37 @@ def run_locally(stage: str, indexes: Sequence[int], say: Callable[[str], None], 
         t.join(timeout=5)
     failed = {i: c for i, c in codes.items() if c != 0}
     if failed:
-        say(f"shard(s) failed: {', '.join(f'{i} (exit {c})' for i, c in failed.items())}")
+        ctx.say(f"shard(s) failed: {', '.join(f'{i} (exit {c})' for i, c in failed.items())}")
 
 
-def gather(cfg: Any, experiment_id: str, stage: str, inputs: str, shards: int, units: Units,
-           say: Callable[[str], None], rerun: Callable[[list[int]], None] | None = None) -> tuple[Outcomes, int, list[Any]]:
+def gather(ctx: StageContext, inputs: str, shards: int, units: Units,
+           rerun: Callable[[list[int]], None] | None = None) -> tuple[Outcomes, int, list[Any]]:
     """The merged outcomes of all shards, after running any shard that has no finished run;
     also how many rows the shards evaluated again and the shard runs.
 
     The proof: every unit comes back from exactly the shard it belongs to, once. A unit that
     is missing, turns up in another shard's run, or turns up twice raises IncompleteResult."""
-    import mlflow
-
-    pid = str(cfg.pipeline_id)
-    runs = _shard_runs(experiment_id, pid, stage, inputs, shards)
-    missing = [i for i in range(shards) if i not in runs or cfg.force]  # force=true: every shard anew
+    runs = _shard_runs(ctx, inputs, shards)
+    missing = [i for i in range(shards) if i not in runs or ctx.force]  # force=true: every shard anew
     if missing:
-        (rerun or (lambda idx: run_locally(stage, idx, say, bool(cfg.force))))(missing)
-        runs = _shard_runs(experiment_id, pid, stage, inputs, shards)
+        (rerun or (lambda idx: run_locally(ctx, idx)))(missing)
+        runs = _shard_runs(ctx, inputs, shards)
     still = [i for i in range(shards) if i not in runs]
     if still:
         raise IncompleteResult(f"shard(s) {', '.join(map(str, still))} of {shards} have no finished run after a rerun; "
                                f"their output above says why. Run the stage again: finished shards are reused")
+    merged, retried = merge([tracking.load_dict(runs[i].info.run_id, OUTCOMES_FILE) for i in range(shards)],
+                            units, shards)
+    n = sum(len(v) for v in merged.values())
+    ctx.say(f"merged {shards} shards: {n} of {len(units)} rows, each exactly once")
+    return merged, retried, [runs[i] for i in range(shards)]
+
+
+def merge(blobs: list[dict], units: Units, shards: int) -> tuple[Outcomes, int]:
+    """The shards' outcome files as one set of outcomes, each row exactly once from its own shard."""
     merged: Outcomes = {}
     retried, problems = 0, []
-    for index in range(shards):
-        blob = mlflow.artifacts.load_dict(f"runs:/{runs[index].info.run_id}/{OUTCOMES_FILE}")
+    for index, blob in enumerate(blobs):
         retried += int(blob.get("retried", 0))
         expected = {(g, r.id) for g, r in mine(units, shards, index)}
         got = {(g, rid) for g, rows in blob["groups"].items() for rid in rows}
@@ -165,16 +164,10 @@ def gather(cfg: Any, experiment_id: str, stage: str, inputs: str, shards: int, u
                 merged[group][rid] = RowOutcome(**o)
     if problems:
         raise IncompleteResult(f"the {shards} shards' outcomes do not add up to the stage's rows: {'; '.join(problems)}")
-    n = sum(len(v) for v in merged.values())
-    say(f"merged {shards} shards: {n} of {len(units)} rows, each exactly once")
-    return merged, retried, [runs[i] for i in range(shards)]
+    return merged, retried
 
 
 def link_traces(outcomes: dict[str, RowOutcome], run_id: str) -> None:
     """Link the rows' traces to ``run_id`` so that searching the run's traces finds them,
-    wherever a shard logged them (MLflow links at most 100 per call)."""
-    from mlflow.tracking import MlflowClient
-
-    ids = [o.trace_id for o in outcomes.values() if o.trace_id]
-    for start in range(0, len(ids), 100):
-        MlflowClient().link_traces_to_run(ids[start:start + 100], run_id)
+    wherever a shard logged them."""
+    traces.link_to_run([o.trace_id for o in outcomes.values() if o.trace_id], run_id)

@@ -17,12 +17,11 @@ from typing import Any
 
 from jobs.core.contract import TAG_PROMPT_VERSION, TAG_QUESTION, TAG_TRAFFIC
 from jobs.core.errors import UserError
+from jobs.core.results import TrafficResult
 from jobs.eval import agent, datasets
 from jobs.eval.agent import REPEAT_KEY
-from jobs.stages.common import say
-from jobs.store import tracking
-
-STAGE = "traffic"
+from jobs.stages.context import StageContext, llm
+from jobs.store import prompts, traces
 
 
 def check(cfg: Any) -> None:
@@ -37,27 +36,13 @@ def questions(cfg: Any) -> list[datasets.Record]:
     return datasets.from_config(cfg, "traffic" if cfg.dataset.get("traffic") else "heldout")
 
 
-def drifted(cfg: Any) -> Any:
-    """The config with a simulator of this command's own, worse by ``traffic.drift_drop_rate``."""
-    from omegaconf import OmegaConf
-
-    return OmegaConf.merge(cfg, {"model": {"base_url": None, "sim": {"drop_rate": float(cfg.traffic.drift_drop_rate)}},
-                                 "gateway": {"url": None}})
-
-
-def run(cfg: Any) -> dict[str, Any]:
-    experiment_id = tracking.connect(cfg)
-    import mlflow
-    from mlflow import MlflowClient
-    from mlflow.entities import AssessmentSource
-
-    from jobs.llm.endpoints import activate
-
+def run(ctx: StageContext) -> TrafficResult:
+    cfg = ctx.cfg
     name = str(cfg.prompt.name)
-    try:
-        version = int(MlflowClient().get_prompt_version_by_alias(name, "production").version)
-    except Exception:  # noqa: BLE001 - no prompt or no alias: the same advice
-        raise UserError(f"prompt '{name}' has no production alias; run the pipeline first (make run)") from None
+    production = prompts.by_alias(name, "production")
+    if production is None:
+        raise UserError(f"prompt '{name}' has no production alias; run the pipeline first (make run)")
+    version = int(production.version)
     records = questions(cfg)
     n = int(cfg.traffic.requests)
     first_seed = int(cfg.traffic.seed) if cfg.traffic.get("seed") is not None else int(time.time()) % 1_000_000 * 1000
@@ -67,14 +52,14 @@ def run(cfg: Any) -> dict[str, Any]:
 
     def tags_for(inputs: dict[str, Any]) -> dict[str, str]:
         seed = int(inputs[REPEAT_KEY])
-        trace_of[seed] = mlflow.get_active_trace_id()
+        trace_of[seed] = traces.active_trace_id()
         return {TAG_TRAFFIC: "production", TAG_PROMPT_VERSION: str(version), TAG_QUESTION: by_seed[seed].id}
 
-    mlflow.set_experiment(experiment_id=experiment_id)
-    use = drifted(cfg) if cfg.traffic.drift else cfg
-    with activate(use, STAGE, experiment_id) as endpoint:
+    drift = {"drop_rate": float(cfg.traffic.drift_drop_rate)} if cfg.traffic.drift else None  # a worse simulator
+    with llm(ctx, own_sim=drift) as endpoint:
         predict = agent.build_predict_fn(cfg.agent, endpoint, f"prompts:/{name}@production", tags_for)
-        say(STAGE, f"production v{version} answers {n} questions{' (DRIFTED: simulator drop_rate ' + str(cfg.traffic.drift_drop_rate) + ')' if cfg.traffic.drift else ''}")
+        ctx.say(f"production v{version} answers {n} questions"
+                f"{f' (DRIFTED: simulator drop_rate {cfg.traffic.drift_drop_rate})' if cfg.traffic.drift else ''}")
 
         def ask(item: tuple[int, datasets.Record]) -> bool:
             seed, rec = item
@@ -82,16 +67,14 @@ def run(cfg: Any) -> dict[str, Any]:
                 predict(**{**rec.inputs, REPEAT_KEY: seed})
                 return True
             except Exception as e:  # noqa: BLE001 - a failed request is production's, traced as an error
-                say(STAGE, f"request {seed} failed: {type(e).__name__}")
+                ctx.say(f"request {seed} failed: {type(e).__name__}")
                 return False
 
         with ThreadPoolExecutor(max_workers=int(cfg.traffic.max_workers)) as pool:
             ok = sum(pool.map(ask, picked))
-    mlflow.flush_trace_async_logging()
-    source = AssessmentSource(source_type="CODE", source_id="promptgate-traffic")
+    traces.flush()
     for seed, rec in picked:  # after the flush: the traces exist on the server
         if seed in trace_of:
-            for key, value in rec.expectations.items():
-                mlflow.log_expectation(trace_id=trace_of[seed], name=key, value=value, source=source)
-    say(STAGE, f"{ok} of {n} answered; traces: {tracking.traces_link(cfg, experiment_id)}")
-    return {"answered": ok, "requests": n, "production_version": version}
+            traces.log_expectations(trace_of[seed], rec.expectations, "promptgate-traffic")
+    ctx.say(f"{ok} of {n} answered; traces: {ctx.store.traces_link()}")
+    return TrafficResult(answered=ok, requests=n, production_version=version)

@@ -6,22 +6,24 @@ does with them goes through this module.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from jobs.core.errors import UserError
+from jobs.core.judge_kinds import kind_of
 from jobs.store.traces import human_feedback_names
 
 INSTRUCTION_MAX = 1000  # MLflow's limit on a label schema's instruction
-PASS, FAIL = "Pass", "Fail"
+# MLflow's input class for each widget a judge kind asks for (jobs.core.judge_kinds ``widget()``)
+WIDGETS = {"pass_fail": "InputPassFail", "numeric": "InputNumeric", "categorical": "InputCategorical"}
 
 
 def check_judge(judge_cfg: Any) -> None:
     """What MLflow's label schemas cannot carry, refused before anything is written."""
-    if judge_cfg.feedback_value_type == "categorical":
-        cats = [str(c) for c in judge_cfg.categories or []]
-        if len(cats) > 10 or any(not 1 <= len(c) <= 64 for c in cats):
-            raise UserError("judge.categories: a review queue question takes at most 10 categories of 1 to 64 "
-                            "characters each; shorten them or use feedback=file")
+    cats = kind_of(judge_cfg).widget().get("options")  # only a categorical judge's widget has options
+    if cats is not None and (len(cats) > 10 or any(not 1 <= len(c) <= 64 for c in cats)):
+        raise UserError("judge.categories: a review queue question takes at most 10 categories of 1 to 64 "
+                        "characters each; shorten them or use feedback=file")
 
 
 def instruction(judge_cfg: Any) -> str:
@@ -30,15 +32,11 @@ def instruction(judge_cfg: Any) -> str:
 
 
 def schema_input(judge_cfg: Any) -> Any:
-    """The reviewer's widget for the judge's type: pass/fail, a 0..1 number, or its categories."""
-    from mlflow.genai.label_schemas import InputCategorical, InputNumeric, InputPassFail
+    """The reviewer's widget for the judge's kind: pass/fail, a number in its range, or its categories."""
+    from mlflow.genai import label_schemas
 
-    kind = str(judge_cfg.feedback_value_type)
-    if kind == "bool":
-        return InputPassFail(positive_label=PASS, negative_label=FAIL)
-    if kind == "float":
-        return InputNumeric(min_value=0.0, max_value=1.0)
-    return InputCategorical(options=[str(c) for c in judge_cfg.categories])
+    settings = dict(kind_of(judge_cfg).widget())
+    return getattr(label_schemas, WIDGETS[settings.pop("input")])(**settings)
 
 
 def ensure_label_schema(experiment_id: str, judge_cfg: Any) -> tuple[Any, bool]:
@@ -71,14 +69,11 @@ def _options(widget: Any) -> Any:
 
 
 def describe(widget: Any) -> str:
-    kind = type(widget).__name__
-    if kind == "InputPassFail":
-        return "pass/fail"
-    if kind == "InputNumeric":
-        return f"a number from {widget.min_value} to {widget.max_value}"
-    if kind == "InputCategorical":
-        return f"one of {', '.join(widget.options)}"
-    return kind
+    """A widget in words; one found in the experiment may be of any MLflow input type."""
+    say = {"InputPassFail": lambda: "pass/fail",
+           "InputNumeric": lambda: f"a number from {widget.min_value} to {widget.max_value}",
+           "InputCategorical": lambda: f"one of {', '.join(widget.options)}"}.get(type(widget).__name__)
+    return say() if say else type(widget).__name__
 
 
 def other_feedback_schemas(experiment_id: str, judge_name: str) -> list[str]:
@@ -142,6 +137,27 @@ def items(queue_id: str) -> list[Any]:
 
 def queue_link(ui_base: str, experiment_id: str, queue_id: str) -> str:
     return f"{ui_base}/#/experiments/{experiment_id}/review-queue?selectedQueueId={queue_id}"
+
+
+@dataclass(frozen=True)
+class Queued:
+    """Traces put in a review queue: the queue, the judge's question, what was new, the link."""
+
+    queue: Any
+    schema: Any
+    queue_created: bool
+    schema_created: bool
+    added: int  # traces that were not in the queue yet
+    link: str  # the queue's page in the MLflow UI
+
+
+def queue_traces(experiment_id: str, judge_cfg: Any, queue_name: str, reviewers: list[str], trace_ids: list[str],
+                 ui_base: str) -> Queued:
+    """The judge's label schema and the named queue (each created if absent), holding these traces."""
+    schema, schema_created = ensure_label_schema(experiment_id, judge_cfg)
+    queue, queue_created = ensure_queue(experiment_id, queue_name, reviewers, schema.schema_id)
+    added = add_traces(queue.queue_id, trace_ids)
+    return Queued(queue, schema, queue_created, schema_created, added, queue_link(ui_base, experiment_id, queue.queue_id))
 
 
 def misnamed_answers(traces: list[Any], judge_name: str) -> dict[str, int]:

@@ -9,25 +9,28 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from jobs.core.contract import (  # noqa: F401 - the tags are tracking's API too
-    LAUNCH_ENV,
     RESULT_TAG,
     TAG_FAILED_STAGE,
     TAG_INPUTS,
     TAG_LAUNCH,
+    TAG_PARENT_RUN,
     TAG_PIPELINE,
     TAG_QUESTION,
     TAG_REVIEW,
+    TAG_SHARD,
     TAG_STAGE,
+    TAG_SWEEP_BEST,
+    TAG_SWEEP_POINT,
 )
 from jobs.core.errors import UserError, network_reason
 from jobs.core.results import StageResult, decode, encode
@@ -54,18 +57,57 @@ def check_server(uri: str, timeout_s: float) -> None:
     raise UserError(f"MLflow server {uri} is not reachable ({last}); start it with `make mlflow-up` or set mlflow.tracking_uri")
 
 
-def connect(cfg: Any) -> str:
+MLFLOW_CLIENT_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",  # MLflow's client reads these from the environment
+                     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+
+
+def connect(tracking_uri: str, experiment: str, timeout_s: float) -> str:
     """Check the server, point the mlflow client at it, and return the experiment id."""
-    uri = str(cfg.mlflow.tracking_uri)
-    check_server(uri, float(cfg.mlflow.connect_timeout_s))
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    check_server(tracking_uri, timeout_s)
+    for key, value in MLFLOW_CLIENT_ENV.items():
+        os.environ.setdefault(key, value)
     import mlflow
 
-    mlflow.set_tracking_uri(uri)
-    exp = mlflow.set_experiment(str(cfg.mlflow.experiment))
-    return exp.experiment_id
+    mlflow.set_tracking_uri(tracking_uri)
+    return mlflow.set_experiment(experiment).experiment_id
+
+
+@dataclass(frozen=True)
+class Store:
+    """A stage's MLflow: the server, the experiment it writes to, and the UI links people follow."""
+
+    tracking_uri: str
+    experiment_id: str
+    ui_base: str  # the UI's base URL (mlflow.ui_url, else the tracking URI)
+
+    def run_link(self, run_id: str) -> str:
+        return f"{self.ui_base}/#/experiments/{self.experiment_id}/runs/{run_id}"
+
+    def traces_link(self, experiment_id: str | None = None) -> str:
+        return f"{self.ui_base}/#/experiments/{experiment_id or self.experiment_id}/traces"
+
+    def trace_link(self, trace_id: str) -> str:
+        return f"{self.traces_link()}?selectedEvaluationId={trace_id}"
+
+    def prompt_link(self, name: str) -> str:
+        return f"{self.ui_base}/#/prompts/{name}"
+
+    def find_runs(self, pipeline_id: str, stage: str, status: str | None = "FINISHED") -> list[Any]:
+        return find_runs(self.experiment_id, pipeline_id, stage, status)
+
+    def latest_result(self, pipeline_id: str, stage: str, inputs: str | None = None) -> Any | None:
+        """The newest finished run of a stage that recorded a result (with these inputs, if given)."""
+        return latest_result(self.experiment_id, pipeline_id, stage, inputs)
+
+    def result(self, pipeline_id: str, stage: str) -> StageResult | None:
+        return result_of(self.latest_result(pipeline_id, stage))
+
+
+def open_store(cfg: Any) -> Store:
+    """Connect to the configured server and experiment (once per stage process)."""
+    m = cfg.mlflow
+    experiment_id = connect(str(m.tracking_uri), str(m.experiment), float(m.connect_timeout_s))
+    return Store(str(m.tracking_uri), experiment_id, str(m.get("ui_url") or m.tracking_uri).rstrip("/"))
 
 
 def inputs_hash(*parts: Any) -> str:
@@ -73,37 +115,19 @@ def inputs_hash(*parts: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def ui_base(cfg: Any) -> str:
-    return str(cfg.mlflow.get("ui_url") or cfg.mlflow.tracking_uri).rstrip("/")
-
-
-def run_link(cfg: Any, experiment_id: str, run_id: str) -> str:
-    return f"{ui_base(cfg)}/#/experiments/{experiment_id}/runs/{run_id}"
-
-
-def traces_link(cfg: Any, experiment_id: str) -> str:
-    return f"{ui_base(cfg)}/#/experiments/{experiment_id}/traces"
-
-
-def trace_link(cfg: Any, experiment_id: str, trace_id: str) -> str:
-    return f"{traces_link(cfg, experiment_id)}?selectedEvaluationId={trace_id}"
-
-
-def prompt_link(cfg: Any, name: str) -> str:
-    return f"{ui_base(cfg)}/#/prompts/{name}"
-
-
 def _filter(pipeline_id: str, stage: str, status: str | None = None) -> str:
     f = f"tags.`{TAG_PIPELINE}` = '{pipeline_id}' AND tags.`{TAG_STAGE}` = '{stage}'"
     return f + (f" AND attributes.status = '{status}'" if status else "")
 
 
-def find_runs(experiment_id: str, pipeline_id: str, stage: str, status: str | None = "FINISHED") -> list[Any]:
-    """The pipeline's runs of a stage, newest first."""
+def find_runs(experiment_id: str, pipeline_id: str, stage: str, status: str | None = "FINISHED",
+              any_stage: bool = False) -> list[Any]:
+    """The pipeline's runs of a stage (of every stage with ``any_stage``), newest first."""
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient().search_runs([experiment_id], _filter(pipeline_id, stage, status),
-                                      order_by=["attributes.start_time DESC"], max_results=50)
+    where = f"tags.`{TAG_PIPELINE}` = '{pipeline_id}'" if any_stage else _filter(pipeline_id, stage, status)
+    return MlflowClient().search_runs([experiment_id], where, order_by=["attributes.start_time DESC"],
+                                      max_results=1000 if any_stage else 50)
 
 
 def result_of(run: Any | None) -> StageResult | None:
@@ -113,17 +137,16 @@ def result_of(run: Any | None) -> StageResult | None:
     return decode(run.data.tags[TAG_STAGE], run.data.tags[RESULT_TAG])
 
 
-def record_result(result: StageResult) -> None:
+def record_result(result: StageResult, launch_id: str | None) -> None:
     """Write a stage's result on the active run (the one function that writes results)."""
     import mlflow
 
     mlflow.set_tag(RESULT_TAG, encode(result))
-    mark_launch(mlflow.active_run().info.run_id)
+    mark_launch(mlflow.active_run().info.run_id, launch_id)
 
 
-def mark_launch(run_id: str) -> None:
+def mark_launch(run_id: str, launch_id: str | None) -> None:
     """Tag the run that holds this stage's result with the launcher's id, when a launcher gave one."""
-    launch_id = os.environ.get(LAUNCH_ENV)
     if launch_id:
         from mlflow.tracking import MlflowClient
 
@@ -180,30 +203,119 @@ def end_pipeline_run(experiment_id: str, pipeline_id: str, failed_stage: str | N
 
 
 @contextmanager
-def stage_run(cfg: Any, experiment_id: str, stage: str, inputs: str) -> Iterator[Any]:
-    """An MLflow run for one stage, nested under the pipeline run, tagged for lookups."""
+def stage_run(experiment_id: str, pipeline_id: str, stage: str, inputs: str,
+              end_metrics: Callable[[], dict[str, float]] | None = None) -> Iterator[Any]:
+    """An MLflow run for one stage, nested under the pipeline run, tagged for lookups.
+    ``end_metrics`` is logged as the run ends, whether the stage finished or not (its spend)."""
     import mlflow
 
-    pid = str(cfg.pipeline_id)
-    parent = pipeline_run_id(experiment_id, pid)
-    tags = {TAG_PIPELINE: pid, TAG_STAGE: stage, TAG_INPUTS: inputs, "mlflow.parentRunId": parent}
-    from jobs.gateway import client as gateway
-
-    kill_orphans(experiment_id, pid, stage, inputs)
+    parent = pipeline_run_id(experiment_id, pipeline_id)
+    tags = {TAG_PIPELINE: pipeline_id, TAG_STAGE: stage, TAG_INPUTS: inputs, TAG_PARENT_RUN: parent}
+    kill_orphans(experiment_id, pipeline_id, stage, inputs)
     failed = True
     try:
-        with mlflow.start_run(experiment_id=experiment_id, run_name=f"{stage}-{pid}", tags=tags) as run:
+        with mlflow.start_run(experiment_id=experiment_id, run_name=f"{stage}-{pipeline_id}", tags=tags) as run:
             try:
                 yield run
             finally:
-                if gateway.current is not None:  # spend is reported whether the stage finished or not
-                    gateway.current.log()
+                if end_metrics is not None:
+                    mlflow.log_metrics(end_metrics())
         failed = False
     finally:  # the pipeline run is RUNNING only while one of its stages runs
         try:
-            end_pipeline_run(experiment_id, pid, stage if failed else None)
+            end_pipeline_run(experiment_id, pipeline_id, stage if failed else None)
         except Exception as e:  # noqa: BLE001 - bookkeeping must not hide the stage's own outcome
-            print(f"warning: could not end the run pipeline-{pid} ({e}); the driver or a rerun ends it", file=sys.stderr)
+            print(f"warning: could not end the run pipeline-{pipeline_id} ({e}); the driver or a rerun ends it",
+                  file=sys.stderr)
+
+
+@contextmanager
+def child_run(name: str, tags: dict[str, str]) -> Iterator[Any]:
+    """A run nested in the active one (compare's arms): no stage tag, so never taken for a result."""
+    import mlflow
+
+    with mlflow.start_run(run_name=name, nested=True, tags=tags) as run:
+        yield run
+
+
+@contextmanager
+def shard_run(experiment_id: str, pipeline_id: str, stage_tag: str, inputs: str, shard: str, name: str,
+              end_metrics: Callable[[], dict[str, float]] | None = None) -> Iterator[Any]:
+    """The run of one shard of a stage, under the pipeline run, tagged with its index."""
+    import mlflow
+
+    tags = {TAG_PIPELINE: pipeline_id, TAG_STAGE: stage_tag, TAG_INPUTS: inputs, TAG_SHARD: shard,
+            TAG_PARENT_RUN: pipeline_run_id(experiment_id, pipeline_id)}
+    with mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=tags) as run:
+        yield run
+        if end_metrics is not None:
+            mlflow.log_metrics(end_metrics())
+
+
+def log(metrics: dict[str, float] | None = None, params: dict[str, Any] | None = None,
+        tags: dict[str, str] | None = None) -> None:
+    """Metrics, params and tags on the active run."""
+    import mlflow
+
+    if metrics:
+        mlflow.log_metrics(metrics)
+    if params:
+        mlflow.log_params(params)
+    if tags:
+        mlflow.set_tags(tags)
+
+
+def log_files(texts: dict[str, str] | None = None, dicts: dict[str, Any] | None = None,
+              files: list[str] | None = None) -> None:
+    """Artifacts of the active run: texts and JSON by artifact name, local files as they are."""
+    import mlflow
+
+    for name, text in (texts or {}).items():
+        mlflow.log_text(text, name)
+    for name, value in (dicts or {}).items():
+        mlflow.log_dict(value, name)
+    for path in files or []:
+        mlflow.log_artifact(path)
+
+
+def load_dict(run_id: str, name: str) -> Any:
+    """A JSON artifact of a run."""
+    import mlflow
+
+    return mlflow.artifacts.load_dict(f"runs:/{run_id}/{name}")
+
+
+def log_metric_to(run_id: str, key: str, value: float, step: int) -> None:
+    """One metric point on another run than the active one (a series on a parent run)."""
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient().log_metric(run_id, key, value, step=step)
+
+
+def run_status(run_id: str) -> str:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient().get_run(run_id).info.status
+
+
+def terminate(run_id: str, status: str) -> None:
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient().set_terminated(run_id, status)
+
+
+def experiment_id_of(name: str) -> str | None:
+    """The id of an experiment by name; None when there is none."""
+    from mlflow import MlflowClient
+
+    found = MlflowClient().get_experiment_by_name(name)
+    return None if found is None else found.experiment_id
+
+
+def pipeline_spent(experiment_id: str, pipeline_id: str, units: tuple[str, ...]) -> dict[str, float]:
+    """What this pipeline's earlier stage runs spent upstream, from their ``spend.<unit>`` metrics."""
+    runs = find_runs(experiment_id, pipeline_id, "", status=None, any_stage=True)
+    return {unit: sum(float(r.data.metrics.get(f"spend.{unit}", 0.0)) for r in runs) for unit in units}
 
 
 def kill_orphans(experiment_id: str, pipeline_id: str, stage: str, inputs: str) -> None:
@@ -217,83 +329,13 @@ def kill_orphans(experiment_id: str, pipeline_id: str, stage: str, inputs: str) 
             client.set_terminated(run.info.run_id, "KILLED")
 
 
-def prompt_versions(name: str) -> list[Any]:
-    """Every version of a prompt (all pages); empty when the prompt does not exist."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient()
-    if not client.get_prompt(name):
-        return []
-    out, token = [], None
-    while True:
-        page = client.search_prompt_versions(name, max_results=100, page_token=token)
-        out += list(page)
-        token = getattr(page, "token", None)
-        if not token:
-            return out
-
-
 def pipeline_candidate(experiment_id: str, pipeline_id: str) -> int | None:
     """The candidate version this pipeline's optimize produced: its newest run that is not a
     sweep point, or a sweep's best point. None when there is none (no gain on train)."""
     for run in find_runs(experiment_id, pipeline_id, "optimize"):
         tags = run.data.tags
-        if tags.get("promptgate.sweep_point") == "true" and tags.get("promptgate.sweep_best") != "true":
+        if tags.get(TAG_SWEEP_POINT) == "true" and tags.get(TAG_SWEEP_BEST) != "true":
             continue
         result = result_of(run)
         return result.candidate_version if result is not None else None
     return None
-
-
-def _holder_gone(tags: dict[str, str], stale_s: float) -> bool:
-    """The lock's holder was killed: its process is gone from this host, or it is older than stale_s."""
-    if time.time() - float(tags.get("acquired_at", "0")) > stale_s:
-        return True
-    if tags.get("host") != socket.gethostname():
-        return False
-    try:
-        os.kill(int(tags.get("pid", "0")), 0)
-        return False
-    except ProcessLookupError:
-        return True
-    except (PermissionError, ValueError):
-        return False
-
-
-@contextmanager
-def alias_lock(prompt_name: str, alias: str, timeout_s: float = 120, stale_s: float = 90) -> Iterator[None]:
-    """Hold a lock on one alias across processes and machines.
-
-    MLflow has no compare-and-set on aliases. Creating a registered model is atomic in
-    its SQL store (the name is unique), so a model named after the alias serves as the
-    mutex. A lock whose holder was killed (its pid is gone on this host, or it is older than
-    ``stale_s``; the work under it takes seconds) is broken.
-    """
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    client = MlflowClient()
-    name = f"promptgate-lock.{prompt_name}.{alias}"
-    holder = {"acquired_at": str(time.time()), "host": socket.gethostname(), "pid": str(os.getpid())}
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            client.create_registered_model(name, tags=holder)
-            break
-        except MlflowException as e:
-            if "RESOURCE_ALREADY_EXISTS" not in str(e.error_code):
-                raise
-            try:
-                if _holder_gone(client.get_registered_model(name).tags, stale_s):
-                    client.delete_registered_model(name)
-                    continue
-            except MlflowException:
-                continue  # released meanwhile
-            if time.monotonic() > deadline:
-                raise UserError(f"alias '{alias}' of prompt '{prompt_name}' stayed locked for {timeout_s:.0f} s by "
-                                f"another gate; retry, or delete the registered model '{name}' if no gate is running") from None
-            time.sleep(0.5)
-    try:
-        yield
-    finally:
-        client.delete_registered_model(name)

@@ -1,0 +1,135 @@
+"""The Prompt Registry: versions, aliases and their tags, and the lock the gate holds while it
+moves ``production``. Everything promptgate does with prompts goes through here."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from jobs.core.errors import UserError
+
+
+def register(name: str, template: str, commit_message: str, tags: dict[str, str]) -> int:
+    """A new version of the prompt with this text; returns its number."""
+    import mlflow
+
+    return int(mlflow.genai.register_prompt(name=name, template=template, commit_message=commit_message,
+                                            tags=tags).version)
+
+
+def by_alias(name: str, alias: str) -> Any | None:
+    """The version an alias points at; None when the prompt or the alias does not exist."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return MlflowClient().get_prompt_version_by_alias(name, alias)
+    except MlflowException:  # MLflow raises a plain MlflowException for a missing alias or prompt
+        return None
+
+
+def set_alias(name: str, alias: str, version: int) -> None:
+    import mlflow
+
+    mlflow.genai.set_prompt_alias(name, alias=alias, version=int(version))
+
+
+def version(name: str, number: Any) -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient().get_prompt_version(name, str(number))
+
+
+def tag_version(name: str, number: Any, tags: dict[str, str]) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_prompt_version_tag(name, str(number), key, value)
+
+
+def delete_version(name: str, number: Any) -> None:
+    from mlflow import MlflowClient
+
+    MlflowClient().delete_prompt_version(name, str(number))
+
+
+def template(uri: str) -> str:
+    """The text of a prompt URI (``prompts:/name/3``, ``prompts:/name@production``)."""
+    import mlflow
+
+    return mlflow.genai.load_prompt(uri).template
+
+
+def versions(name: str) -> list[Any]:
+    """Every version of a prompt (all pages); empty when the prompt does not exist."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    if not client.get_prompt(name):
+        return []
+    out, token = [], None
+    while True:
+        page = client.search_prompt_versions(name, max_results=100, page_token=token)
+        out += list(page)
+        token = getattr(page, "token", None)
+        if not token:
+            return out
+
+
+def _holder_gone(tags: dict[str, str], stale_s: float) -> bool:
+    """The lock's holder was killed: its process is gone from this host, or it is older than stale_s."""
+    if time.time() - float(tags.get("acquired_at", "0")) > stale_s:
+        return True
+    if tags.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(tags.get("pid", "0")), 0)
+        return False
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError):
+        return False
+
+
+@contextmanager
+def alias_lock(prompt_name: str, alias: str, timeout_s: float = 120, stale_s: float = 90) -> Iterator[None]:
+    """Hold a lock on one alias across processes and machines.
+
+    MLflow has no compare-and-set on aliases. Creating a registered model is atomic in
+    its SQL store (the name is unique), so a model named after the alias serves as the
+    mutex. A lock whose holder was killed (its pid is gone on this host, or it is older than
+    ``stale_s``; the work under it takes seconds) is broken.
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient()
+    name = f"promptgate-lock.{prompt_name}.{alias}"
+    holder = {"acquired_at": str(time.time()), "host": socket.gethostname(), "pid": str(os.getpid())}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            client.create_registered_model(name, tags=holder)
+            break
+        except MlflowException as e:
+            if "RESOURCE_ALREADY_EXISTS" not in str(e.error_code):
+                raise
+            try:
+                if _holder_gone(client.get_registered_model(name).tags, stale_s):
+                    client.delete_registered_model(name)
+                    continue
+            except MlflowException:
+                continue  # released meanwhile
+            if time.monotonic() > deadline:
+                raise UserError(f"alias '{alias}' of prompt '{prompt_name}' stayed locked for {timeout_s:.0f} s by "
+                                f"another gate; retry, or delete the registered model '{name}' if no gate is running") from None
+            time.sleep(0.5)
+    try:
+        yield
+    finally:
+        client.delete_registered_model(name)
