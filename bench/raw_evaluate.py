@@ -28,10 +28,10 @@ def main() -> None:
 
     import mlflow
 
+    from jobs.config.compose import compose
     from jobs.eval import judges
     from jobs.eval.agent import build_predict_fn
     from jobs.llm.endpoints import Endpoint
-    from jobs.pipeline import compose
 
     cfg = compose(list(a.overrides))
     m = cfg.model

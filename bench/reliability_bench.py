@@ -18,10 +18,10 @@ import time
 import uuid
 from pathlib import Path
 
+from jobs.core.contract import STAGES
 from jobs.core.paths import ROOT
 from jobs.core.servers import free_port, start_mlflow, start_sim, stop_process
 from jobs.launch.launchers import STAGE_ENV
-from jobs.pipeline import STAGES
 from jobs.store import tracking
 from tests.support.audit import KILL_POINTS, duplicates, kill_at_pause
 

@@ -1,1 +1,1 @@
-"""Where stages run: local processes, Kubernetes Jobs and their manifests, sweeps, local servers."""
+"""Where stages run: local processes, Kubernetes Jobs and their manifests, sweeps (the servers they talk to start in jobs/core/servers.py)."""
