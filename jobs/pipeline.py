@@ -134,8 +134,9 @@ def pipeline_overrides(argv: list[str] | None) -> tuple[list[str], str]:
 
 
 @dataclass
-class Helpers:
-    """The servers the driver started for its stages: processes, the stage environment, the simulator."""
+class LocalServers:
+    """The servers the driver started for its stages (their processes and URLs) and the
+    environment each stage process gets."""
 
     procs: list[Any] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)  # what each stage process gets (the process boundary)
@@ -143,47 +144,47 @@ class Helpers:
     sim_url: str | None = None
 
 
-def start_helpers(cfg: Any) -> Helpers:
+def start_servers(cfg: Any) -> LocalServers:
     """Check the MLflow server; start a gateway (and simulator) for local stages unless one runs."""
     from jobs.config.schemas import LocalSettings, settings
     from jobs.store.tracking import check_server
 
-    helpers = Helpers(env={"MLFLOW_TRACKING_URI": str(cfg.mlflow.tracking_uri)})
+    servers = LocalServers(env={"MLFLOW_TRACKING_URI": str(cfg.mlflow.tracking_uri)})
     check_server(str(cfg.mlflow.tracking_uri), float(cfg.mlflow.connect_timeout_s))
     if isinstance(settings(cfg, "launcher"), LocalSettings) and not cfg.gateway.get("url"):  # pods: the cluster's gateway
         from jobs.llm.endpoints import offline_hygiene, start_local_gateway
 
         offline_hygiene()
-        helpers.procs, helpers.gateway_url, helpers.sim_url = start_local_gateway(cfg)
-        helpers.env[GATEWAY_URL_ENV] = helpers.gateway_url
-        print(f"LLM gateway: {helpers.gateway_url} (cache {cfg.gateway.cache} at {cfg.gateway.cache_uri})")
-    return helpers
+        servers.procs, servers.gateway_url, servers.sim_url = start_local_gateway(cfg)
+        servers.env[GATEWAY_URL_ENV] = servers.gateway_url
+        print(f"LLM gateway: {servers.gateway_url} (cache {cfg.gateway.cache} at {cfg.gateway.cache_uri})")
+    return servers
 
 
 def main(argv: list[str] | None = None) -> int:
     overrides, pipeline_id = pipeline_overrides(argv)
-    helpers = Helpers()
+    servers = LocalServers()
     try:
         cfg = compose(overrides)
         if cfg.model.provider == "sim":
             print(BANNER)
         check_inputs(cfg, STAGES)
-        helpers = start_helpers(cfg)
+        servers = start_servers(cfg)
     except UserError as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return exit_code(e)
     try:
-        return run_stages(cfg, overrides, pipeline_id, helpers)
+        return run_stages(cfg, overrides, pipeline_id, servers)
     finally:
         from jobs.core.servers import stop_process
 
-        for proc in reversed(helpers.procs):
+        for proc in reversed(servers.procs):
             stop_process(proc.pid)
 
 
-def run_stages(cfg: Any, overrides: list[str], pipeline_id: str, helpers: Helpers) -> int:
+def run_stages(cfg: Any, overrides: list[str], pipeline_id: str, servers: LocalServers) -> int:
     """Each stage of the registry in order, through the configured launcher; then the summary."""
-    launcher = launcher_for(cfg, helpers.env, pipeline_id)
+    launcher = launcher_for(cfg, servers.env, pipeline_id)
     ran: list[str] = []
     code, stage, started = 0, "", time.monotonic()
     try:
@@ -208,10 +209,10 @@ def run_stages(cfg: Any, overrides: list[str], pipeline_id: str, helpers: Helper
                 return 0
         end_pipeline(cfg, pipeline_id, None)
         print(summary(cfg, pipeline_id, ran))
-        if helpers.gateway_url:
-            print(gateway_totals(helpers.gateway_url))
-        if helpers.sim_url:
-            print(simulator_faults(helpers.sim_url))
+        if servers.gateway_url:
+            print(gateway_totals(servers.gateway_url))
+        if servers.sim_url:
+            print(simulator_faults(servers.sim_url))
         print(f"\nAll {len(ran)} stages finished in {time.monotonic() - started:.0f} s.")
         return code if ran and ran[-1] == "gate" else 0
     except BaseException:  # interrupted (Ctrl-C) or crashed: the stage that was running is named

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from jobs.core.contract import TAG_SHARD
 from jobs.eval.datasets import Record
 from jobs.launch.launchers import KubernetesLauncher
 from jobs.launch.manifests import shard_count
@@ -47,7 +48,7 @@ def shard_runs(experiment_id: str, pid: str) -> dict[str, list[str]]:
     """Each shard index's runs' statuses."""
     out: dict[str, list[str]] = {}
     for run in tracking.find_runs(experiment_id, pid, shards.shard_stage("evaluate"), status=None):
-        out.setdefault(run.data.tags[shards.SHARD_TAG], []).append(run.info.status)
+        out.setdefault(run.data.tags[TAG_SHARD], []).append(run.info.status)
     return out
 
 

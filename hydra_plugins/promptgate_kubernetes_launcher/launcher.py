@@ -28,6 +28,18 @@ class KubernetesHydraLauncher(Launcher):
         self.hydra_context = hydra_context
         self.task_function = task_function
 
+    def point_config(self, num: int, overrides: Sequence[str], sweep_dir: Path) -> DictConfig:
+        """The point's own config, composed as Hydra's launchers do (its overrides on the
+        sweep's hydra overrides), with its job id, number and output dir."""
+        assert self.config is not None and self.hydra_context is not None
+        sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        with open_dict(sweep_config.hydra.job):
+            sweep_config.hydra.job.id = num  # as Hydra's basic launcher numbers them
+            sweep_config.hydra.job.num = num
+        with read_write(sweep_config.hydra.runtime), open_dict(sweep_config.hydra.runtime):
+            sweep_config.hydra.runtime.output_dir = str((sweep_dir / str(num)).absolute())
+        return sweep_config
+
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         import threading
         from concurrent.futures import ThreadPoolExecutor
@@ -46,21 +58,8 @@ class KubernetesHydraLauncher(Launcher):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         print(f"[kubernetes launcher] {len(job_overrides)} jobs of {task} as Kubernetes Jobs in "
               f"{spec.namespace}, {spec.parallelism} at a time")
-
-        def point_config(num: int, overrides: Sequence[str]) -> DictConfig:
-            """The point's own config, composed as Hydra's launchers do (its overrides on the
-            sweep's hydra overrides), with its job id, number and output dir."""
-            assert self.config is not None and self.hydra_context is not None
-            sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-            with open_dict(sweep_config.hydra.job):
-                sweep_config.hydra.job.id = num  # as Hydra's basic launcher numbers them
-                sweep_config.hydra.job.num = num
-            with read_write(sweep_config.hydra.runtime), open_dict(sweep_config.hydra.runtime):
-                sweep_config.hydra.runtime.output_dir = str((sweep_dir / str(num)).absolute())
-            return sweep_config
-
         # composed one after another here, not in the pool's threads: the config loader is not thread-safe
-        configs = [point_config(initial_job_idx + idx, o) for idx, o in enumerate(job_overrides)]
+        configs = [self.point_config(initial_job_idx + idx, o, sweep_dir) for idx, o in enumerate(job_overrides)]
 
         def run_one(idx: int, overrides: Sequence[str]) -> JobReturn:
             num = initial_job_idx + idx

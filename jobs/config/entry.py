@@ -240,7 +240,7 @@ def quiet_libraries() -> None:
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)  # "pool is full" under parallel scoring
 
 
-def stage_context(stage: str, cfg: Any, multirun: bool) -> Any:
+def stage_context(stage: str, cfg: Any, multirun: bool, pipeline_id: str) -> Any:
     """The StageContext of this process: its store connected once, its launch id read once from
     the environment the launcher gave it (the process boundary), its overrides for hints."""
     from hydra.core.hydra_config import HydraConfig
@@ -249,7 +249,7 @@ def stage_context(stage: str, cfg: Any, multirun: bool) -> Any:
     from jobs.stages.context import StageContext
     from jobs.store.tracking import open_store
 
-    return StageContext(stage=stage, cfg=cfg, pipeline_id=str(cfg.pipeline_id), force=bool(cfg.force),
+    return StageContext(stage=stage, cfg=cfg, pipeline_id=pipeline_id, force=bool(cfg.force),
                         store=open_store(cfg), launch_id=os.environ.get(LAUNCH_ENV) or None,
                         overrides=tuple(HydraConfig.get().overrides.task),
                         sweep_point=bool(cfg.get("sweep_point")) or multirun)
@@ -271,7 +271,8 @@ def run_stage(stage: str, cfg: Any, multirun: bool) -> Any:
     try:
         check_config(cfg)
         module.check(cfg)
-        ctx = stage_context(stage, cfg, multirun)
+        own_id = getattr(module, "pipeline_id", None)  # the monitor groups its runs under an id of its own
+        ctx = stage_context(stage, cfg, multirun, own_id(cfg) if own_id else str(cfg.pipeline_id))
         return module.run(ctx)
     except (UserError, Refused):
         raise
@@ -294,24 +295,31 @@ def stage_main(stage: str) -> Callable[[], Any]:
         try:
             return run_stage(stage, cfg, multirun)
         except UserError as e:
-            if not multirun:
-                raise
-            print(f"error: {one_line(e)}", file=sys.stderr, flush=True)  # one bad sweep point; the sweep goes on
-            return {"outcome": "bad_input", "error": one_line(e)}
+            if multirun:  # one bad sweep point is reported; the sweep goes on
+                print(f"error: {one_line(e)}", file=sys.stderr, flush=True)
+                return {"outcome": "bad_input", "error": one_line(e)}
+            exit_with(e)
+        except (IncompleteResult, Refused) as e:  # exits inside the task: Hydra adds no lines of its own
+            exit_with(e)
 
     def main() -> Any:
-        os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # Hydra re-raises: exit codes are mapped here
+        os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # anything unforeseen: the full traceback, exit 1
         try:
             sys.argv[1:] = hydra_argv(stage, sys.argv[1:])
-            return _task()
-        except (UserError, IncompleteResult) as e:
-            print(f"error: {one_line(e)}", file=sys.stderr, flush=True)
-            sys.exit(exit_code(e))
-        except Refused as e:  # the stage said why; a scheduler sees the code
-            sys.exit(exit_code(e))
+        except UserError as e:
+            exit_with(e)
+        return _task()
 
     main.__doc__ = f"python -m jobs.{stage} [overrides]"
     return main
+
+
+def exit_with(e: Exception) -> None:
+    """End the command with the error's exit code: one ``error:`` line for bad input or lost
+    rows; nothing more for a refusal, whose stage said why."""
+    if not isinstance(e, Refused):
+        print(f"error: {one_line(e)}", file=sys.stderr, flush=True)
+    sys.exit(exit_code(e))
 
 
 def hydra_argv(stage: str, args: list[str]) -> list[str]:

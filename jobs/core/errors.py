@@ -21,10 +21,9 @@ class Refused(Exception):
     """A decision that a scheduler must see as a failure: the gate refused (with
     ``gate.fail_on_refuse``) or the monitor flagged a drift. The result is recorded first."""
 
-    def __init__(self, message: str, code: int = EXIT_REFUSED, result: object = None) -> None:
+    def __init__(self, message: str, code: int = EXIT_REFUSED) -> None:
         super().__init__(message)
         self.code = code
-        self.result = result  # the stage's recorded result, for a caller that wants it
 
 
 def exit_code(e: BaseException) -> int:

@@ -8,16 +8,13 @@ from typing import Any
 from jobs.eval.metric_cap import GepaSummaryLogger, MetricBudget, budgeted_scorer
 
 
-def search(agent_cfg: Any, endpoint: Any, seed_uri: str, train_rows: list[dict], val_rows: list[dict] | None,
+def search(predict: Any, seed_uri: str, train_rows: list[dict], val_rows: list[dict] | None,
            judge: Any, budget: MetricBudget, to_number: Any, reflection_model: str, minibatch: int, seed: int) -> Any:
     """GEPA from the prompt at ``seed_uri`` on ``train_rows`` (validating on ``val_rows``, or on
-    the train rows when None), scored by ``judge``; returns optimize_prompts' result."""
+    the train rows when None), the agent's ``predict`` scored by ``judge``; returns
+    optimize_prompts' result."""
     import mlflow
     from mlflow.genai.optimize import GepaPromptOptimizer
-
-    from jobs.eval.agent import build_predict_fn
-
-    predict = build_predict_fn(agent_cfg, endpoint, seed_uri)
 
     def predict_fn(**kw: Any) -> str:
         if budget.spent:  # no agent calls for rows that will not be scored

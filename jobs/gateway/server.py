@@ -306,7 +306,7 @@ class Gateway:
             try:
                 for chunk in resp.stream(65536):
                     seen += chunk
-                    if not settled and bytes(seen).rstrip().endswith(b"data: [DONE]"):
+                    if not settled and bytes(seen[-64:]).rstrip().endswith(b"data: [DONE]"):  # the tail only
                         settle(bytes(seen))
                         settled = True
                     yield chunk

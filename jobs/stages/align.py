@@ -141,8 +141,16 @@ def run(ctx: StageContext) -> AlignResult:
         return done
     if (gap := evidence_gap(holdout, expert, int(cfg.aligner.min_holdout))) is not None:
         return unmeasured(ctx, inputs, name, len(labelled), len(holdout), gap)
-    with llm(ctx) as endpoint, stage_run(ctx, inputs) as run:
+    with llm(ctx) as endpoint:
         base = judges.build(cfg.judge, endpoint)
+        return align(ctx, inputs, base, labelled, align_part, holdout, expert, endpoint)
+
+
+def align(ctx: StageContext, inputs: str, base: Any, labelled: list[Any], align_part: list[Any], holdout: list[Any],
+          expert: dict[str, bool], endpoint: Any) -> AlignResult:
+    """Agreement before, the aligner, agreement after, and the aligned judge registered if it gained."""
+    cfg, name = ctx.cfg, str(ctx.cfg.judge.name)
+    with stage_run(ctx, inputs) as run:
         ctx.say(f"{len(labelled)} expert labels: aligning on {len(align_part)}, measuring on {len(holdout)} held out")
         before = agreement(base, cfg.judge, holdout, expert)
         ctx.say(f"before: accuracy {stats.fmt(before['accuracy'])}, kappa {stats.fmt(before['kappa'])} on "

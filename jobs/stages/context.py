@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from jobs.core.contract import spec
@@ -17,7 +17,7 @@ from jobs.store.tracking import Store
 class StageContext:
     stage: str  # the registry name of the stage running
     cfg: Any  # the composed config, as Hydra composed it; read, never rewritten
-    pipeline_id: str  # whose runs this stage reads and writes
+    pipeline_id: str  # whose runs this stage reads and writes (a stage module's pipeline_id(cfg), else cfg's)
     force: bool  # run again even when a finished result with the same inputs exists
     store: Store  # the MLflow server and experiment (jobs/store)
     launch_id: str | None = None  # the id the launcher that started this process gave it, if any
@@ -33,10 +33,6 @@ class StageContext:
         from jobs.config.schemas import settings
 
         return settings(self.cfg, section)
-
-    def for_pipeline(self, pipeline_id: str) -> StageContext:
-        """The same stage under another pipeline id (the monitor groups its runs under its own)."""
-        return replace(self, pipeline_id=pipeline_id)
 
     def needs(self, stage: str) -> None:
         """A stage reads only the results the registry says it needs: the registry stays true."""

@@ -163,7 +163,7 @@ def run(ctx: StageContext) -> GateResult:
         pause_point("gate.decided")  # the alias moved (if promoting), nothing recorded yet: the awkward moment
         result = record_decision(ctx, run, name, compare, compare_run.info.run_id, gates, decision, reasons, production)
     if decision != "promote" and cfg.gate.fail_on_refuse:
-        raise Refused(f"the gate refused (gate.fail_on_refuse=true): {'; '.join(reasons)}", result=result)
+        raise Refused(f"the gate refused (gate.fail_on_refuse=true): {'; '.join(reasons)}")
     return result
 
 

@@ -49,8 +49,8 @@ def check(cfg: Any) -> None:
     judges.check(cfg.judge)
 
 
-def monitor_id(cfg: Any) -> str:
-    """The id that groups the monitor's runs under one parent run in the UI."""
+def pipeline_id(cfg: Any) -> str:
+    """The id that groups the monitor's runs under one parent run in the UI (stage_main asks)."""
     return str(cfg.pipeline_id) if str(cfg.pipeline_id) != "adhoc" else f"production-{cfg.prompt.name}"
 
 
@@ -153,10 +153,8 @@ def queue_for_review(ctx: StageContext, experiment_id: str, trace_ids: list[str]
     if not trace_ids:
         return 0
     cfg = ctx.cfg
-    for tid in trace_ids:
-        traces.set_tags(tid, {TAG_REVIEW: "pending", TAG_REVIEW_FROM: "production"})
     q = reviews.queue_traces(experiment_id, cfg.judge, str(cfg.monitor.queue), list(cfg.feedback.get("reviewers") or []),
-                             trace_ids, ctx.store.ui_base)
+                             trace_ids, ctx.store.ui_base, {TAG_REVIEW: "pending", TAG_REVIEW_FROM: "production"})
     ctx.say(f"{q.added} failing or borderline traces added to review queue '{cfg.monitor.queue}': {q.link}")
     return q.added
 
@@ -191,7 +189,7 @@ def verdict(cfg: Any, passes: int, n: int, ref_rate: float, ref_rows: int) -> tu
 
 
 @dataclass(frozen=True)
-class Window:
+class Scored:
     """What one monitor run found and judged."""
 
     values: dict[str, Any]  # trace id -> judge value (None: an error), this run's and recovered ones
@@ -203,10 +201,8 @@ class Window:
 
 
 def run(ctx: StageContext) -> MonitorResult:
-    ctx = ctx.for_pipeline(monitor_id(ctx.cfg))  # the monitor's runs group under their own id
     traces_in = production_experiment(ctx)
     ref = reference(str(ctx.cfg.prompt.name), str(ctx.cfg.judge.name))
-    ctx.needs("gate")
     prev = ctx.store.result(ctx.pipeline_id, ctx.stage)
     since = int(prev.checkpoint_ms or 0) if prev is not None else 0
     inputs = tracking.inputs_hash(str(ctx.cfg.prompt.name), ref.version, ref.recorded, since)
@@ -226,23 +222,22 @@ def run(ctx: StageContext) -> MonitorResult:
             for tid in recovered:  # this run's window counts them now, and no later one
                 mark_counted(tid, run.info.run_id, scored_tag)
             stamps = [int(t.info.timestamp_ms) for t in found]
-            window_ = Window({**values, **recovered}, len(to_judge), len(recovered),
+            scored = Scored({**values, **recovered}, len(to_judge), len(recovered),
                              {t.info.trace_id for t in found
                               if t.info.tags.get(TAG_PROMPT_VERSION, str(ref.version)) != str(ref.version)},
                              max([since, *stamps]), min(stamps, default=max([since, *stamps])))
-            result = judge_window(ctx, run, traces_in, ref, prev, info, window_)
+            result = judge_window(ctx, run, traces_in, ref, prev, info, scored)
             ctx.say(f"judge registered for the experiment ({watching})")
             report(ctx, run, ref, result)
             result = finish(ctx, result)
     print(result.headline(ctx.cfg.evidence)[0])
     if result.drift and int(ctx.cfg.monitor.drift_exit_code):
-        raise Refused("the production pass rate dropped significantly", code=int(ctx.cfg.monitor.drift_exit_code),
-                      result=result)
+        raise Refused("the production pass rate dropped significantly", code=int(ctx.cfg.monitor.drift_exit_code))
     return result
 
 
 def judge_window(ctx: StageContext, run: Any, traces_in: str, ref: Reference, prev: MonitorResult | None,
-                 info: dict, w: Window) -> MonitorResult:
+                 info: dict, w: Scored) -> MonitorResult:
     """Count the window, test it against the reference, queue failing traces, log it all."""
     m = ctx.cfg.monitor
     verdicts = {tid: judges.passed(ctx.cfg.judge, v) for tid, v in w.values.items() if v is not None}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import difflib
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -17,6 +18,7 @@ from jobs.core.faults import pause_point
 from jobs.core.judge_kinds import kind_of
 from jobs.core.results import OptimizeResult
 from jobs.eval import agent, datasets
+from jobs.eval.agent import build_predict_fn
 from jobs.eval.datasets import Record
 from jobs.eval.gepa import search as gepa_search
 from jobs.eval.metric_cap import MetricBudget
@@ -92,10 +94,10 @@ def already_live(name: str, text: str, seed_version: Any) -> str | None:
     return None
 
 
-def drop_versions(ctx: StageContext, name: str, versions: list[Any], why: str) -> None:
+def drop_versions(name: str, versions: list[Any], why: str, say: Callable[[str], None]) -> None:
     for v in versions:
         prompts.delete_version(name, v.version)
-        ctx.say(f"deleted v{v.version}: {why}")
+        say(f"deleted v{v.version}: {why}")
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,7 @@ class Search:
 
     name: str  # the prompt
     seed_version: int
+    seed_text: str
     train: list[Record]
     val: list[Record]
     judge_info: dict[str, Any]  # judge_name and judge_version
@@ -124,7 +127,9 @@ def run(ctx: StageContext) -> OptimizeResult:
         return done
     with llm(ctx) as endpoint:
         judge, judge_info = recorded_judge(cfg.judge, tracking.result_of(align_run), ctx.store.experiment_id, endpoint)
-        search = Search(name, int(seed_version), train, val, judge_info)
+        seed_uri = f"prompts:/{name}/{seed_version}"
+        search = Search(name, int(seed_version), prompts.template(seed_uri), train, val, judge_info)
+        predict = build_predict_fn(cfg.agent, endpoint, seed_uri)  # before the run: a failure here leaves none
         budget = MetricBudget(int(o.max_metric_calls), minibatch=int(o.minibatch_size), n_val=len(val))
         with stage_run(ctx, inputs) as run:
             tracking.log(tags={TAG_OVERRIDES: " ".join(ctx.overrides), TAG_SWEEP_POINT: str(ctx.sweep_point).lower()},
@@ -133,16 +138,16 @@ def run(ctx: StageContext) -> OptimizeResult:
                                  "judge_version": judge_info["judge_version"], "seed_version": seed_version})
             ctx.say(f"GEPA on {len(train)} train / {len(val)} validation rows, judge {judge_info['judge_name']} "
                     f"v{judge_info['judge_version']}, at most {budget.cap} metric calls")
-            result = gepa(ctx, endpoint, search, judge, budget)
+            result = gepa(ctx, endpoint, search, predict, judge, budget)
             pause_point("optimize.registered")
             return keep_or_drop(ctx, run, search, result, budget)
 
 
-def gepa(ctx: StageContext, endpoint: Any, search: Search, judge: Any, budget: MetricBudget) -> Any:
+def gepa(ctx: StageContext, endpoint: Any, search: Search, predict: Any, judge: Any, budget: MetricBudget) -> Any:
     """The search from the seed version, with the optimizer's settings."""
     o, judge_cfg = ctx.cfg.optimizer, ctx.cfg.judge
     to_number = kind_of(judge_cfg).score_fn()
-    return gepa_search(ctx.cfg.agent, endpoint, f"prompts:/{search.name}/{search.seed_version}",
+    return gepa_search(predict, f"prompts:/{search.name}/{search.seed_version}",
                        [r.as_eval_row() for r in search.train],
                        None if search.val is search.train else [r.as_eval_row() for r in search.val],
                        judge, budget, to_number, str(o.get("reflection_model") or endpoint.uri(endpoint.reflection_model)),
@@ -164,14 +169,14 @@ def keep_or_drop(ctx: StageContext, run: Any, search: Search, result: Any, budge
     twins = earlier_twins(name, produced, ctx.pipeline_id, search.seed_version, run.info.start_time)
     if not gained or same_as is not None:
         # optimize_prompts registers its result unconditionally; keep the registry clean
-        drop_versions(ctx, name, [produced, *twins], "no candidate to keep")
+        drop_versions(name, [produced, *twins], "no candidate to keep", ctx.say)
         why = (f"GEPA's best prompt is the text of {same_as}" if gained
                else f"no candidate beat the seed on train ({fmt(initial)} -> {fmt(final)})")
         ctx.say(f"{why}; nothing registered")
         tracking.log(tags={TAG_OUTCOME: "no_improvement"})
         return finish(ctx, replace(outcome, outcome="no_improvement", reason=why))
     if twins:  # keep the oldest copy, so a rerun adds no duplicate
-        drop_versions(ctx, name, [produced, *twins[1:]], f"v{twins[0].version} already holds this text")
+        drop_versions(name, [produced, *twins[1:]], f"v{twins[0].version} already holds this text", ctx.say)
         produced = twins[0]
     tags = {"initial_train_score": f"{initial:.4f}", "final_train_score": f"{final:.4f}",
             "metric_calls": str(budget.used), "max_metric_calls": str(budget.cap),
@@ -184,6 +189,6 @@ def keep_or_drop(ctx: StageContext, run: Any, search: Search, result: Any, budge
     tracking.log(tags={TAG_OUTCOME: "candidate"})
     ctx.say(f"train score {initial:.3f} -> {final:.3f} with {budget.used}/{budget.cap} metric calls; "
             f"candidate v{produced.version}{'' if ctx.sweep_point else ' (alias candidate)'}")
-    print(prompt_diff(prompts.template(f"prompts:/{name}/{search.seed_version}"), produced.template))
+    print(prompt_diff(search.seed_text, produced.template))
     ctx.say(f"run: {ctx.store.run_link(run.info.run_id)}")
     return finish(ctx, replace(outcome, outcome="candidate", candidate_version=int(produced.version)))

@@ -152,10 +152,15 @@ class Queued:
 
 
 def queue_traces(experiment_id: str, judge_cfg: Any, queue_name: str, reviewers: list[str], trace_ids: list[str],
-                 ui_base: str) -> Queued:
-    """The judge's label schema and the named queue (each created if absent), holding these traces."""
+                 ui_base: str, trace_tags: dict[str, str] | None = None) -> Queued:
+    """The judge's label schema and the named queue (each created if absent), holding these
+    traces; ``trace_tags`` go on each trace once the queue exists, before it is added."""
+    from jobs.store.traces import set_tags
+
     schema, schema_created = ensure_label_schema(experiment_id, judge_cfg)
     queue, queue_created = ensure_queue(experiment_id, queue_name, reviewers, schema.schema_id)
+    for trace_id in trace_ids if trace_tags else []:
+        set_tags(trace_id, trace_tags)
     added = add_traces(queue.queue_id, trace_ids)
     return Queued(queue, schema, queue_created, schema_created, added, queue_link(ui_base, experiment_id, queue.queue_id))
 

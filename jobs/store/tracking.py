@@ -83,8 +83,8 @@ class Store:
     def run_link(self, run_id: str) -> str:
         return f"{self.ui_base}/#/experiments/{self.experiment_id}/runs/{run_id}"
 
-    def traces_link(self, experiment_id: str | None = None) -> str:
-        return f"{self.ui_base}/#/experiments/{experiment_id or self.experiment_id}/traces"
+    def traces_link(self) -> str:
+        return f"{self.ui_base}/#/experiments/{self.experiment_id}/traces"
 
     def trace_link(self, trace_id: str) -> str:
         return f"{self.traces_link()}?selectedEvaluationId={trace_id}"
@@ -120,14 +120,19 @@ def _filter(pipeline_id: str, stage: str, status: str | None = None) -> str:
     return f + (f" AND attributes.status = '{status}'" if status else "")
 
 
-def find_runs(experiment_id: str, pipeline_id: str, stage: str, status: str | None = "FINISHED",
-              any_stage: bool = False) -> list[Any]:
-    """The pipeline's runs of a stage (of every stage with ``any_stage``), newest first."""
+def find_runs(experiment_id: str, pipeline_id: str, stage: str, status: str | None = "FINISHED") -> list[Any]:
+    """The pipeline's runs of a stage, newest first."""
     from mlflow.tracking import MlflowClient
 
-    where = f"tags.`{TAG_PIPELINE}` = '{pipeline_id}'" if any_stage else _filter(pipeline_id, stage, status)
-    return MlflowClient().search_runs([experiment_id], where, order_by=["attributes.start_time DESC"],
-                                      max_results=1000 if any_stage else 50)
+    return MlflowClient().search_runs([experiment_id], _filter(pipeline_id, stage, status),
+                                      order_by=["attributes.start_time DESC"], max_results=50)
+
+
+def pipeline_runs(experiment_id: str, pipeline_id: str) -> list[Any]:
+    """Every run of the pipeline: its stages', their shards', compare's arms, the parent."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient().search_runs([experiment_id], f"tags.`{TAG_PIPELINE}` = '{pipeline_id}'", max_results=1000)
 
 
 def result_of(run: Any | None) -> StageResult | None:
@@ -314,7 +319,7 @@ def experiment_id_of(name: str) -> str | None:
 
 def pipeline_spent(experiment_id: str, pipeline_id: str, units: tuple[str, ...]) -> dict[str, float]:
     """What this pipeline's earlier stage runs spent upstream, from their ``spend.<unit>`` metrics."""
-    runs = find_runs(experiment_id, pipeline_id, "", status=None, any_stage=True)
+    runs = pipeline_runs(experiment_id, pipeline_id)
     return {unit: sum(float(r.data.metrics.get(f"spend.{unit}", 0.0)) for r in runs) for unit in units}
 
 
