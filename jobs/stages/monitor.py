@@ -68,9 +68,7 @@ class Reference:
 
 def reference(name: str, default_judge: str) -> Reference:
     """Production's version and what its gate recorded (held-out pass rate, rows, judge)."""
-    version = prompts.by_alias(name, "production")
-    if version is None:
-        raise UserError(f"prompt '{name}' has no production alias; run the pipeline first (make run)")
+    version = prompts.production(name)
     rec = {k[len(GATE_TAG):]: v for k, v in (version.tags or {}).items() if k.startswith(GATE_TAG)}
     if "heldout_pass_rate" not in rec:
         raise UserError(f"production v{version.version} of '{name}' has no held-out pass rate recorded by a gate; "

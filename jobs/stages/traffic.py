@@ -39,10 +39,7 @@ def questions(cfg: Any) -> list[datasets.Record]:
 def run(ctx: StageContext) -> TrafficResult:
     cfg = ctx.cfg
     name = str(cfg.prompt.name)
-    production = prompts.by_alias(name, "production")
-    if production is None:
-        raise UserError(f"prompt '{name}' has no production alias; run the pipeline first (make run)")
-    version = int(production.version)
+    version = int(prompts.production(name).version)
     records = questions(cfg)
     n = int(cfg.traffic.requests)
     first_seed = int(cfg.traffic.seed) if cfg.traffic.get("seed") is not None else int(time.time()) % 1_000_000 * 1000

@@ -32,6 +32,14 @@ def by_alias(name: str, alias: str) -> Any | None:
         return None
 
 
+def production(name: str) -> Any:
+    """The version ``production`` points at; bad input when the pipeline never registered one."""
+    found = by_alias(name, "production")
+    if found is None:
+        raise UserError(f"prompt '{name}' has no production alias; run the pipeline first (make run)")
+    return found
+
+
 def set_alias(name: str, alias: str, version: int) -> None:
     import mlflow
 

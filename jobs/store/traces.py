@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from jobs.core.contract import TAG_TRAFFIC
 from jobs.core.errors import UserError
 
 
@@ -70,7 +71,7 @@ def search_user_filter(experiment_id: str, key: str, user_filter: str, since_ms:
     except MlflowException as e:
         raise UserError(f"{key} \"{user_filter}\" is not a trace filter MLflow accepts "
                         f"({' '.join(str(e).split())[:200]}); write it as in search_traces, e.g. "
-                        "tags.`promptgate.traffic` = 'production'") from None
+                        f"tags.`{TAG_TRAFFIC}` = 'production'") from None
 
 
 def get(trace_id: str) -> Any:
