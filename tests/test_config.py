@@ -111,7 +111,7 @@ def test_a_typo_in_a_users_own_option_file_fails_at_composition(tmp_path):
                                        "Integer; give a whole number"),
     ("optimizer.max_metric_call=10", "optimizer.max_metric_call is not a key; did you mean optimizer.max_metric_calls?"),
     ("evaluate.max_workerz=2", "evaluate.max_workerz is not a key; did you mean evaluate.max_workers?"),
-    ("model=doesnotexist", "model=doesnotexist: no such option; use one of openai, openai_compatible, sim"),
+    ("model=doesnotexist", "model=doesnotexist: no such option; use one of llamacpp, openai, openai_compatible, sim"),
     ("experiment=nope", "experiment=nope: no such option; use one of baseball, shop"),
     ("aligner=nope", "aligner=nope: no such option; use one of memalign, simba"),
     ("gate.min_judge_kappa=high", "give a number"),
@@ -159,7 +159,7 @@ def test_a_config_folder_that_does_not_exist_is_a_user_error(monkeypatch, tmp_pa
 
 
 @pytest.mark.parametrize("override,says", [
-    ("model=doesnotexist", "model=doesnotexist: no such option; use one of openai, openai_compatible, sim"),
+    ("model=doesnotexist", "model=doesnotexist: no such option; use one of llamacpp, openai, openai_compatible, sim"),
     ("aligner=nope", "aligner=nope: no such option; use one of memalign, simba"),  # not the *_schema configs
     ("evaluate.max_workerz=2", "evaluate.max_workerz is not a key; did you mean evaluate.max_workers?"),
     ("optimzer.max_metric_calls=10", "optimzer.max_metric_calls is not a key; did you mean optimizer.max_metric_calls?"),

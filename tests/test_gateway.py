@@ -1,6 +1,7 @@
 """The LLM gateway over real HTTP: the simulator upstream, the gateway in front, the openai SDK
-as the client. Cache keys, cache modes, retries counted against what the simulator
-injected, malformed judge replies, budgets, and the S3 and Redis stores."""
+as the client. Cache keys (and who answered), cache modes, the retry policy counted against
+what the simulator injected, non-200 replies by kind, max_tokens by kind, the endpoint
+capabilities, malformed judge replies, budgets, and the S3 and Redis stores."""
 
 from __future__ import annotations
 
@@ -10,15 +11,20 @@ import threading
 import urllib.error
 import urllib.request
 import uuid
+from pathlib import Path
+from types import SimpleNamespace
 
+import openai
 import pytest
 from openai import OpenAI
 
 from jobs.gateway.cache import DiskStore, open_store
-from jobs.gateway.server import GatewaySettings
+from jobs.gateway.client import Session, client_timeout_s
+from jobs.gateway.server import GAVE_UP, JSON_NOTE, MISS_LOG_ENV, GatewaySettings, is_malformed, retry_verdict
 from jobs.gateway.server import make_server as make_gateway
-from jobs.sim.server import SimSettings
+from jobs.sim.server import SimSettings, fingerprint
 from jobs.sim.server import make_server as make_sim
+from tests.conftest import BASEBALL_PROFILE
 
 REQUIRE_SERVICES = os.environ.get("PROMPTGATE_REQUIRE_SERVICES") == "1"
 
@@ -34,11 +40,11 @@ def stack(tmp_path):
     """A simulator and a gateway in front of it; call it with the simulator's fault knobs."""
     started = []
 
-    def make(cache_uri=None, **faults):
-        sim = make_sim(settings=SimSettings(**faults))
+    def make(cache_uri=None, gateway=None, **knobs):
+        sim = make_sim(settings=SimSettings(**knobs))
         sim_url = serve(sim)
         gw = make_gateway(GatewaySettings(upstream=sim_url + "/v1", cache_uri=cache_uri or str(tmp_path / "cache"),
-                                          max_retries=6, backoff_s=0.001, timeout_s=5))
+                                          **{"max_retries": 6, "backoff_s": 0.001, "timeout_s": 5, **(gateway or {})}))
         started.extend([sim, gw])
         return sim_url, serve(gw)
 
@@ -53,10 +59,10 @@ def get(url):
         return json.loads(r.read())
 
 
-def open_session(gw, cache="readwrite", limits=None, roles=None):
+def open_session(gw, cache="readwrite", limits=None, roles=None, **spec):
     sid = uuid.uuid4().hex[:8]
     body = json.dumps({"pipeline": "p", "stage": "evaluate", "cache": cache, "limits": limits or {},
-                       "prices": {"sim-agent": [1.0, 2.0]}, "roles": roles or {}}).encode()
+                       "prices": {"sim-agent": [1.0, 2.0]}, "roles": roles or {}, **spec}).encode()
     urllib.request.urlopen(urllib.request.Request(f"{gw}/gateway/sessions/{sid}", data=body,
                                                   headers={"Content-Type": "application/json"}))
     return sid, OpenAI(base_url=f"{gw}/s/{sid}/v1", api_key="placeholder", max_retries=0)
@@ -194,6 +200,7 @@ def test_budget_stops_calls_and_names_the_budget(stack):
     assert spend["tripped"].startswith("budget.stage.tokens (20 tokens) crossed")
     assert spend["refused"] == 1 and spend["tokens"] > 20 and spend["usd"] > 0
     assert get(f"{sim}/sim/stats")["calls"]["chat"] == 2
+    assert spend["errors"] == {"judge": {"402": 1}} and spend["first_error"]["judge"].startswith("HTTP 402 budget_exceeded: ")
 
 
 def test_disk_store_round_trip(tmp_path):
@@ -312,3 +319,217 @@ def test_a_helper_server_ends_when_the_process_that_started_it_is_killed(tmp_pat
         time.sleep(0.2)
     alive = [p for p in helpers if os.path.exists(f"/proc/{p}") and "Z" not in open(f"/proc/{p}/stat").read().split()[2]]
     assert alive == [], f"still running after their starter was killed: {alive}"
+
+
+ROLES = {"agent": "sim-agent", "judge": "sim-judge", "reflection": "sim-reflect"}
+TOOL = {"type": "function", "function": {
+    "name": "pitcher_tendency", "description": "Pitch mix",
+    "parameters": {"type": "object", "required": ["pitcher"],
+                   "properties": {"pitcher": {"type": "string", "description": "the pitcher's full name"}}}}}
+SCHEMA = {"type": "json_schema", "json_schema": {"name": "verdict", "schema": {
+    "type": "object", "properties": {"result": {"type": "boolean"}, "rationale": {"type": "string"}},
+    "required": ["result", "rationale"]}}}
+JUDGE = {"model": "sim-judge", "response_format": SCHEMA, "messages": [
+    {"role": "system", "content": "You are an expert judge.\n\nYour task: check for a recommendation."},
+    {"role": "user", "content": 'inputs: q\noutputs: "Recommendation: sit on the slider."'}]}
+
+
+def agent_answer(client, i):
+    """The agent's final answer from one tool result: with the baseball profile it shows the
+    recommendation unless drop_rate drops it."""
+    result = {"summary": "Vega throws slider 50%", "sample_size": 140, "sample_unit": "pitches",
+              "small_sample": False, "advice": "sit on the slider"}
+    messages = [{"role": "system", "content": "Give a recommendation. Cite the sample size."},
+                {"role": "user", "content": f"How does pitcher Marcus Vega attack hitters, case {i}?"},
+                {"role": "assistant", "content": None, "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "pitcher_tendency", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": "c1", "content": json.dumps(result)}]
+    return client.chat.completions.create(model="sim-agent", messages=messages, tools=[TOOL]).choices[0].message.content
+
+
+def test_the_cache_knows_which_simulator_answered(stack, tmp_path):
+    """Two simulators that answer differently behind gateways sharing one cache folder: the
+    second gets its own replies; the first's settings again, on a new port, hit the cache."""
+    store = str(tmp_path / "shared")
+    _, gw_a = stack(cache_uri=store, profile=BASEBALL_PROFILE, drop_rate=0.0)
+    answers_a = [agent_answer(open_session(gw_a)[1], i) for i in range(2)]
+    sim_b, gw_b = stack(cache_uri=store, profile=BASEBALL_PROFILE, drop_rate=1.0)
+    answers_b = [agent_answer(open_session(gw_b)[1], i) for i in range(2)]
+    assert all("Recommendation:" in a for a in answers_a) and not any("Recommendation:" in b for b in answers_b)
+    assert get(f"{sim_b}/sim/stats")["calls"] == {"agent": 2}  # nothing of the first simulator's came back
+    sim_c, gw_c = stack(cache_uri=store, profile=BASEBALL_PROFILE, drop_rate=0.0)  # a restart of the first
+    assert [agent_answer(open_session(gw_c)[1], i) for i in range(2)] == answers_a
+    assert get(f"{sim_c}/sim/stats")["calls"] == {}
+
+
+def test_the_simulator_fingerprint_follows_the_profile_text_not_its_path(stack, tmp_path):
+    text = Path(BASEBALL_PROFILE).read_text()
+    (tmp_path / "copy.yaml").write_text(text)
+    (tmp_path / "edited.yaml").write_text(text + "\n# edited\n")
+    sim, _ = stack(profile=BASEBALL_PROFILE)
+    shown = get(f"{sim}/v1/models")["fingerprint"]
+    assert shown == fingerprint(SimSettings(profile=str(tmp_path / "copy.yaml"), latency_ms=50, timeout_s=1))
+    assert shown != fingerprint(SimSettings(profile=str(tmp_path / "edited.yaml")))
+    assert shown != fingerprint(SimSettings(profile=BASEBALL_PROFILE, seed=8))
+
+
+def test_an_upstream_that_cannot_be_asked_is_known_by_its_url_and_asked_again(tmp_path):
+    from jobs.core.servers import free_port
+    from jobs.gateway.server import Gateway
+
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    gateway = Gateway(GatewaySettings(upstream=url, cache_uri=str(tmp_path / "cache"), connect_timeout_s=1))
+    assert gateway.answerer() == url and gateway.identity is None
+
+
+def test_a_400_is_final_and_reported_by_kind(stack):
+    sim, gw = stack(reject_json_schema=True)
+    sid, client = open_session(gw, roles=ROLES)
+    with pytest.raises(openai.BadRequestError, match="json_schema"):
+        client.chat.completions.create(**JUDGE)
+    spend = get(f"{gw}/gateway/sessions/{sid}")
+    assert get(f"{sim}/sim/stats")["faults"] == {"judge:400": 1}  # sent once, never retried
+    assert (spend["faults"], spend["retries"], spend["permanent"], spend["exhausted"]) == (0, 0, 1, 0)
+    assert spend["errors"] == {"judge": {"400": 1}}
+    assert spend["first_error"] == {"judge": "HTTP 400 invalid_request_error: response_format type json_schema is "
+                                              "not supported; use json_object"}
+    assert get(f"{gw}/gateway/stats")["totals"]["errors"] == {"judge": {"400": 1}}
+    session = Session(gw, sid, "evaluate")
+    assert session.failures() == (spend["errors"], spend["first_error"])
+    assert session.metrics()["gateway.errors.judge.400"] == 1.0
+
+
+def test_a_503_is_retried_and_counted_once_when_it_never_passes(stack):
+    sim, gw = stack(rate_5xx=1.0, gateway={"max_retries": 2})
+    sid, client = open_session(gw, cache="off", roles=ROLES)
+    with pytest.raises(openai.APIStatusError, match="upstream answered HTTP 503") as gave_up:
+        ask(client.with_options(max_retries=3), "q")  # a client that would retry a 503 on top
+    assert gave_up.value.status_code == GAVE_UP  # which no client retries
+    spend = get(f"{gw}/gateway/sessions/{sid}")
+    assert get(f"{sim}/sim/stats")["faults"] == {"chat:5xx": 3}
+    assert (spend["faults"], spend["retries"], spend["exhausted"], spend["permanent"]) == (3, 2, 1, 0)
+    assert spend["errors"] == {"agent": {"503": 1}}  # one client request, one error
+
+
+def test_a_permanent_500_stops_once_its_body_repeats(stack):
+    """The same 500 body twice is a request the server will never take: no more retries, the
+    client gets a 424 it does not retry, and the same request again goes upstream once, not
+    max_retries + 1 times."""
+    sim, gw = stack(rate_500_permanent=1.0)  # max_retries 6
+    sid, client = open_session(gw, cache="off", roles=ROLES)
+    for _ in range(2):
+        with pytest.raises(openai.APIStatusError, match="never accepted"):
+            ask(client, "q")
+    spend = get(f"{gw}/gateway/sessions/{sid}")
+    assert get(f"{sim}/sim/stats")["faults"] == {"chat:500": 3}  # twice to see it repeat, once for the second call
+    assert (spend["faults"], spend["retries"], spend["permanent"], spend["exhausted"]) == (3, 1, 2, 0)
+    assert spend["errors"] == {"agent": {"500": 2}}
+
+
+def test_the_retry_policy_and_the_worst_case_wait(stack):
+    assert [retry_verdict(s, b"x", None) for s in (200, 429, 502, 503, 504)] == ["done"] + ["retry"] * 4
+    assert [retry_verdict(s, b"x", None) for s in (400, 401, 403, 404, 413, 422, 501)] == ["permanent"] * 7
+    assert retry_verdict(500, b"x", None) == retry_verdict(500, b"y", b"x") == "retry"
+    assert retry_verdict(500, b"x", b"x") == "permanent"
+    settings = GatewaySettings(upstream="", max_retries=2, backoff_s=1.0, timeout_s=10, retry_after_max_s=3,
+                               connect_timeout_s=5)
+    assert settings.worst_case_s == 3 * (5 + 10) + 3 + 3
+    gw_cfg = SimpleNamespace(cache_uri="c", max_retries=2, backoff_s=1.0, timeout_s=10, retry_after_max_s=3)
+    assert client_timeout_s(gw_cfg) == 3 * (10 + 10) + 3 + 3 + 10  # the connect timeout's default, and the margin
+    _, gw = stack()
+    sid, _ = open_session(gw)
+    shown = get(f"{gw}/gateway/sessions/{sid}")["worst_case_s"]
+    assert shown == GatewaySettings(upstream="", max_retries=6, backoff_s=0.001, timeout_s=5).worst_case_s
+
+
+def test_max_tokens_by_kind_caps_replies_that_set_none(stack):
+    _, gw = stack()
+    _, client = open_session(gw, roles=ROLES, max_tokens={"agent": 4, "judge": 512})
+    text = "tell me everything about the slider, the curveball and the sinker"
+    capped = ask(client, text)
+    assert capped.choices[0].finish_reason == "length" and capped.usage.completion_tokens == 4
+    assert capped.choices[0].message.content == "(simulated) tell"
+    own = client.chat.completions.create(model="sim-agent", messages=[{"role": "user", "content": text}], max_tokens=7)
+    assert own.usage.completion_tokens == 7  # a call's own max_tokens is kept
+    assert ask(client, text, model="sim-judge").choices[0].finish_reason == "stop"  # 512 is room enough
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        open_session(gw, max_tokens={"agent": 0})
+    assert refused.value.code == 400
+
+
+@pytest.mark.parametrize("mode", ["json_object", "none"])
+def test_an_endpoint_without_json_schema_gets_the_schema_in_the_prompt(stack, tmp_path, monkeypatch, mode):
+    log = tmp_path / "misses.jsonl"
+    monkeypatch.setenv(MISS_LOG_ENV, str(log))
+    sim, gw = stack(reject_json_schema=True)
+    sid, client = open_session(gw, roles=ROLES, capabilities={"structured_output": mode})
+    verdict = json.loads(client.chat.completions.create(**JUDGE).choices[0].message.content)
+    assert set(verdict) == {"result", "rationale"} and get(f"{sim}/sim/stats")["faults"] == {}
+    sent = json.loads(log.read_text().splitlines()[-1])["body"]
+    assert sent.get("response_format") == ({"type": "json_object"} if mode == "json_object" else None)
+    note = JSON_NOTE + json.dumps(SCHEMA["json_schema"]["schema"], sort_keys=True)
+    assert sent["messages"][0]["content"] == JUDGE["messages"][0]["content"] + "\n\n" + note
+    assert get(f"{gw}/gateway/sessions/{sid}")["malformed"] == 0
+
+
+def test_tool_choice_auto_makes_a_server_that_needs_it_use_the_tools(stack):
+    _, gw = stack(tools_need_choice=True)
+    question = [{"role": "user", "content": "How does pitcher Marcus Vega attack hitters?"}]
+    _, as_sent = open_session(gw, roles=ROLES)
+    assert as_sent.chat.completions.create(model="sim-agent", messages=question, tools=[TOOL]).choices[0].message.tool_calls is None
+    _, auto = open_session(gw, roles=ROLES, capabilities={"tool_choice": "auto"})
+    calls = auto.chat.completions.create(model="sim-agent", messages=question, tools=[TOOL]).choices[0].message.tool_calls
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in calls] == [("pitcher_tendency", {"pitcher": "Marcus Vega"})]
+
+
+def test_per_token_embeddings_are_pooled_into_one_vector_per_text(stack):
+    texts = ["slider away two strikes", "weather tonight"]
+    _, per_text_gw = stack()
+    expected = [d.embedding for d in open_session(per_text_gw)[1].embeddings.create(model="sim-embed", input=texts).data]
+    _, gw = stack(per_token_embeddings=True)
+    with pytest.raises(openai.APIStatusError, match="embeddings=per_token"):
+        open_session(gw)[1].embeddings.create(model="sim-embed", input=texts)
+    sid, client = open_session(gw, capabilities={"embeddings": "per_token"})
+    got = [d.embedding for d in client.embeddings.create(model="sim-embed", input=texts).data]
+    assert [len(v) for v in got] == [256, 256] and all(g == pytest.approx(e) for g, e in zip(got, expected))
+    again = client.embeddings.create(model="sim-embed", input="weather tonight").data[0].embedding  # a string input
+    assert again == got[1] and get(f"{gw}/gateway/sessions/{sid}")["cache_hits"] == 1
+
+
+def test_max_concurrency_holds_upstream_requests_to_the_smallest_limit_asked(stack):
+    sim, gw = stack(latency_ms=150)
+
+    def burst(client, tag):
+        threads = [threading.Thread(target=ask, args=(client, f"{tag} {i}")) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    _, free = open_session(gw, cache="off")
+    burst(free, "free")
+    assert get(f"{sim}/sim/stats")["max_concurrency_seen"] > 1
+    urllib.request.urlopen(urllib.request.Request(f"{sim}/sim/reset", data=b"{}"))
+    for limit in (2, 1, 3):  # the gateway keeps the smallest positive limit any session asked for
+        open_session(gw, capabilities={"max_concurrency": limit})
+    burst(free, "held")  # one gateway, one limit: a session that asked for none is held too
+    stats = get(f"{sim}/sim/stats")
+    assert stats["max_concurrency_seen"] == 1 and stats["calls"] == {"chat": 4}
+
+
+def test_a_tool_call_reply_to_a_json_mode_request_is_valid_and_cached(stack):
+    """MLflow's fallback judge sends tools with response_format: a tool call (content null) is a reply."""
+    call = {"message": {"role": "assistant", "content": None, "tool_calls": [{"id": "c"}]}, "finish_reason": "tool_calls"}
+    assert not is_malformed({"response_format": {"type": "json_object"}}, {"choices": [call]})
+    assert is_malformed({"response_format": {"type": "json_object"}},
+                        {"choices": [{"message": {"content": None}, "finish_reason": "stop"}]})
+    sim, gw = stack()
+    sid, client = open_session(gw, roles=ROLES)
+    body = {"model": "sim-judge", "tools": [TOOL], "response_format": {"type": "json_object"}, "messages": [
+        {"role": "system", "content": "You are an expert judge. Reply in JSON."},
+        {"role": "user", "content": "How does pitcher Marcus Vega attack hitters?"}]}
+    for _ in range(2):
+        reply = client.chat.completions.create(**body).choices[0]
+        assert reply.finish_reason == "tool_calls" and reply.message.content is None
+    spend = get(f"{gw}/gateway/sessions/{sid}")
+    assert spend["malformed"] == 0 and spend["cache_hits"] == 1 and get(f"{sim}/sim/stats")["calls"] == {"agent": 1}

@@ -172,3 +172,44 @@ def test_unknown_names_return_a_readable_error():
     known = baseball._tables()[2][0]
     ok = json.loads(baseball.pitcher_tendency(known, "left"))
     assert ok["sample_size"] > 0 and "summary" in ok
+
+
+def test_max_tokens_cuts_the_reply_and_says_length(client):
+    r = client.chat.completions.create(model="sim-x", max_tokens=3,
+                                       messages=[{"role": "user", "content": "one two three four five"}])
+    assert (r.choices[0].message.content, r.choices[0].finish_reason, r.usage.completion_tokens) == ("(simulated)", "length", 3)
+    whole = client.chat.completions.create(model="sim-x", max_tokens=50, messages=[{"role": "user", "content": "one two"}])
+    assert whole.choices[0].finish_reason == "stop"
+
+
+def test_models_name_the_fingerprint_of_what_the_replies_depend_on(sim_url):
+    from jobs.sim.server import SimSettings, fingerprint
+
+    models = json.load(urllib.request.urlopen(sim_url + "/models"))
+    assert models["fingerprint"] == fingerprint(SimSettings(seed=7, profile=BASEBALL_PROFILE))  # as conftest starts it
+
+
+def test_llama_cpp_knobs_from_the_command_line():
+    """``--reject-json-schema``, ``--tools-need-choice`` and ``--per-token-embeddings`` as start_sim passes them."""
+    from jobs.core.servers import start_sim, stop_process
+    from jobs.sim.server import SimSettings, fingerprint
+
+    proc, url = start_sim({"reject_json_schema": True, "tools_need_choice": True, "per_token_embeddings": True})
+    try:
+        c = OpenAI(base_url=url, api_key="x", max_retries=0)
+        with pytest.raises(Exception, match="json_schema"):
+            c.chat.completions.create(model="sim-judge", messages=[{"role": "user", "content": "q"}],
+                                      response_format={"type": "json_schema", "json_schema": {"name": "j", "schema": {}}})
+        question = [{"role": "user", "content": "How does pitcher Marcus Vega attack left-handed hitters?"}]
+        assert c.chat.completions.create(model="sim-agent", messages=question, tools=TOOL_SPECS).choices[0].message.tool_calls is None
+        chosen = c.chat.completions.create(model="sim-agent", messages=question, tools=TOOL_SPECS, tool_choice="auto")
+        assert [t.function.name for t in chosen.choices[0].message.tool_calls] == ["pitcher_tendency"]
+        body = json.dumps({"model": "sim-embed", "input": ["two words", "one"]}).encode()
+        req = urllib.request.Request(url + "/embeddings", data=body, headers={"Content-Type": "application/json"})
+        vectors = [d["embedding"] for d in json.load(urllib.request.urlopen(req))["data"]]
+        assert [len(v) for v in vectors] == [2, 1] and len(vectors[0][0]) == 256  # one vector per word
+        shown = json.load(urllib.request.urlopen(url + "/models"))["fingerprint"]
+        knobs = SimSettings(reject_json_schema=True, tools_need_choice=True, per_token_embeddings=True)
+        assert shown == fingerprint(knobs) != fingerprint(SimSettings())
+    finally:
+        stop_process(proc.pid)

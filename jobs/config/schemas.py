@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 from omegaconf import MISSING
 
 from jobs.core.errors import UserError
+from jobs.gateway.server import DEFAULT_CAPABILITIES, capability_problem, max_tokens_problem
 
 
 def _between(key: str, value: float, low: float, high: float, what: str) -> None:
@@ -40,6 +41,8 @@ def _at_least(key: str, value: float, low: float) -> None:
     if value < low:
         raise UserError(f"{key}={value} must be at least {low}")
 
+
+MAX_TOKENS = {"agent": 1024, "judge": 512, "reflection": 4096}  # model.max_tokens unless a config says otherwise
 
 ALIGNERS = "use aligner=memalign or aligner=simba"
 OPTIMIZERS = "use optimizer=gepa_small, gepa_default or gepa_large"
@@ -105,9 +108,11 @@ class GepaConfig:
     minibatch_size: int = 5  # training examples per reflection step
     val_fraction: float = 0.3  # share of the train set GEPA keeps for validation
     seed: int = 0  # GEPA's sampling seed and the train/validation split seed
+    min_context_tokens: int = 16384  # the least window reflection needs: its prompts quote a minibatch's traces
 
     def __post_init__(self) -> None:
         _named("optimizer.name", self.name, "gepa", OPTIMIZERS)
+        _at_least("optimizer.min_context_tokens", self.min_context_tokens, 1)
         if not 0 <= self.val_fraction < 1:
             raise UserError(f"optimizer.val_fraction={self.val_fraction} must be at least 0 and below 1")
 
@@ -205,10 +210,19 @@ class ModelSettings:
     request_timeout_s: float = 60  # timeout of one LLM call
     prices: dict[str, list[float]] = field(default_factory=dict)  # USD per 1M tokens [input, output]
     sim: dict[str, Any] | None = None  # settings of a simulator the stage starts (model=sim)
+    max_tokens: dict[str, int] = field(default_factory=lambda: dict(MAX_TOKENS))  # longest reply per kind of call
+    capabilities: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_CAPABILITIES))  # what the endpoint does differently
+    context_tokens: int | None = None  # the server's context window (prompt plus reply); null: not stated
 
     def __post_init__(self) -> None:
         _at_least("model.temperature", self.temperature, 0)
         _between("model.request_timeout_s", self.request_timeout_s, 0, float("inf"), "above 0")
+        for name, problem in (("max_tokens", max_tokens_problem), ("capabilities", capability_problem)):
+            for key, value in getattr(self, name).items():
+                if (why := problem(f"model.{name}", str(key), value)) is not None:
+                    raise UserError(why)
+        if self.context_tokens is not None:
+            _at_least("model.context_tokens", self.context_tokens, 1)
 
 
 @dataclass
@@ -216,7 +230,7 @@ class AgentSettings:
     tools_module: str = MISSING  # module exposing TOOLS
     input_key: str = "question"  # dataset inputs key that holds the user's message
     max_steps: int = 6  # tool-calling rounds before the agent must answer
-    max_retries: int = 2  # the OpenAI client's own retries per call
+    max_retries: int = 0  # the OpenAI client's own retries per call (the gateway retries)
     sim_profile: str | None = "auto"  # the simulator profile: auto, a path, or null
 
     def __post_init__(self) -> None:
@@ -273,9 +287,10 @@ class GatewaySettings:
     url: str | None = None  # a running gateway's base URL; null starts one
     cache: str = "readwrite"  # off | read | readwrite
     cache_uri: str = MISSING  # a folder, s3://bucket/prefix or redis://host:port/db
-    max_retries: int = 4  # retries of one call on 429, 5xx and timeouts
+    max_retries: int = 4  # retries of one call on 429, 502-504, timeouts and a 500 whose body changed
     backoff_s: float = 0.2  # backoff factor
     timeout_s: float = 60  # read timeout of one upstream attempt
+    retry_after_max_s: float = 10  # the longest Retry-After wait honoured
 
 
 @dataclass

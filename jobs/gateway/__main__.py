@@ -23,11 +23,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-retries", type=int, default=d.max_retries)
     parser.add_argument("--backoff-s", type=float, default=d.backoff_s)
     parser.add_argument("--timeout-s", type=float, default=d.timeout_s)
+    parser.add_argument("--retry-after-max-s", type=float, default=d.retry_after_max_s, help="longest Retry-After honoured")
     a = parser.parse_args(argv)
     if not a.upstream:
         parser.error("give --upstream (or PROMPTGATE_UPSTREAM_URL): the model endpoint's /v1 URL")
     settings = GatewaySettings(upstream=a.upstream, api_key=os.environ.get(a.api_key_env, ""), cache_uri=a.cache_uri,
-                               max_retries=a.max_retries, backoff_s=a.backoff_s, timeout_s=a.timeout_s)
+                               max_retries=a.max_retries, backoff_s=a.backoff_s, timeout_s=a.timeout_s,
+                               retry_after_max_s=a.retry_after_max_s)
     serve_until_interrupted(make_server(settings, a.host, a.port), "GATEWAY_URL")
 
 

@@ -1,6 +1,6 @@
 """A stage's side of the gateway: start or find it, open the stage's session with its cache
-mode, budgets and prices, and settle up at the end (spend as run metrics; exit 2 when a
-budget was crossed)."""
+mode, budgets, prices, per-kind max_tokens and the endpoint's capabilities, and settle up at
+the end (spend and non-200 replies as run metrics; exit 2 when a budget was crossed)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ PLACEHOLDER_KEY = "promptgate-gateway"  # what clients send; only the gateway ho
 SPEND_METRICS = ("tokens", "prompt_tokens", "completion_tokens", "usd", "requests", "cache_hits", "upstream_calls",
                  "faults", "retries", "exhausted", "malformed", "refused")
 UNITS = ("tokens", "usd")
+CLIENT_MARGIN_S = 10.0  # a client waits this much longer than the gateway's worst case, so the gateway gives up first
 
 
 class BudgetExceeded(UserError):
@@ -61,9 +62,10 @@ def check_gateway_config(gw: Any) -> None:
     scheme = urlparse(str(gw.cache_uri)).scheme
     if scheme not in ("", "s3", "redis", "rediss", "file"):
         raise UserError(f"gateway.cache_uri={gw.cache_uri}: use a folder, s3://bucket/prefix or redis://host:port/db")
-    if int(gw.max_retries) < 0 or float(gw.backoff_s) < 0 or float(gw.timeout_s) <= 0:
-        raise UserError("gateway.max_retries and gateway.backoff_s must not be negative, and gateway.timeout_s must be "
-                        "positive")
+    if int(gw.max_retries) < 0 or float(gw.backoff_s) < 0 or float(gw.get("retry_after_max_s", 0)) < 0 \
+            or float(gw.timeout_s) <= 0:
+        raise UserError("gateway.max_retries, gateway.backoff_s and gateway.retry_after_max_s must not be negative, "
+                        "and gateway.timeout_s must be positive")
     url = gw.get("url")
     if url and urlparse(str(url)).scheme not in ("http", "https"):
         raise UserError(f"gateway.url={url}: give the gateway's http:// or https:// base URL")
@@ -91,14 +93,34 @@ def limits_for(cfg: Any, stage: str, spent: dict[str, float], pipeline_id: str) 
     return out
 
 
+def gateway_settings(gw: Any, upstream: str = "") -> Any:
+    """The gateway's settings from conf/gateway (or anything with its attributes); keys it lacks
+    keep the gateway's defaults."""
+    from jobs.gateway.server import GatewaySettings
+
+    d = GatewaySettings(upstream=upstream)
+    return GatewaySettings(upstream=upstream, cache_uri=str(gw.cache_uri), max_retries=int(gw.max_retries),
+                           backoff_s=float(gw.backoff_s), timeout_s=float(gw.timeout_s),
+                           retry_after_max_s=float(getattr(gw, "retry_after_max_s", d.retry_after_max_s)))
+
+
+def client_timeout_s(gw: Any) -> float:
+    """How long a stage's client should wait for one call: the longest the gateway can take
+    (every attempt timing out, every backoff at its longest) plus a margin, so the gateway,
+    which counts and reports, is the one that gives up."""
+    return gateway_settings(gw).worst_case_s + CLIENT_MARGIN_S
+
+
 def start_gateway(upstream: str, gw: Any, api_key_env: str, timeout_s: float = 20,
                   api_key: str | None = None) -> tuple[subprocess.Popen, str]:
     """Start a gateway on a free loopback port; returns the process and its base URL. The
     upstream key reaches it in ``api_key_env``: this process's, or ``api_key`` when given."""
     from jobs.core.servers import start_server_process
 
-    args = ["--upstream", upstream, "--api-key-env", api_key_env, "--cache-uri", str(gw.cache_uri),
-            "--max-retries", str(gw.max_retries), "--backoff-s", str(gw.backoff_s), "--timeout-s", str(gw.timeout_s)]
+    s = gateway_settings(gw, upstream)
+    args = ["--upstream", upstream, "--api-key-env", api_key_env, "--cache-uri", s.cache_uri,
+            "--max-retries", str(s.max_retries), "--backoff-s", str(s.backoff_s), "--timeout-s", str(s.timeout_s),
+            "--retry-after-max-s", str(s.retry_after_max_s)]
     env = {api_key_env: api_key} if api_key is not None else None
     return start_server_process("jobs.gateway", args, "GATEWAY_URL", "/health", timeout_s, env=env)
 
@@ -141,11 +163,19 @@ class Session:
 
         return spans.add(self.spend().get("by_kind"), {k: v for k, v in spans.snapshot().items() if k == "tools"})
 
+    def failures(self) -> tuple[dict[str, dict[str, int]], dict[str, str]]:
+        """The non-200 replies the clients got, (kind -> status -> count, kind -> first error line)."""
+        s = self.spend()
+        return dict(s.get("errors") or {}), dict(s.get("first_error") or {})
+
     def metrics(self) -> dict[str, float]:
-        """Spend and the per-kind figures as the run metrics they are logged as."""
+        """Spend, the per-kind figures and the non-200 replies by kind and status
+        (``gateway.errors.<kind>.<status>``) as the run metrics they are logged as."""
         from jobs.core import spans
 
-        return {**{metric_name(k): v for k, v in self.figures().items()}, **spans.metrics(self.by_kind())}
+        errors = {f"gateway.errors.{kind}.{status}": float(n) for kind, counts in self.failures()[0].items()
+                  for status, n in counts.items()}
+        return {**{metric_name(k): v for k, v in self.figures().items()}, **spans.metrics(self.by_kind()), **errors}
 
 
 def metric_name(figure: str) -> str:
@@ -173,7 +203,9 @@ def open_session(cfg: Any, stage: str, pipeline_id: str, gateway_url: str, spent
     spec = {"pipeline": pipeline_id, "stage": stage, "cache": str(cfg.gateway.cache), "limits": limits,
             "prices": {k: list(v) for k, v in (cfg.model.get("prices") or {}).items()},
             "roles": {"agent": str(cfg.model.agent_model), "judge": str(cfg.model.judge_model),
-                      "reflection": str(cfg.model.reflection_model)}}  # how the gateway tells calls apart
+                      "reflection": str(cfg.model.reflection_model)},  # how the gateway tells calls apart
+            "max_tokens": {str(k): int(v) for k, v in (cfg.model.get("max_tokens") or {}).items()},
+            "capabilities": {str(k): v for k, v in (cfg.model.get("capabilities") or {}).items()}}
     try:
         _call(f"{gateway_url}/gateway/sessions/{sid}", spec)
     except urllib.error.HTTPError as e:

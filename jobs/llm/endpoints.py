@@ -7,6 +7,7 @@ dspy/LiteLLM) at the configured OpenAI-compatible endpoint through the environme
 from __future__ import annotations
 
 import faulthandler
+import math
 import os
 import signal
 import urllib.error
@@ -144,14 +145,27 @@ def start_local_gateway(cfg: Any, own_sim: dict[str, Any] | None = None) -> tupl
     return [p for p in (up.sim, gateway) if p is not None], url, up.base_url if up.sim is not None else None
 
 
-ROUTED_ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_API_BASE", "OPENAI_LIKE_API_KEY", "OPENAI_LIKE_API_BASE")
+JUDGE_TIMEOUT_ENV = "MLFLOW_GATEWAY_ROUTE_TIMEOUT_SECONDS"  # MLflow's judge adapter reads its timeout here
+ROUTED_ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_API_BASE", "OPENAI_LIKE_API_KEY", "OPENAI_LIKE_API_BASE",
+              JUDGE_TIMEOUT_ENV)
 
 
-def routing_env(base_url: str, key: str) -> dict[str, str]:
+def routing_env(base_url: str, key: str, timeout_s: float) -> dict[str, str]:
     """The variables the LLM libraries read their endpoint from: the openai SDK, langchain,
-    MLflow's judge adapter and LiteLLM (``OPENAI_*``), LiteLLM's openai_like embeddings."""
+    MLflow's judge adapter and LiteLLM (``OPENAI_*``), LiteLLM's openai_like embeddings; and the
+    judge adapter's timeout for one call."""
     return {"OPENAI_API_KEY": key, "OPENAI_BASE_URL": base_url, "OPENAI_API_BASE": base_url,
-            "OPENAI_LIKE_API_KEY": key, "OPENAI_LIKE_API_BASE": base_url}
+            "OPENAI_LIKE_API_KEY": key, "OPENAI_LIKE_API_BASE": base_url, JUDGE_TIMEOUT_ENV: str(math.ceil(timeout_s))}
+
+
+def call_timeout_s(model_cfg: Any, session: Any) -> float:
+    """How long a client waits for one call: model.request_timeout_s, raised above the longest
+    the stage's gateway can take on it (its retries), so that the gateway, which retries,
+    counts and reports, is the one that gives up; clients retry nothing (README, "Retries")."""
+    from jobs.gateway.client import CLIENT_MARGIN_S
+
+    worst = float(session.spend().get("worst_case_s") or 0.0)
+    return max(float(model_cfg.request_timeout_s), worst + CLIENT_MARGIN_S)
 
 
 @contextmanager
@@ -180,10 +194,11 @@ def activate(cfg: Any, stage: str, pipeline_id: str, spent: dict[str, float],
             procs, gateway_url, _ = start_local_gateway(cfg, own_sim)
         session = gateway.open_session(cfg, stage, pipeline_id, str(gateway_url).rstrip("/"), spent)
         check_reachable(session.base_url, gateway.PLACEHOLDER_KEY)
-        os.environ.update(routing_env(session.base_url, gateway.PLACEHOLDER_KEY))
+        timeout_s = call_timeout_s(model_cfg, session)
+        os.environ.update(routing_env(session.base_url, gateway.PLACEHOLDER_KEY, timeout_s))
         yield Endpoint(model_cfg.provider, session.base_url, model_cfg.agent_model, model_cfg.judge_model,
                        model_cfg.reflection_model, model_cfg.embedding_model, float(model_cfg.temperature),
-                       float(model_cfg.request_timeout_s)), session
+                       timeout_s), session
     finally:
         if session is not None:
             session.spend()  # keep the final figures before a gateway of our own stops

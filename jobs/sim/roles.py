@@ -46,6 +46,9 @@ def text_of(message: dict[str, Any]) -> str:
     return content or ""
 
 
+ROLES = ("agent", "memalign", "gepa", "dspy", "judge", "chat")  # what role_of tells apart
+
+
 def role_of(req: dict[str, Any]) -> str:
     msgs = req.get("messages") or []
     system = "\n".join(text_of(m) for m in msgs if m.get("role") in ("system", "developer"))

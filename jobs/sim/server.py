@@ -1,11 +1,16 @@
 """The OpenAI-compatible HTTP front of the simulator (stdlib only, so it starts in ~0.1 s).
 
 Endpoints: ``POST /v1/chat/completions`` (``"stream": true`` answers in server-sent
-events, one chunk per few words), ``POST /v1/embeddings``, ``GET /v1/models``,
-``GET /sim/stats`` (calls by role, faults injected) and ``POST /sim/reset``.
+events, one chunk per few words; ``max_tokens`` cuts the reply, ``finish_reason`` "length"),
+``POST /v1/embeddings``, ``GET /v1/models`` (with a ``fingerprint`` of what the replies depend
+on), ``GET /sim/stats`` (calls by role, faults injected, the most requests served at once) and
+``POST /sim/reset``.
 Fault knobs (fractions of requests, drawn deterministically from the seed, the request body
-and how many times that body came before, so thread scheduling does not change them): 429s, 5xx errors, timeouts (the reply is held past ``timeout_s``), malformed
-JSON in judge replies, and a fixed latency.
+and how many times that body came before, so thread scheduling does not change them): 429s,
+5xx errors, timeouts (the reply is held past ``timeout_s``), malformed JSON in judge replies,
+permanent 500s (drawn from the body alone: the same request fails the same way every time),
+and a fixed latency. Three knobs imitate llama-cpp-python's server: ``reject_json_schema``,
+``tools_need_choice`` and ``per_token_embeddings``.
 """
 
 from __future__ import annotations
@@ -17,10 +22,11 @@ import re
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from http.server import ThreadingHTTPServer
 from typing import Any
 
+from jobs.core.errors import UserError
 from jobs.core.servers import QuietJSONHandler
 from jobs.sim import roles
 from jobs.sim.profile import Profile, load
@@ -39,6 +45,52 @@ class SimSettings:
     rate_malformed: float = 0.0  # share of judge replies with broken JSON
     timeout_s: float = 30.0  # how long a "timeout" fault holds the request
     profile: str = ""  # the domain's simulator profile (YAML); empty: a judge that checks nothing
+    rate_500_permanent: float = 0.0  # share of requests answered 500 with the same body every time
+    reject_json_schema: bool = False  # 400 on response_format json_schema (llama.cpp's server takes json_object)
+    tools_need_choice: bool = False  # ignore tools unless tool_choice is given (as llama.cpp's server)
+    per_token_embeddings: bool = False  # one vector per word of each input (as llama.cpp's server)
+    fail: str = ""  # every call of these roles fails: "judge=400,agent=500,gepa=400:context_length_exceeded"
+
+
+def failing_roles(spec: str) -> dict[str, tuple[int, str]]:
+    """``fail`` as role -> (HTTP status, error code): a ``role=status[:code]`` list."""
+    out: dict[str, tuple[int, str]] = {}
+    for item in filter(None, (x.strip() for x in spec.split(","))):
+        role, _, answer = item.partition("=")
+        status, _, code = answer.partition(":")
+        if role not in roles.ROLES or not status.isdigit() or not 400 <= int(status) < 600:
+            raise ValueError(f"sim fail={spec!r}: give role=status[:code] with a role of {', '.join(roles.ROLES)} "
+                             "and a 4xx or 5xx status")
+        out[role] = (int(status), code or "simulated_failure")
+    return out
+
+
+UNSEEN = ("latency_ms", "timeout_s")  # change when a reply comes, not what it says: left out of the fingerprint
+FAILURES = {  # fault -> HTTP status, message, error type
+    "400": (400, "response_format type json_schema is not supported; use json_object", "invalid_request_error"),
+    "429": (429, "simulated rate limit", "rate_limit_error"),
+    "500": (500, "simulated validation error: request {digest} is never accepted", "server_error"),
+    "5xx": (503, "simulated upstream error", "server_error"),
+    "timeout": (504, "simulated timeout", "timeout"),
+}
+
+
+def fingerprint(settings: SimSettings) -> str:
+    """What the replies depend on, hashed: the settings (but UNSEEN) with the profile's text in
+    place of its path. The gateway keys its cache by it, so a cache outlives the port and a
+    simulator with another profile or seed gets replies of its own."""
+    from jobs.core.files import read_text
+
+    kept: dict[str, Any] = {f.name: type(f.default)(getattr(settings, f.name)) for f in fields(settings)
+                            if f.name not in (*UNSEEN, "profile")}
+    kept["profile"] = read_text(settings.profile, "simulator profile") if settings.profile else ""
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()
+
+
+def cut(text: str, max_tokens: int) -> str:
+    """``text`` up to its ``max_tokens``-th token, as count_tokens counts them."""
+    found = list(re.finditer(r"\w+|[^\w\s]", text))
+    return text if len(found) <= max_tokens else text[: found[max_tokens - 1].end()]
 
 
 @dataclass
@@ -50,6 +102,9 @@ class SimState:
     tokens: Counter = field(default_factory=Counter)
     seen: Counter = field(default_factory=Counter)  # attempts per request body
     counter: int = 0
+    fingerprint: str = ""  # of the settings and the profile's text (see fingerprint)
+    busy: int = 0  # requests being served now
+    busiest: int = 0  # the most served at once
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def next_index(self) -> int:
@@ -91,11 +146,12 @@ class Handler(QuietJSONHandler):
     def do_GET(self) -> None:  # noqa: N802
         path = self.path.split("?")[0].rstrip("/")
         if path.endswith("/models"):
-            self._send(200, {"object": "list", "data": [{"id": m, "object": "model", "owned_by": "sim"} for m in MODELS]})
+            self._send(200, {"object": "list", "data": [{"id": m, "object": "model", "owned_by": "sim"} for m in MODELS],
+                             "fingerprint": self.state.fingerprint})
         elif path == "/sim/stats":
             s = self.state
             self._send(200, {"calls": dict(s.calls), "faults": dict(s.faults), "tokens": dict(s.tokens), "requests": s.counter,
-                             "profile": s.profile.name})
+                             "profile": s.profile.name, "max_concurrency_seen": s.busiest})
         elif path in ("", "/health"):
             self._send(200, {"status": "ok"})
         else:
@@ -113,21 +169,33 @@ class Handler(QuietJSONHandler):
             s = self.state
             with s.lock:
                 s.calls.clear(), s.faults.clear(), s.tokens.clear(), s.seen.clear()
-                s.counter = 0
+                s.counter = s.busiest = 0
             self._send(200, {"status": "reset"})
             return
-        if path.endswith("/chat/completions"):
-            self._chat(req)
-        elif path.endswith("/embeddings"):
-            self._embeddings(req)
-        else:
+        answer = self._chat if path.endswith("/chat/completions") else \
+            self._embeddings if path.endswith("/embeddings") else None
+        if answer is None:
             self._send(404, {"error": {"message": f"no route {self.path}"}})
+            return
+        s = self.state
+        with s.lock:
+            s.busy += 1
+            s.busiest = max(s.busiest, s.busy)
+        try:
+            answer(req)
+        finally:
+            with s.lock:
+                s.busy -= 1
 
     def _fault(self, role: str, req: dict[str, Any]) -> str | None:
         st = self.state.settings
         body_key = hashlib.sha256(json.dumps(req, sort_keys=True).encode()).hexdigest()
         self.state.next_index()
         draw = roles.unit_draw(st.seed, "fault", body_key, self.state.attempt(body_key))
+        if st.reject_json_schema and (req.get("response_format") or {}).get("type") == "json_schema":
+            return "400"
+        if roles.unit_draw(st.seed, "permanent", body_key) < st.rate_500_permanent:
+            return "500"
         edges = (("429", st.rate_429), ("5xx", st.rate_5xx), ("timeout", st.rate_timeout))
         acc = 0.0
         for name, rate in edges:
@@ -140,41 +208,34 @@ class Handler(QuietJSONHandler):
 
     def _chat(self, req: dict[str, Any]) -> None:
         s = self.state
+        if s.settings.tools_need_choice and req.get("tools") and not req.get("tool_choice"):
+            req = {k: v for k, v in req.items() if k != "tools"}  # as llama.cpp's server: no tool_choice, no tools
         role = roles.role_of(req)
         with s.lock:
             s.calls[role] += 1
         if s.settings.latency_ms:
             time.sleep(s.settings.latency_ms / 1000)
+        if role in (failing := failing_roles(s.settings.fail)):
+            status, code = failing[role]
+            with s.lock:
+                s.faults[f"{role}:{status}"] += 1
+            self._send(status, {"error": {"message": f"simulated {code}: every {role} call fails (sim fail=)",
+                                          "type": "invalid_request_error" if status < 500 else "server_error",
+                                          "code": code}})
+            return
         fault = self._fault(role, req)
         if fault:
             with s.lock:
                 s.faults[f"{role}:{fault}"] += 1
-        if fault == "429":
-            self._send(429, {"error": {"message": "simulated rate limit", "type": "rate_limit_error"}})
+        if fault in FAILURES:
+            self._fail(fault, req)
             return
-        if fault == "5xx":
-            self._send(503, {"error": {"message": "simulated upstream error", "type": "server_error"}})
-            return
-        if fault == "timeout":
-            time.sleep(s.settings.timeout_s)
-            self._send(504, {"error": {"message": "simulated timeout", "type": "timeout"}})
-            return
-        if role == "agent":
-            message = roles.agent_reply(s.profile, req, s.settings.seed, s.settings.drop_rate)
-        else:
-            reply = {
-                "judge": roles.judge_reply, "memalign": roles.memalign_reply, "gepa": roles.gepa_reply,
-                "dspy": roles.dspy_reply, "chat": roles.chat_reply,
-            }[role](s.profile, req)
-            if fault == "malformed":
-                reply = reply[: max(1, len(reply) // 2)]
-            message = {"role": "assistant", "content": reply}
+        message, finish = self._message(role, req, fault == "malformed")
         prompt_tokens = sum(count_tokens(roles.text_of(m)) for m in req.get("messages") or [])
         completion_tokens = count_tokens(message.get("content") or json.dumps(message.get("tool_calls")))
         with s.lock:
             s.tokens[f"{role}:prompt"] += prompt_tokens
             s.tokens[f"{role}:completion"] += completion_tokens
-        finish = "tool_calls" if message.get("tool_calls") else "stop"
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                  "total_tokens": prompt_tokens + completion_tokens}
         if req.get("stream"):
@@ -189,6 +250,32 @@ class Handler(QuietJSONHandler):
             "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
             "usage": usage,
         })
+
+    def _fail(self, fault: str, req: dict[str, Any]) -> None:
+        status, message, kind = FAILURES[fault]
+        if fault == "timeout":
+            time.sleep(self.state.settings.timeout_s)
+        digest = hashlib.sha256(json.dumps(req, sort_keys=True).encode()).hexdigest()[:12]
+        self._send(status, {"error": {"message": message.format(digest=digest), "type": kind}})
+
+    def _message(self, role: str, req: dict[str, Any], malformed: bool) -> tuple[dict[str, Any], str]:
+        """The reply's message and finish reason: ``max_tokens`` cuts its content ("length")."""
+        s = self.state
+        if role == "agent":
+            message = roles.agent_reply(s.profile, req, s.settings.seed, s.settings.drop_rate)
+        else:
+            reply = {
+                "judge": roles.judge_reply, "memalign": roles.memalign_reply, "gepa": roles.gepa_reply,
+                "dspy": roles.dspy_reply, "chat": roles.chat_reply,
+            }[role](s.profile, req)
+            if malformed:
+                reply = reply[: max(1, len(reply) // 2)]
+            message = {"role": "assistant", "content": reply}
+        finish = "tool_calls" if message.get("tool_calls") else "stop"
+        cap = req.get("max_tokens") or req.get("max_completion_tokens")
+        if cap and message.get("content") and cut(message["content"], int(cap)) != message["content"]:
+            message, finish = {**message, "content": cut(message["content"], int(cap))}, "length"
+        return message, finish
 
     def _stream(self, req: dict[str, Any], message: dict[str, Any], finish: str, usage: dict[str, int]) -> None:
         """The same reply as server-sent events in HTTP chunks, as OpenAI streams it: a role
@@ -224,7 +311,11 @@ class Handler(QuietJSONHandler):
         if isinstance(inputs, str):
             inputs = [inputs]
         dims = int(req.get("dimensions") or 256)
-        data = [{"object": "embedding", "index": i, "embedding": embed(str(t), dims)} for i, t in enumerate(inputs or [])]
+        if s.settings.per_token_embeddings:  # one vector per word, as llama.cpp's server gives them
+            vectors = [[embed(w, dims) for w in re.findall(r"[a-z0-9]+", str(t).lower()) or [""]] for t in inputs or []]
+        else:
+            vectors = [embed(str(t), dims) for t in inputs or []]
+        data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
         tokens = sum(count_tokens(str(t)) for t in inputs or [])
         self._send(200, {
             "object": "list", "data": data, "model": req.get("model", "sim-embed"),
@@ -233,8 +324,12 @@ class Handler(QuietJSONHandler):
 
 
 def make_server(host: str = "127.0.0.1", port: int = 0, settings: SimSettings | None = None) -> ThreadingHTTPServer:
+    settings = settings or SimSettings()
+    try:
+        failing_roles(settings.fail)
+    except ValueError as e:
+        raise UserError(str(e)) from None
     httpd = ThreadingHTTPServer((host, port), Handler)
     httpd.daemon_threads = True
-    settings = settings or SimSettings()
-    httpd.state = SimState(settings, load(settings.profile))  # type: ignore[attr-defined]
+    httpd.state = SimState(settings, load(settings.profile), fingerprint=fingerprint(settings))  # type: ignore[attr-defined]
     return httpd

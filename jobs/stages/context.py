@@ -53,4 +53,6 @@ def llm(ctx: StageContext, own_sim: dict[str, Any] | None = None) -> Iterator[An
     spent = tracking.pipeline_spent(ctx.store.experiment_id, ctx.pipeline_id, UNITS)
     with activate(ctx.cfg, ctx.stage, ctx.pipeline_id, spent, own_sim) as (endpoint, session):
         ctx.session = session
+        ctx.say(f"one LLM call waits at most {endpoint.timeout_s:.0f} s: the gateway retries 429s, 5xx and timeouts "
+                "within that; clients retry nothing")
         yield endpoint
