@@ -176,7 +176,7 @@ def test_refusal_exits_3_when_asked(decided, servers, mlflow_client, gate_prompt
 
 
 @pytest.mark.parametrize("setup,expect", [
-    ([], "has no compare results; run `python -m jobs.compare"),
+    ([], "has no finished compare stage; run `python -m jobs.compare"),
     ([2], "stale compare results: compare used candidate v3 but the pipeline's candidate is now v2"),
     ([3, ("align", {"judge_version": 4})], "stale compare results: compare used judge vbase but align now records v4"),
 ])

@@ -261,6 +261,31 @@ def budget_stop(ctx: Any) -> str | None:
     return session.spend().get("tripped") if session is not None else None
 
 
+EXIT_INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C
+
+
+def stop_on_interrupt(get_ctx: Callable[[], Any]) -> None:
+    """Ctrl-C ends the stage within seconds: its runs FAILED, then exit 130 without waiting for
+    MLflow's worker threads (a judge call retrying in one held the exit for over 50 s). The
+    gateway and simulator a stage started exit with it (jobs.core.servers.exit_with_parent)."""
+    import signal
+
+    def interrupted(signum: int, frame: Any) -> None:
+        ctx = get_ctx()
+        print("\ninterrupted: marking the stage's run FAILED and exiting", file=sys.stderr, flush=True)
+        if ctx is not None:
+            try:
+                from jobs.store.tracking import fail_active_runs
+
+                fail_active_runs(ctx.store.experiment_id, ctx.pipeline_id, ctx.stage)
+            except Exception as e:  # noqa: BLE001 - the exit must not wait on a server that is gone
+                print(f"warning: could not mark the run FAILED ({one_line(e)}); a rerun ends it", file=sys.stderr)
+        sys.stdout.flush()
+        os._exit(EXIT_INTERRUPTED)
+
+    signal.signal(signal.SIGINT, interrupted)
+
+
 def run_stage(stage: str, cfg: Any, multirun: bool) -> Any:
     """check, build the context, run; a broken call after a crossed budget is that budget's error."""
     from jobs.stages import load
@@ -268,6 +293,7 @@ def run_stage(stage: str, cfg: Any, multirun: bool) -> Any:
     module = load(stage)
     quiet_libraries()
     ctx = None
+    stop_on_interrupt(lambda: ctx)
     try:
         check_config(cfg)
         module.check(cfg)

@@ -17,6 +17,12 @@ class IncompleteResult(Exception):
     """Work came back incomplete after every retry (for example rows lost by the server)."""
 
 
+class NothingMeasured(IncompleteResult):
+    """A stage's figure would rest on zero judged rows (every agent or judge call failed). The
+    stage's run ends FAILED with the reason on it (``TAG_FAILURE``), records no result, so a
+    rerun runs again and later stages name this reason instead of "run X first"."""
+
+
 class Refused(Exception):
     """A decision that a scheduler must see as a failure: the gate refused (with
     ``gate.fail_on_refuse``) or the monitor flagged a drift. The result is recorded first."""

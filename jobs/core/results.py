@@ -122,7 +122,8 @@ class OptimizeResult(StageResult):
     metric_calls: int | None = None
     metric_calls_refused: int | None = None
     max_metric_calls: int | None = None
-    judge_errors: int | None = None
+    judge_errors: int | None = None  # metric calls the judge gave no verdict on
+    agent_errors: int | None = None  # metric calls whose agent call failed (never judged)
     judge_name: str | None = None
     judge_version: int | str | None = None  # "base": the judge from config, not an aligned version
     seed_version: int | None = None
@@ -132,9 +133,11 @@ class OptimizeResult(StageResult):
     def headline(self, evidence: Any) -> tuple[str | None, str | None]:
         cand = (f"candidate v{self.candidate_version}" if self.candidate_version
                 else f"NO CANDIDATE: {self.reason or 'no gain on train'}")
+        failed = (self.agent_errors or 0) + (self.judge_errors or 0)
+        errors = f" ({self.agent_errors or 0} agent, {self.judge_errors or 0} judge errors)" if failed else ""
         return (f"train score {fmt(self.initial_train_score)} -> {fmt(self.final_train_score)} on "
                 f"{self.val_rows if self.val_rows is not None else '?'} validation rows, "
-                f"{self.metric_calls}/{self.max_metric_calls} metric calls; {cand}",
+                f"{self.metric_calls}/{self.max_metric_calls} metric calls{errors}; {cand}",
                 _few(self.val_rows, evidence.min_rows, "validation rows"))
 
 

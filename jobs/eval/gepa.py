@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobs.eval.metric_cap import GepaSummaryLogger, MetricBudget, budgeted_scorer
+from jobs.eval.metric_cap import AGENT_FAILED, GepaSummaryLogger, MetricBudget, budgeted_scorer
 
 
 def search(predict: Any, seed_uri: str, train_rows: list[dict], val_rows: list[dict] | None,
@@ -19,7 +19,10 @@ def search(predict: Any, seed_uri: str, train_rows: list[dict], val_rows: list[d
     def predict_fn(**kw: Any) -> str:
         if budget.spent:  # no agent calls for rows that will not be scored
             return "(not run: the max_metric_calls budget is spent)"
-        return predict(**kw)
+        try:
+            return predict(**kw)
+        except Exception as e:  # noqa: BLE001 - the scorer counts it as an agent error, never judges it
+            return f"{AGENT_FAILED}{type(e).__name__}: {e}"
 
     gepa_kwargs: dict[str, Any] = {"reflection_minibatch_size": minibatch, "seed": seed,
                                    "stop_callbacks": [budget], "logger": GepaSummaryLogger()}

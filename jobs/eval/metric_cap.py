@@ -20,8 +20,25 @@ class MetricBudget:
         self.n_val = n_val
         self.used = 0
         self.refused = 0
-        self.judge_errors = 0  # malformed replies or exhausted retries
+        self.judge_errors = 0  # rows the judge gave no verdict on (malformed replies, failed calls)
+        self.agent_errors = 0  # rows whose agent call failed: never judged
+        self.first_error: str | None = None  # the first of either, for the stage's summary
         self._lock = threading.Lock()
+
+    def failed(self, where: str, error: object) -> None:
+        """Count a row that got no verdict (``where``: agent or judge), keeping the first error."""
+        with self._lock:
+            if where == "agent":
+                self.agent_errors += 1
+            else:
+                self.judge_errors += 1
+            if self.first_error is None:
+                self.first_error = f"{where}: {' '.join(str(error).split())[:300]}"
+
+    @property
+    def judged(self) -> int:
+        """Metric calls that ended in a verdict: what GEPA's scores rest on."""
+        return self.used - self.agent_errors - self.judge_errors
 
     def take(self) -> bool:
         with self._lock:
@@ -44,13 +61,22 @@ NOT_SCORED = "not scored: the max_metric_calls budget is spent"
 
 
 JUDGE_ERROR = "judge error (no verdict; scored 0 for the search only)"
+AGENT_ERROR = "agent error (not judged; scored 0 for the search only)"
+AGENT_FAILED = "promptgate: the agent call failed: "  # what the search's predict_fn returns for a failed call
+PREDICT_FAILED = (AGENT_FAILED, "Failed to invoke the predict_fn")  # ours, and what MLflow writes for a raise
+
+
+def agent_failed(outputs: Any) -> bool:
+    """Whether GEPA's output for a row is a failed agent call rather than an answer."""
+    return isinstance(outputs, str) and outputs.startswith(PREDICT_FAILED)
 
 
 def budgeted_scorer(judge: Any, budget: MetricBudget, to_number: Any = None) -> Any:
     """The judge as an MLflow scorer that stops calling the judge once the budget is spent.
-    GEPA needs a number for every row, so a row the judge could not score (malformed reply,
-    retries exhausted) counts 0 in the search and is counted in ``budget.judge_errors``; no
-    reported pass rate comes from these scores (compare scores the candidate afresh).
+    GEPA needs a number for every row, so a row whose agent call failed (never judged: its
+    "output" is an error message) or that the judge could not score (malformed reply, failed
+    call, no value) counts 0 in the search and in ``budget.agent_errors`` or ``judge_errors``;
+    no reported pass rate comes from these scores (compare scores the candidate afresh).
     ``to_number`` turns a categorical judge's value into the number GEPA aggregates."""
     from mlflow.entities import Feedback
     from mlflow.genai.scorers import scorer
@@ -59,15 +85,20 @@ def budgeted_scorer(judge: Any, budget: MetricBudget, to_number: Any = None) -> 
     def budgeted(inputs: Any = None, outputs: Any = None, expectations: Any = None) -> Feedback:
         if not budget.take():
             return Feedback(name=judge.name, value=False, rationale=NOT_SCORED)
+        if agent_failed(outputs):
+            budget.failed("agent", outputs.removeprefix(AGENT_FAILED))
+            return Feedback(name=judge.name, value=False, rationale=f"{AGENT_ERROR}: {outputs[:200]}")
         try:
             fb = judge(inputs=inputs, outputs=outputs, expectations=expectations)
-            if to_number is not None and getattr(fb, "value", None) is not None:  # GEPA aggregates numbers only
-                fb = Feedback(name=judge.name, value=to_number(fb.value), rationale=fb.rationale)
-            return fb
         except Exception as e:  # noqa: BLE001 - any judge failure is one error row, not a crash
-            with budget._lock:
-                budget.judge_errors += 1
-            return Feedback(name=judge.name, value=False, rationale=f"{JUDGE_ERROR}: {str(e)[:200]}")
+            fb = Feedback(name=judge.name, error=e)
+        error = getattr(fb, "error", None)
+        if error is not None or getattr(fb, "value", None) is None:
+            budget.failed("judge", getattr(error, "error_message", None) or error or "the judge gave no value")
+            return Feedback(name=judge.name, value=False, rationale=f"{JUDGE_ERROR}: {str(error)[:200]}")
+        if to_number is not None:  # GEPA aggregates numbers only
+            fb = Feedback(name=judge.name, value=to_number(fb.value), rationale=fb.rationale)
+        return fb
 
     return budgeted
 

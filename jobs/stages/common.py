@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import shlex
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NoReturn
 
 from jobs.core import spans
-from jobs.core.errors import UserError
+from jobs.core.contract import TAG_FAILURE
+from jobs.core.errors import NothingMeasured, UserError
 from jobs.core.results import StageResult
 from jobs.stages.context import StageContext
 from jobs.store import tracking
@@ -64,8 +65,36 @@ def recorded(ctx: StageContext, stage: str) -> Any:
     ctx.needs(stage)
     result = ctx.store.result(ctx.pipeline_id, stage)
     if result is None:
+        if (why := ctx.store.failure(ctx.pipeline_id, stage)) is not None:  # the real cause, not "run it first"
+            raise UserError(f"pipeline {ctx.pipeline_id}'s last {stage} run recorded no result: {why}. Fix that "
+                            f"cause, then run `{command(ctx, stage)}`")
         raise UserError(f"pipeline {ctx.pipeline_id} has no finished {stage} stage; run `{command(ctx, stage)}` first")
     return result
+
+
+def failure_cause(ctx: StageContext, failed: Iterable[Any]) -> str:
+    """Which calls failed and the first error: "every judge call failed: HTTP 400 ...". ``failed``
+    are row outcomes (jobs.eval.runner.RowOutcome) that are not OK; a row whose trace is not OK
+    failed in the agent, any other in the judge."""
+    failed = list(failed)
+    agent = [o for o in failed if o.state != "OK"]
+    judge = [o for o in failed if o.state == "OK"]
+    cause = ("every agent call failed" if agent and not judge else "every judge call failed" if judge and not agent
+             else f"{len(agent)} rows failed in the agent and {len(judge)} in the judge")
+    if not failed:
+        return "no rows"
+    # the gateway's first error of that kind names the HTTP status; MLflow's row message often does not
+    seen = ctx.session.failures()[1].get("agent" if agent else "judge") if ctx.session is not None else None
+    detail = seen or (agent or judge)[0].error
+    return f"{cause}: {' '.join(str(detail).split())[:300]}"
+
+
+def nothing_measured(ctx: StageContext, why: str) -> NoReturn:
+    """End the stage without a figure: the reason goes on its run (which ends FAILED and is never
+    reused), in its output, and into the message later stages give instead of "run X first"."""
+    tracking.log(tags={TAG_FAILURE: why})
+    ctx.say(f"{why}; no figure recorded: fix the cause and run again")
+    raise NothingMeasured(why)
 
 
 def command_args(ctx: StageContext, stage: str, with_pipeline: bool = True) -> list[str]:

@@ -26,7 +26,7 @@ from jobs.eval.datasets import Record
 from jobs.eval.pipeline_judge import recorded_judge
 from jobs.eval.runner import RowOutcome, compare_evaluations, evaluate_records
 from jobs.stages import shards as shards_
-from jobs.stages.common import finish, recorded, reuse, stage_run
+from jobs.stages.common import failure_cause, finish, nothing_measured, recorded, reuse, stage_run
 from jobs.stages.context import StageContext, llm
 from jobs.stages.shards import ShardResult
 from jobs.store import tracking
@@ -147,7 +147,7 @@ def run(ctx: StageContext) -> CompareResult | ShardResult:
     records = datasets.from_config(cfg, str(c.split))
     name = str(cfg.prompt.name)
     baseline_version = recorded(ctx, "register").production_version
-    recorded(ctx, "optimize")  # optimize must have run for this pipeline
+    optimized = recorded(ctx, "optimize")  # optimize must have run for this pipeline
     candidate_version = tracking.pipeline_candidate(ctx.store.experiment_id, ctx.pipeline_id)
     ctx.needs("align")
     align_run = ctx.store.latest_result(ctx.pipeline_id, "align")
@@ -158,7 +158,7 @@ def run(ctx: StageContext) -> CompareResult | ShardResult:
     if (done := reuse(ctx, inputs)) is not None:
         return done
     if candidate_version is None:
-        return no_candidate(ctx, inputs, baseline_version)
+        return no_candidate(ctx, inputs, baseline_version, optimized.reason or "optimize found no gain on train")
     plan = Plan(name, dict(zip(ARMS, (baseline_version, candidate_version))), records,
                 repeated(records, int(c.n_repeats)), inputs)
     with llm(ctx) as endpoint:
@@ -175,13 +175,13 @@ def run(ctx: StageContext) -> CompareResult | ShardResult:
         return both_arms(ctx, plan, judge_info, evaluate_arm)
 
 
-def no_candidate(ctx: StageContext, inputs: str, baseline_version: int) -> CompareResult | ShardResult:
-    """Optimize found no gain on train: nothing to compare (a shard has nothing to evaluate)."""
+def no_candidate(ctx: StageContext, inputs: str, baseline_version: int, why: str) -> CompareResult | ShardResult:
+    """Optimize kept no candidate (``why``: its reason): nothing to compare (a shard has nothing to evaluate)."""
     if ctx.cfg.compare.shard is not None:
         ctx.say("this pipeline has no candidate: the shard has nothing to evaluate")
         return ShardResult(index=int(ctx.cfg.compare.shard), shards=int(ctx.cfg.compare.shards))
     with stage_run(ctx, inputs) as run:
-        ctx.say("this pipeline has no candidate (optimize found no gain on train); nothing to compare")
+        ctx.say(f"this pipeline has no candidate (optimize: {why}); nothing to compare")
         return finish(ctx, CompareResult(outcome="no_candidate", baseline_version=baseline_version,
                                          run_id=run.info.run_id))
 
@@ -238,6 +238,11 @@ def measure(ctx: StageContext, run: Any, plan: Plan, judge_info: dict, outcomes:
     base, base_err = by_question(outcomes["baseline"], cfg.judge, int(c.n_repeats))
     cand, cand_err = by_question(outcomes["candidate"], cfg.judge, int(c.n_repeats))
     s = stats.paired_summary(base, cand, int(c.bootstrap), float(c.ci_level), int(c.seed))
+    if not s["pairs"]:  # a delta of 0 on no pairs means nothing: no figure, and why
+        tracking.log(metrics={"baseline_errors": base_err, "candidate_errors": cand_err})
+        failed = [o for arm in ARMS for o in outcomes[arm].values() if not o.ok]
+        nothing_measured(ctx, f"compare judged 0 of {len(plan.rows)} (question, repeat) pairs in both arms "
+                              f"(errors: baseline {base_err}, candidate {cand_err}): {failure_cause(ctx, failed)}")
     metrics = {"baseline_pass_rate": s["base_pass_rate"], "candidate_pass_rate": s["cand_pass_rate"],
                "delta": s["delta"], "ci_low": s["ci_low"], "ci_high": s["ci_high"], "p_value": s["p_value"],
                "regressions": len(s["regressed"]), "improvements": len(s["improved"]),

@@ -11,7 +11,7 @@ from jobs.core.results import EvaluateResult
 from jobs.eval import agent, datasets, judges
 from jobs.eval.runner import evaluate_records
 from jobs.stages import shards as shards_
-from jobs.stages.common import finish, recorded, reuse, stage_run
+from jobs.stages.common import failure_cause, finish, nothing_measured, recorded, reuse, stage_run
 from jobs.stages.context import StageContext, llm
 from jobs.stages.shards import ShardResult
 from jobs.store import traces, tracking
@@ -70,6 +70,10 @@ def summarize(ctx: StageContext, run: Any, outcomes: dict, rows: int, retried: i
     cfg, split = ctx.cfg, str(ctx.cfg.evaluate.split)
     ok = [o for o in outcomes.values() if o.ok]
     errors = len(outcomes) - len(ok)
+    if not ok:  # a pass rate of 0/0 means nothing: no figure, and the reason where later stages look
+        tracking.log(metrics={"rows": rows, "scored": 0, "errors": errors, "retried_rows": retried})
+        nothing_measured(ctx, f"{ctx.stage} judged 0 of {rows} rows: "
+                              f"{failure_cause(ctx, (o for o in outcomes.values() if not o.ok))}")
     passes = sum(1 for o in ok if judges.passed(cfg.judge, o.value))
     for o in ok:  # only OK traces with a judge value go to the experts
         traces.set_tags(o.trace_id, {TAG_REVIEW: "pending"})

@@ -19,7 +19,7 @@ from jobs.core.faults import pause_point
 from jobs.core.files import read_text
 from jobs.core.results import FeedbackResult
 from jobs.eval import datasets, judges, labels
-from jobs.stages.common import command, finish, reuse, stage_run
+from jobs.stages.common import command, finish, recorded, reuse, stage_run
 from jobs.stages.context import StageContext
 from jobs.store import reviews, traces, tracking
 from jobs.store.traces import expectations_of, feedbacks, response_of
@@ -137,6 +137,8 @@ def run(ctx: StageContext) -> FeedbackResult:
     cfg, pid, name = ctx.cfg, ctx.pipeline_id, str(ctx.cfg.judge.name)
     ctx.needs("evaluate")
     evaluate_run = ctx.store.latest_result(pid, "evaluate")
+    if evaluate_run is None:
+        recorded(ctx, "evaluate")  # raises: why the last evaluate recorded nothing, or to run it first
     found = review_traces(ctx.store.experiment_id, pid, evaluate_run.info.run_id) if evaluate_run else []
     if not found:
         raise UserError(f"pipeline {pid} has no traces awaiting review; run `{command(ctx, 'evaluate')}` first")

@@ -13,7 +13,7 @@ from jobs.core.errors import Refused, UserError
 from jobs.core.faults import pause_point
 from jobs.core.results import AlignResult, CompareResult, GateResult
 from jobs.eval.pipeline_judge import judge_agreement
-from jobs.stages.common import command, finish, reuse, stage_run
+from jobs.stages.common import finish, recorded, reuse, stage_run
 from jobs.stages.context import StageContext
 from jobs.store import prompts, tracking
 
@@ -83,7 +83,7 @@ def compare_result(ctx: StageContext) -> tuple[Any, CompareResult, AlignResult |
     ctx.needs("compare")
     run = ctx.store.latest_result(pid, "compare")
     if run is None:
-        raise UserError(f"pipeline {pid} has no compare results; run `{command(ctx, 'compare')}` first")
+        recorded(ctx, "compare")  # raises, naming why the last compare recorded nothing, or to run it first
     compare = tracking.result_of(run)
     ctx.needs("optimize")
     candidate = tracking.pipeline_candidate(ctx.store.experiment_id, pid)
@@ -155,7 +155,8 @@ def run(ctx: StageContext) -> GateResult:
     with stage_run(ctx, inputs) as run:
         if compare.outcome != "compared":  # nothing to promote; the judge's evidence is still reported
             gates = judge_gate(align, cfg.gate)
-            decision, reasons = "refuse", ["no candidate: optimize found no gain on train", *decide(gates)[1]]
+            why = recorded(ctx, "optimize").reason or "optimize found no gain on train"
+            decision, reasons = "refuse", [f"no candidate: optimize: {why}", *decide(gates)[1]]
         else:
             gates = evaluate_gates(compare, cfg.gate, align)
             decision, reasons = decide(gates)

@@ -131,6 +131,8 @@ def score(ctx: StageContext, judge: Any, to_judge: list[Any], run_id: str, score
     """Judge each trace, log the verdict on it, tag it scored: trace id -> value (None: error)."""
     def one(trace: Any) -> tuple[str, Any]:
         tid = trace.info.trace_id
+        if str(getattr(trace.info.state, "value", trace.info.state)) != "OK":  # the agent failed: an error, not judged
+            return tid, None
         try:
             fb = judge(**judge_fields(trace))
         except Exception as e:  # noqa: BLE001 - an error is counted, not a verdict

@@ -24,7 +24,7 @@ from jobs.eval.gepa import search as gepa_search
 from jobs.eval.metric_cap import MetricBudget
 from jobs.eval.pipeline_judge import recorded_judge
 from jobs.eval.stats import fmt
-from jobs.stages.common import finish, recorded, reuse, stage_run
+from jobs.stages.common import finish, nothing_measured, recorded, reuse, stage_run
 from jobs.stages.context import StageContext, llm
 from jobs.store import prompts, tracking
 
@@ -59,6 +59,11 @@ def check(cfg: Any) -> None:
     minibatch = int(o.minibatch_size)
     if minibatch < 1 or minibatch > len(train):
         raise UserError(f"optimizer.minibatch_size={minibatch} must be between 1 and the {len(train)} training records")
+    window = cfg.model.get("context_tokens")
+    if window is not None and not o.reflection_model and int(window) < int(o.min_context_tokens):
+        raise UserError(f"model.context_tokens={window} is below the {o.min_context_tokens} tokens GEPA's reflection "
+                        "prompts need (optimizer.min_context_tokens: they quote a minibatch's traces); give "
+                        "optimizer.reflection_model a model with a larger window, or stop the pipeline before optimize")
     need = minimum_budget(len(val), minibatch)
     if int(o.max_metric_calls) < need:
         raise UserError(f"optimizer.max_metric_calls={o.max_metric_calls} is below what one GEPA iteration needs: "
@@ -154,6 +159,18 @@ def gepa(ctx: StageContext, endpoint: Any, search: Search, predict: Any, judge: 
                        int(o.minibatch_size), int(o.seed))
 
 
+def no_gain_reason(ctx: StageContext, initial: float | None, final: float | None) -> str:
+    """Why GEPA kept the seed: its reflection calls failed (how many, the first error), or no
+    candidate it proposed beat the seed."""
+    errors, first = ctx.session.failures() if ctx.session is not None else ({}, {})
+    failed = sum((errors.get("reflection") or {}).values())
+    if failed:
+        calls = int((ctx.session.by_kind().get("reflection") or {}).get("calls", failed))
+        return (f"GEPA produced no candidate: {failed} of {calls} reflection calls failed "
+                f"({first.get('reflection', 'no message')})")
+    return f"no candidate beat the seed on train ({fmt(initial)} -> {fmt(final)})"
+
+
 def keep_or_drop(ctx: StageContext, run: Any, search: Search, result: Any, budget: MetricBudget) -> OptimizeResult:
     """Keep GEPA's prompt as the candidate only if it beat the seed on train and is not already live."""
     name, produced = search.name, result.optimized_prompts[0]
@@ -162,16 +179,20 @@ def keep_or_drop(ctx: StageContext, run: Any, search: Search, result: Any, budge
     gained = initial is not None and final is not None and final > initial
     metrics = {"initial_train_score": initial or 0.0, "final_train_score": final or 0.0,
                "metric_calls": budget.used, "metric_calls_refused": budget.refused, "max_metric_calls": budget.cap,
-               "judge_errors": budget.judge_errors}
+               "judge_errors": budget.judge_errors, "agent_errors": budget.agent_errors}
     tracking.log(metrics=metrics)
     outcome = OptimizeResult(**metrics, **search.judge_info, seed_version=search.seed_version, run_id=run.info.run_id,
                              train_rows=len(search.train), val_rows=len(search.val))
     twins = earlier_twins(name, produced, ctx.pipeline_id, search.seed_version, run.info.start_time)
+    if budget.used and not budget.judged:  # GEPA's scores rest on no verdict at all
+        drop_versions(name, [produced, *twins], "no candidate to keep", ctx.say)
+        nothing_measured(ctx, f"GEPA judged 0 of {budget.used} metric calls ({budget.agent_errors} agent errors, "
+                              f"{budget.judge_errors} judge errors); first: {budget.first_error}")
     if not gained or same_as is not None:
         # optimize_prompts registers its result unconditionally; keep the registry clean
         drop_versions(name, [produced, *twins], "no candidate to keep", ctx.say)
         why = (f"GEPA's best prompt is the text of {same_as}" if gained
-               else f"no candidate beat the seed on train ({fmt(initial)} -> {fmt(final)})")
+               else no_gain_reason(ctx, initial, final))
         ctx.say(f"{why}; nothing registered")
         tracking.log(tags={TAG_OUTCOME: "no_improvement"})
         return finish(ctx, replace(outcome, outcome="no_improvement", reason=why))

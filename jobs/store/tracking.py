@@ -21,6 +21,7 @@ from typing import Any
 from jobs.core.contract import (  # noqa: F401 - the tags are tracking's API too
     RESULT_TAG,
     TAG_FAILED_STAGE,
+    TAG_FAILURE,
     TAG_INPUTS,
     TAG_LAUNCH,
     TAG_PARENT_RUN,
@@ -101,6 +102,14 @@ class Store:
 
     def result(self, pipeline_id: str, stage: str) -> StageResult | None:
         return result_of(self.latest_result(pipeline_id, stage))
+
+    def failure(self, pipeline_id: str, stage: str) -> str | None:
+        """Why the stage's newest run recorded no result, when it ended FAILED saying so."""
+        runs = find_runs(self.experiment_id, pipeline_id, stage, status=None)
+        newest = runs[0] if runs else None
+        if newest is None or newest.info.status != "FAILED":
+            return None
+        return newest.data.tags.get(TAG_FAILURE)
 
 
 def open_store(cfg: Any) -> Store:
@@ -205,6 +214,20 @@ def end_pipeline_run(experiment_id: str, pipeline_id: str, failed_stage: str | N
     status = "FAILED" if failed_stage else "FINISHED"
     client.set_terminated(run.info.run_id, status)
     return status
+
+
+def fail_active_runs(experiment_id: str, pipeline_id: str, stage: str) -> list[str]:
+    """Mark this process's open runs (a stage's, a compare arm's) and the pipeline run FAILED,
+    for a stage stopped by Ctrl-C before it can unwind; returns the run ids."""
+    import mlflow
+
+    ended = []
+    while (run := mlflow.active_run()) is not None:
+        mlflow.end_run("FAILED")
+        ended.append(run.info.run_id)
+    if ended:
+        end_pipeline_run(experiment_id, pipeline_id, stage)
+    return ended
 
 
 @contextmanager
