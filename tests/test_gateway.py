@@ -457,7 +457,7 @@ def test_max_tokens_by_kind_caps_replies_that_set_none(stack):
     assert refused.value.code == 400
 
 
-@pytest.mark.parametrize("mode", ["json_object", "none"])
+@pytest.mark.parametrize("mode", ["json_object", "json_object_schema", "none"])
 def test_an_endpoint_without_json_schema_gets_the_schema_in_the_prompt(stack, tmp_path, monkeypatch, mode):
     log = tmp_path / "misses.jsonl"
     monkeypatch.setenv(MISS_LOG_ENV, str(log))
@@ -466,7 +466,9 @@ def test_an_endpoint_without_json_schema_gets_the_schema_in_the_prompt(stack, tm
     verdict = json.loads(client.chat.completions.create(**JUDGE).choices[0].message.content)
     assert set(verdict) == {"result", "rationale"} and get(f"{sim}/sim/stats")["faults"] == {}
     sent = json.loads(log.read_text().splitlines()[-1])["body"]
-    assert sent.get("response_format") == ({"type": "json_object"} if mode == "json_object" else None)
+    assert sent.get("response_format") == {"json_object": {"type": "json_object"}, "none": None,
+                                           "json_object_schema": {"type": "json_object",
+                                                                  "schema": SCHEMA["json_schema"]["schema"]}}[mode]
     note = JSON_NOTE + json.dumps(SCHEMA["json_schema"]["schema"], sort_keys=True)
     assert sent["messages"][0]["content"] == JUDGE["messages"][0]["content"] + "\n\n" + note
     assert get(f"{gw}/gateway/sessions/{sid}")["malformed"] == 0
@@ -480,6 +482,22 @@ def test_tool_choice_auto_makes_a_server_that_needs_it_use_the_tools(stack):
     _, auto = open_session(gw, roles=ROLES, capabilities={"tool_choice": "auto"})
     calls = auto.chat.completions.create(model="sim-agent", messages=question, tools=[TOOL]).choices[0].message.tool_calls
     assert [(c.function.name, json.loads(c.function.arguments)) for c in calls] == [("pitcher_tendency", {"pitcher": "Marcus Vega"})]
+
+
+def test_tool_call_turns_get_the_content_a_server_insists_on(stack):
+    """The agent's second call repeats its tool call as an assistant turn with content null, as
+    the openai SDK sends it; a server that answers that with 500 gets content "" instead."""
+    _, gw = stack(tool_turns_need_content=True)
+    turn = [{"role": "user", "content": "How does pitcher Marcus Vega attack hitters?"},
+            {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {
+                "name": "pitcher_tendency", "arguments": json.dumps({"pitcher": "Marcus Vega"})}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "Vega throws sliders away with two strikes."}]
+    _, as_sent = open_session(gw, cache="off", roles=ROLES)
+    with pytest.raises(openai.APIStatusError, match="Input should be a valid string"):
+        as_sent.chat.completions.create(model="sim-agent", messages=turn, tools=[TOOL])
+    _, empty = open_session(gw, cache="off", roles=ROLES, capabilities={"tool_call_content": "empty"})
+    reply = empty.chat.completions.create(model="sim-agent", messages=turn, tools=[TOOL]).choices[0]
+    assert reply.finish_reason == "stop" and "slider" in reply.message.content  # the agent answered from the tool
 
 
 def test_per_token_embeddings_are_pooled_into_one_vector_per_text(stack):

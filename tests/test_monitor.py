@@ -94,6 +94,17 @@ def test_monitor_scores_nothing_twice_waits_for_a_full_window_and_flags_a_drift(
     watching = [s for s in list_scorers(experiment_id=exp) if s.name == JUDGE]
     assert watching and watching[0].filter_string == "tags.`promptgate.traffic` = 'production'"
 
+    # production's agent fails on every request: the monitor counts errors and judges none of them
+    failing = servers.stage("traffic", "traffic.requests=4", "traffic.seed=4000", "model.sim.fail='agent=500'",
+                            "gateway.cache=off", PROMPTGATE_SIM_URL="", PROMPTGATE_GATEWAY_URL="")
+    assert failing.returncode == 0 and "0 of 4 answered" in failing.stdout, failing.stdout[-2000:] + failing.stderr[-2000:]
+    broken = servers.stage("monitor", *MONITOR)
+    assert broken.returncode in (0, 3), broken.stdout[-3000:] + broken.stderr[-3000:]
+    r5 = printed_result(broken)
+    assert r5["new_traces"] == 4 and r5["errors"] == 4 and r5["window_traces"] == 0 and r5["drift"] is None, r5
+    errored = [t for t in production_traces(mlflow_client, exp) if str(t.info.state).endswith("ERROR")]
+    assert len(errored) == 4 and not any(judge_verdicts(mlflow_client, t.info.trace_id) for t in errored)
+
 
 def test_a_window_below_its_floor_is_never_flagged():
     """Even an all-failing handful of traces is 'not judged', whatever the drop."""

@@ -49,8 +49,9 @@ RETRY_STATUSES = (429, 502, 503, 504)  # may pass on a later try; a 500 only whe
 CACHE_IGNORED_FIELDS = ("stream_options", "user", "metadata")  # do not change the reply
 REMEMBERED_500S = 4096  # requests whose last 500 body is kept, to tell a permanent 500 from a passing one
 CAPABILITIES = {  # what an endpoint may do differently from OpenAI's API; the first value is the default
-    "structured_output": ("json_schema", "json_object", "none"),
+    "structured_output": ("json_schema", "json_object", "json_object_schema", "none"),
     "tool_choice": ("as_sent", "auto"),
+    "tool_call_content": ("as_sent", "empty"),
     "embeddings": ("per_text", "per_token"),
 }
 DEFAULT_CAPABILITIES = {**{k: v[0] for k, v in CAPABILITIES.items()}, "max_concurrency": 0}
@@ -249,10 +250,11 @@ def with_note(messages: list[Any], note: str) -> list[Any]:
 
 def structured(body: dict[str, Any], mode: str) -> dict[str, Any]:
     """``response_format`` for an endpoint with ``structured_output`` json_object (a json_schema
-    request becomes json_object) or none (dropped); either way the schema goes into the prompt."""
+    request becomes json_object), json_object_schema (json_object carrying the schema, which
+    llama.cpp's server enforces) or none (dropped); each way the schema goes into the prompt too."""
     fmt = body.get("response_format") or {}
     kind = fmt.get("type") if isinstance(fmt, dict) else None
-    if mode == "json_schema" or kind in (None, "text") or (mode == "json_object" and kind == "json_object"):
+    if mode == "json_schema" or kind in (None, "text") or (mode.startswith("json_object") and kind == "json_object"):
         return body
     spec = fmt.get("json_schema") or {}
     schema = spec.get("schema", spec) if kind == "json_schema" else None
@@ -260,9 +262,18 @@ def structured(body: dict[str, Any], mode: str) -> dict[str, Any]:
     out = {**body, "messages": with_note(body.get("messages") or [], note)}
     if mode == "json_object":
         out["response_format"] = {"type": "json_object"}
+    elif mode == "json_object_schema":
+        out["response_format"] = {"type": "json_object", **({"schema": schema} if schema else {})}
     else:
         out.pop("response_format")
     return out
+
+
+def with_content(messages: list[Any]) -> list[Any]:
+    """Assistant tool-call turns with ``content: ""`` where the client sent null or none: the
+    openai SDK, LangChain and MLflow's judge send them so, and llama.cpp's server answers 500."""
+    return [{**m, "content": ""} if isinstance(m, dict) and m.get("role") == "assistant" and m.get("tool_calls")
+            and m.get("content") is None else m for m in messages]
 
 
 def adapt(route: str, body: dict[str, Any], kind: str, spend: Spend) -> dict[str, Any]:
@@ -277,6 +288,8 @@ def adapt(route: str, body: dict[str, Any], kind: str, spend: Spend) -> dict[str
         out["max_tokens"] = int(cap)
     if spend.capabilities.get("tool_choice") == "auto" and out.get("tools") and out.get("tool_choice") is None:
         out["tool_choice"] = "auto"  # llama.cpp's server ignores tools without it
+    if spend.capabilities.get("tool_call_content") == "empty" and isinstance(out.get("messages"), list):
+        out["messages"] = with_content(out["messages"])
     out = structured(out, str(spend.capabilities.get("structured_output", "json_schema")))
     return body if out == body else out
 

@@ -9,8 +9,9 @@ Fault knobs (fractions of requests, drawn deterministically from the seed, the r
 and how many times that body came before, so thread scheduling does not change them): 429s,
 5xx errors, timeouts (the reply is held past ``timeout_s``), malformed JSON in judge replies,
 permanent 500s (drawn from the body alone: the same request fails the same way every time),
-and a fixed latency. Three knobs imitate llama-cpp-python's server: ``reject_json_schema``,
-``tools_need_choice`` and ``per_token_embeddings``.
+and a fixed latency. Four knobs imitate llama-cpp-python's server: ``reject_json_schema``,
+``tools_need_choice``, ``tool_turns_need_content`` and ``per_token_embeddings``; ``fail`` makes
+every call of some roles fail.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class SimSettings:
     rate_500_permanent: float = 0.0  # share of requests answered 500 with the same body every time
     reject_json_schema: bool = False  # 400 on response_format json_schema (llama.cpp's server takes json_object)
     tools_need_choice: bool = False  # ignore tools unless tool_choice is given (as llama.cpp's server)
+    tool_turns_need_content: bool = False  # 500 on an assistant tool-call turn without content (as llama.cpp's)
     per_token_embeddings: bool = False  # one vector per word of each input (as llama.cpp's server)
     fail: str = ""  # every call of these roles fails: "judge=400,agent=500,gepa=400:context_length_exceeded"
 
@@ -208,6 +210,12 @@ class Handler(QuietJSONHandler):
 
     def _chat(self, req: dict[str, Any]) -> None:
         s = self.state
+        if s.settings.tool_turns_need_content and any(
+                m.get("role") == "assistant" and m.get("tool_calls") and m.get("content") is None
+                for m in req.get("messages") or [] if isinstance(m, dict)):
+            self._send(500, {"error": {"message": "1 validation error: messages.assistant.content: Input should be "
+                                                  "a valid string", "type": "internal_server_error"}})
+            return
         if s.settings.tools_need_choice and req.get("tools") and not req.get("tool_choice"):
             req = {k: v for k, v in req.items() if k != "tools"}  # as llama.cpp's server: no tool_choice, no tools
         role = roles.role_of(req)
