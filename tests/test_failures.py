@@ -72,6 +72,21 @@ def test_every_judge_call_failing_records_no_figure(servers, mlflow_client, tmp_
     assert stage_result(mlflow_client, pid, "evaluate")[1]["scored"] == 4
 
 
+def test_a_failed_agent_row_is_an_error_and_never_judged(servers, mlflow_client, tmp_path):
+    """Every agent call fails: evaluate names the agent's error, and no judge call is spent on the
+    failed rows (MLflow's judge would otherwise read each failed trace with tools)."""
+    pid, prompt = new_pipeline_id("noanswer"), f"noanswer-{uuid.uuid4().hex[:6]}"
+    common = (f"pipeline_id={pid}", f"prompt.name={prompt}", f"dataset.train={small_set(tmp_path)}")
+    assert servers.stage("register", *common).returncode == 0
+    proc = servers.stage("evaluate", *common, *own_sim(fail="agent=500"), **OWN)
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    (line,) = error_lines(proc)
+    assert "evaluate judged 0 of 4 rows: every agent call failed: HTTP 500" in line, line
+    run = newest_run(mlflow_client, pid, "evaluate")
+    assert run.data.metrics["errors"] == 4 and run.data.metrics["gateway.errors.agent.500"] == 4
+    assert run.data.metrics.get("span.judge.calls", 0) == 0, run.data.metrics
+
+
 def test_failed_agent_calls_inside_optimize_are_errors(servers, mlflow_client, tmp_path):
     """Every agent call fails inside GEPA: no row's error message is judged as an answer; the
     scores rest on nothing, so optimize records no figure and registers no version."""

@@ -71,16 +71,23 @@ def start_mlflow(state_dir: Path, port: int, backend_uri: str | None = None, art
     mlflow_bin = Path(sys.executable).parent / "mlflow"
     cmd = [str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
            "--backend-store-uri", backend_uri, "--artifacts-destination", artifacts]
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**mlflow_env(), **(env or {})},
-                                start_new_session=detach)
     url = f"http://127.0.0.1:{port}"
+    return start_logged(cmd, log, url + "/health", timeout_s, {**mlflow_env(), **(env or {})}, detach), url
+
+
+def start_logged(cmd: list[str], log: Path, health_url: str, timeout_s: float, env: dict[str, str] | None = None,
+                 detach: bool = True) -> subprocess.Popen:
+    """Start a server whose output goes to ``log`` and wait until ``health_url`` answers; a server
+    that never comes up is stopped (UserError names its log)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=detach)
     try:
-        wait_until_up(url + "/health", timeout_s, proc, log)
-    except UserError:
+        wait_until_up(health_url, timeout_s, proc, log)
+    except BaseException:
         stop_process(proc.pid)
         raise
-    return proc, url
+    return proc
 
 
 def stop_process(pid: int, grace_s: float = 10) -> None:

@@ -60,3 +60,24 @@ def builtin_scorers(names: list[str], endpoint: Any) -> list[Any]:
             raise UserError(f"judge.builtin_scorers: MLflow has no scorer '{name}'; see mlflow.genai.scorers")
         out.append(cls(model=endpoint.uri(endpoint.judge_model)))
     return out
+
+
+AGENT_FAILED = "not judged: the agent call failed (the row is an error)"
+
+
+def skip_failed_rows(judge: Any) -> Any:
+    """The judge as a scorer that leaves a row whose agent call failed unjudged. MLflow 3.18's
+    judges otherwise fall back to reading the failed trace with tools when ``outputs`` is None,
+    spending judge calls on a crash (on a small local model, minutes per row) that the row's
+    ERROR state already makes an error."""
+    from mlflow.entities import Feedback
+    from mlflow.genai.scorers import scorer
+
+    @scorer(name=judge.name)
+    def unless_failed(inputs: Any = None, outputs: Any = None, expectations: Any = None, trace: Any = None) -> Any:
+        state = str(getattr(getattr(getattr(trace, "info", None), "state", None), "value", "OK"))
+        if outputs is None and state != "OK":
+            return Feedback(name=judge.name, error=AGENT_FAILED)
+        return judge.run(inputs=inputs, outputs=outputs, expectations=expectations, trace=trace)
+
+    return unless_failed

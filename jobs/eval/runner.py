@@ -120,6 +120,7 @@ def evaluate_records(cfg: Any, endpoint: Any, experiment_id: str, pipeline_id: s
     import mlflow
 
     from jobs.eval.agent import build_predict_fn
+    from jobs.eval.judges import skip_failed_rows
 
     by_inputs = {signature(r.inputs): r.id for r in records}
     base_tags = {tracking.TAG_PIPELINE: pipeline_id, **tags}
@@ -131,8 +132,10 @@ def evaluate_records(cfg: Any, endpoint: Any, experiment_id: str, pipeline_id: s
     autolog_once()
     judge_name = str(cfg.judge.name)
 
+    guarded = [skip_failed_rows(s) for s in scorers]  # a failed agent call is an error, never judged
+
     def run_once(batch: list[Record]) -> dict[str, RowOutcome]:
-        res = mlflow.genai.evaluate(data=[r.as_eval_row() for r in batch], predict_fn=predict, scorers=scorers)
+        res = mlflow.genai.evaluate(data=[r.as_eval_row() for r in batch], predict_fn=predict, scorers=guarded)
         store_traces.flush()
         found = {t.info.trace_id: t for t in store_traces.search(experiment_id, "", run_id=run_id, max_results=10000,
                                                                  include_spans=False)}
