@@ -87,6 +87,12 @@ lint: install ## Check the code with ruff (rules in pyproject.toml)
 test-fast: install ## Run the unit tests only: no servers, no .venv-tools, under a minute
 	@$(PY) -m pytest -m "not integration and not slow and not tools" $(ARGS)
 
+LLAMACPP_VENV ?= .llamacpp
+.PHONY: test-llamacpp
+test-llamacpp: install ## Opt-in, not in make test: a real llama.cpp server (SmolLM2-135M) through register..align; first build ~9 min
+	@tools/llamacpp/install.sh $(LLAMACPP_VENV)
+	@PROMPTGATE_LLAMACPP=1 PROMPTGATE_LLAMACPP_VENV=$(LLAMACPP_VENV) $(PY) -m pytest tests/llamacpp -s -p no:cacheprovider $(ARGS)
+
 ##@ Cluster
 OVERLAY ?= dev
 LAUNCHER ?= kubernetes

@@ -15,6 +15,7 @@ import json
 import re
 import subprocess
 import sys
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import pytest
 from jobs.core.paths import ROOT
 from jobs.core.servers import start_sim, stop_process
 from jobs.sim.roles import role_of
-from tests.conftest import FAKE_API_KEY
+from tests.conftest import BASEBALL_PROFILE, FAKE_API_KEY
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -112,3 +113,31 @@ def test_openai_with_a_base_url_runs_the_second_domain(servers, mlflow_client, t
     assert train and float(train.group(2)) > float(train.group(1)), summary  # GEPA moved the train score
     assert re.search(r"gate: (PROMOTED|REFUSED)", summary), summary
     assert decision_recorded(mlflow_client, "promptgate-shop", proc) in ("promote", "refuse")
+
+
+LLAMA_CPP_LIKE = {"reject_json_schema": True, "tools_need_choice": True, "tool_turns_need_content": True,
+                  "per_token_embeddings": True}  # the simulator as llama.cpp's server behaves (README, llama.cpp)
+
+
+def test_llamacpp_config_runs_the_whole_pipeline_against_a_server_that_behaves_like_it(servers, mlflow_client,
+                                                                                      tmp_path):
+    """model=llamacpp (one model name for every role) against the simulator with llama.cpp's
+    differences switched on: the gateway's capability rewrites carry every stage through, and
+    nothing upstream is refused. The window check is lifted (model.context_tokens=null): the
+    real server's 4k window makes optimize refuse, which `make test-llamacpp` shows."""
+    sim, sim_url = start_sim({"seed": 7, "profile": BASEBALL_PROFILE, **LLAMA_CPP_LIKE})
+    try:
+        prompt = f"llama-{uuid.uuid4().hex[:6]}"
+        proc, sent = run_pipeline(servers, tmp_path, "model=llamacpp", f"model.base_url={sim_url}",
+                                  "model.context_tokens=null", f"prompt.name={prompt}")
+        summary = summary_of(proc)
+        assert re.search(r"gate: (PROMOTED|REFUSED)", summary), summary
+        stats = json.loads(urllib.request.urlopen(sim_url.rsplit("/v1", 1)[0] + "/sim/stats", timeout=10).read())
+    finally:
+        stop_process(sim.pid)
+    assert stats["faults"] == {} and stats["max_concurrency_seen"] == 1, stats  # no refusal; one request at a time
+    bodies = [r["body"] for r in sent]
+    assert not any((b.get("response_format") or {}).get("type") == "json_schema" for b in bodies)
+    assert all(b.get("tool_choice") == "auto" for b in bodies if b.get("tools"))
+    assert {b.get("model") for b in bodies} == {"smollm2-135m-instruct"}
+    assert any("input" in b for b in bodies)  # MemAlign's embeddings went through, pooled per text
