@@ -62,7 +62,7 @@ def builtin_scorers(names: list[str], endpoint: Any) -> list[Any]:
     return out
 
 
-AGENT_FAILED = "not judged: the agent call failed (the row is an error)"
+NOT_JUDGED = "not judged: the agent call failed (the row is an error)"
 
 
 def skip_failed_rows(judge: Any) -> Any:
@@ -77,7 +77,7 @@ def skip_failed_rows(judge: Any) -> Any:
     def unless_failed(inputs: Any = None, outputs: Any = None, expectations: Any = None, trace: Any = None) -> Any:
         state = str(getattr(getattr(getattr(trace, "info", None), "state", None), "value", "OK"))
         if outputs is None and state != "OK":
-            return Feedback(name=judge.name, error=AGENT_FAILED)
+            return Feedback(name=judge.name, error=NOT_JUDGED)
         return judge.run(inputs=inputs, outputs=outputs, expectations=expectations, trace=trace)
 
     return unless_failed

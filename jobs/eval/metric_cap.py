@@ -94,8 +94,9 @@ def budgeted_scorer(judge: Any, budget: MetricBudget, to_number: Any = None) -> 
             fb = Feedback(name=judge.name, error=e)
         error = getattr(fb, "error", None)
         if error is not None or getattr(fb, "value", None) is None:
-            budget.failed("judge", getattr(error, "error_message", None) or error or "the judge gave no value")
-            return Feedback(name=judge.name, value=False, rationale=f"{JUDGE_ERROR}: {str(error)[:200]}")
+            why = getattr(error, "error_message", None) or error or "the judge gave no value"
+            budget.failed("judge", why)
+            return Feedback(name=judge.name, value=False, rationale=f"{JUDGE_ERROR}: {str(why)[:200]}")
         if to_number is not None:  # GEPA aggregates numbers only
             fb = Feedback(name=judge.name, value=to_number(fb.value), rationale=fb.rationale)
         return fb

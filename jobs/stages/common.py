@@ -77,12 +77,12 @@ def failure_cause(ctx: StageContext, failed: Iterable[Any]) -> str:
     are row outcomes (jobs.eval.runner.RowOutcome) that are not OK; a row whose trace is not OK
     failed in the agent, any other in the judge."""
     failed = list(failed)
+    if not failed:
+        return "no rows"
     agent = [o for o in failed if o.state != "OK"]
     judge = [o for o in failed if o.state == "OK"]
     cause = ("every agent call failed" if agent and not judge else "every judge call failed" if judge and not agent
              else f"{len(agent)} rows failed in the agent and {len(judge)} in the judge")
-    if not failed:
-        return "no rows"
     # the gateway's first error of that kind names the HTTP status; MLflow's row message often does not
     seen = ctx.session.failures()[1].get("agent" if agent else "judge") if ctx.session is not None else None
     detail = seen or (agent or judge)[0].error

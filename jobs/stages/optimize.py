@@ -164,11 +164,12 @@ def no_gain_reason(ctx: StageContext, initial: float | None, final: float | None
     candidate it proposed beat the seed."""
     errors, first = ctx.session.failures() if ctx.session is not None else ({}, {})
     failed = sum((errors.get("reflection") or {}).values())
-    if failed:
-        calls = int((ctx.session.by_kind().get("reflection") or {}).get("calls", failed))
-        return (f"GEPA produced no candidate: {failed} of {calls} reflection calls failed "
-                f"({first.get('reflection', 'no message')})")
-    return f"no candidate beat the seed on train ({fmt(initial)} -> {fmt(final)})"
+    no_gain = f"no candidate beat the seed on train ({fmt(initial)} -> {fmt(final)})"
+    if not failed:
+        return no_gain
+    calls = int((ctx.session.by_kind().get("reflection") or {}).get("calls", failed))
+    failures = f"{failed} of {calls} reflection calls failed ({first.get('reflection', 'no message')})"
+    return f"GEPA produced no candidate: {failures}" if failed >= calls else f"{no_gain}; {failures}"
 
 
 def keep_or_drop(ctx: StageContext, run: Any, search: Search, result: Any, budget: MetricBudget) -> OptimizeResult:
