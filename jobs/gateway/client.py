@@ -152,20 +152,21 @@ class Session:
             raise BudgetExceeded(f"stage {self.stage} stopped: {tripped}. Raise the budget or lower the work "
                                  "(e.g. optimizer.max_metric_calls, compare.n_repeats)")
 
-    def figures(self) -> dict:
-        s = self.spend()
+    def figures(self, s: dict | None = None) -> dict:
+        s = self.spend() if s is None else s
         return {k: float(s.get(k, 0)) for k in SPEND_METRICS}
 
-    def by_kind(self) -> dict[str, dict[str, float]]:
+    def by_kind(self, s: dict | None = None) -> dict[str, dict[str, float]]:
         """Calls, seconds, tokens and USD per kind of call (agent, judge, reflection, embeddings),
         with this process's tool calls, which never reach the gateway."""
         from jobs.core import spans
 
-        return spans.add(self.spend().get("by_kind"), {k: v for k, v in spans.snapshot().items() if k == "tools"})
+        s = self.spend() if s is None else s
+        return spans.add(s.get("by_kind"), {k: v for k, v in spans.snapshot().items() if k == "tools"})
 
-    def failures(self) -> tuple[dict[str, dict[str, int]], dict[str, str]]:
+    def failures(self, s: dict | None = None) -> tuple[dict[str, dict[str, int]], dict[str, str]]:
         """The non-200 replies the clients got, (kind -> status -> count, kind -> first error line)."""
-        s = self.spend()
+        s = self.spend() if s is None else s
         return dict(s.get("errors") or {}), dict(s.get("first_error") or {})
 
     def metrics(self) -> dict[str, float]:
@@ -173,9 +174,10 @@ class Session:
         (``gateway.errors.<kind>.<status>``) as the run metrics they are logged as."""
         from jobs.core import spans
 
-        errors = {f"gateway.errors.{kind}.{status}": float(n) for kind, counts in self.failures()[0].items()
+        s = self.spend()  # one snapshot: one request to the gateway, and figures that agree with each other
+        errors = {f"gateway.errors.{kind}.{status}": float(n) for kind, counts in self.failures(s)[0].items()
                   for status, n in counts.items()}
-        return {**{metric_name(k): v for k, v in self.figures().items()}, **spans.metrics(self.by_kind()), **errors}
+        return {**{metric_name(k): v for k, v in self.figures(s).items()}, **spans.metrics(self.by_kind(s)), **errors}
 
 
 def metric_name(figure: str) -> str:

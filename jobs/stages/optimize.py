@@ -162,12 +162,13 @@ def gepa(ctx: StageContext, endpoint: Any, search: Search, predict: Any, judge: 
 def no_gain_reason(ctx: StageContext, initial: float | None, final: float | None) -> str:
     """Why GEPA kept the seed: its reflection calls failed (how many, the first error), or no
     candidate it proposed beat the seed."""
-    errors, first = ctx.session.failures() if ctx.session is not None else ({}, {})
+    seen = ctx.session.spend() if ctx.session is not None else {}
+    errors, first = ctx.session.failures(seen) if ctx.session is not None else ({}, {})
     failed = sum((errors.get("reflection") or {}).values())
     no_gain = f"no candidate beat the seed on train ({fmt(initial)} -> {fmt(final)})"
     if not failed:
         return no_gain
-    calls = int((ctx.session.by_kind().get("reflection") or {}).get("calls", failed))
+    calls = int((ctx.session.by_kind(seen).get("reflection") or {}).get("calls", failed))
     failures = f"{failed} of {calls} reflection calls failed ({first.get('reflection', 'no message')})"
     return f"GEPA produced no candidate: {failures}" if failed >= calls else f"{no_gain}; {failures}"
 
