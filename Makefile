@@ -48,7 +48,7 @@ ui: ## Print the MLflow UI URL
 	@$(PY) -m jobs.core.servers ui --port $(MLFLOW_PORT)
 
 ##@ Pipeline
-.PHONY: run stage rollback sim
+.PHONY: run stage rollback sim dataset
 run: install mlflow-up ## Run the whole pipeline locally (simulator unless OPENAI_API_KEY is set); ARGS="key=value ..."
 	@$(PY) -m jobs.pipeline $(ARGS)
 
@@ -60,6 +60,11 @@ rollback: install ## Move production back to the version recorded before the las
 
 sim: install ## Run the OpenAI-compatible simulator in the foreground (ARGS="--port 8088")
 	@$(PY) -m jobs.sim $(ARGS)
+
+FILE ?=
+NAME ?=
+dataset: install mlflow-up ## Create or update an MLflow evaluation dataset from a JSONL file: make dataset FILE=x.jsonl NAME=my-train ARGS="experiment=..."
+	@$(PY) -m jobs.datasets push $(FILE) --name $(NAME) $(ARGS)
 
 ##@ Production
 .PHONY: traffic monitor

@@ -31,18 +31,19 @@ def main() -> None:
     from jobs.config.compose import compose
     from jobs.eval import judges
     from jobs.eval.agent import build_predict_fn
+    from jobs.gateway.client import PLACEHOLDER_KEY
     from jobs.llm.endpoints import Endpoint
 
     cfg = compose(list(a.overrides))
     m = cfg.model
     endpoint = Endpoint(m.provider, a.base_url, m.agent_model, m.judge_model, m.reflection_model, m.embedding_model,
-                        float(m.temperature), float(m.request_timeout_s))
+                        float(m.temperature), float(m.request_timeout_s), PLACEHOLDER_KEY)
     mlflow.set_experiment("promptgate-bench-raw")
     seed = (cfg.prompt.seed_text or open(cfg.prompt.seed_file, encoding="utf-8").read())
     prompt = mlflow.genai.register_prompt(name=f"{cfg.prompt.name}-raw", template=seed)
     rows = [json.loads(line) for line in open(a.rows, encoding="utf-8") if line.strip()]
     data = [{"inputs": r["inputs"], "expectations": r.get("expectations") or {}} for r in rows]
-    predict = build_predict_fn(cfg.agent, endpoint, f"prompts:/{prompt.name}/{prompt.version}")
+    predict = build_predict_fn(cfg.agent, endpoint, {str(cfg.prompt.role): f"prompts:/{prompt.name}/{prompt.version}"})
     judge = judges.build(cfg.judge, endpoint)
     mlflow.langchain.autolog(log_traces=True, silent=True)
     with mlflow.start_run(run_name="raw-evaluate"):

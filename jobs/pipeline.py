@@ -97,6 +97,10 @@ def stage_lines(cfg: Any, stage: str, result: Any) -> list[str]:
                      f"calls, {sp['cache_hits']:.0f} cache hits, {sp['faults']:.0f} faults retried or failed")
     if result.spans:
         lines.append(f"{'':>11}time by kind: {spans.line(result.spans)}")
+    if result.agent_rows() and result.spans is not None and not (result.spans.get("agent") or {}).get("calls"):
+        lines.append(f"{'':>11}NOTE: the agent ran {result.agent_rows()} rows and made no LLM call through the gateway: "
+                     "its calls were not cached, budgeted or counted; send them to endpoint.base_url (README, "
+                     "\"Bring your own agent\")")
     return lines
 
 

@@ -110,6 +110,8 @@ def test_a_typo_in_a_users_own_option_file_fails_at_composition(tmp_path):
     ("optimizer.max_metric_calls=abc", "optimizer.max_metric_calls=abc: Value 'abc' of type 'str' could not be converted to "
                                        "Integer; give a whole number"),
     ("optimizer.max_metric_call=10", "optimizer.max_metric_call is not a key; did you mean optimizer.max_metric_calls?"),
+    ("prompt.companions={responder:{name:r,seed_text:x}}",
+     "prompt.companions.responder is not a key yet; add it as +prompt.companions.responder=<value>"),
     ("evaluate.max_workerz=2", "evaluate.max_workerz is not a key; did you mean evaluate.max_workers?"),
     ("model=doesnotexist", "model=doesnotexist: no such option; use one of llamacpp, openai, openai_compatible, sim"),
     ("experiment=nope", "experiment=nope: no such option; use one of baseball, shop"),

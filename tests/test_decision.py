@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from jobs.core.contract import RESULT_TAG
+from jobs.core.contract import RESULT_TAG, TAG_RELEASE
 from jobs.core.paths import ROOT
 from jobs.store import tracking
 
@@ -214,6 +214,75 @@ def test_two_gates_at_once_promote_exactly_one(decided, servers, mlflow_client, 
     assert production(mlflow_client, gate_prompt) == winner
     loser = 5 - winner
     assert "moved concurrently" in mlflow_client.get_prompt_version(gate_prompt, loser).tags["promptgate.gate.reasons"]
+
+
+@pytest.fixture()
+def release_prompts(mlflow_client):
+    """A two-prompt agent of its own: router v1-v3, each released with responder v1-v3, production on v1."""
+    import mlflow
+
+    tag = uuid.uuid4().hex[:6]
+    router, responder = f"gate-router-{tag}", f"gate-responder-{tag}"
+    for i in range(3):
+        mlflow.genai.register_prompt(name=responder, template=f"responder text {i}")
+        mlflow.genai.register_prompt(name=router, template=f"router text {i}",
+                                     tags={TAG_RELEASE: json.dumps({responder: i + 1})})
+    for name in (router, responder):
+        mlflow.genai.set_prompt_alias(name, alias="production", version=1)
+    return router, responder
+
+
+def release_gate(servers, pid, router, companions, *extra):
+    """The gate for a release: ``companions`` maps role -> prompt name."""
+    specs = [f"+prompt.companions.{role}={{name:{name},seed_text:x}}" for role, name in companions.items()]
+    return gate(servers, pid, router, "prompt.role=router", *specs, *extra)
+
+
+def test_a_two_prompt_release_is_promoted_and_rolled_back_together(decided, servers, mlflow_client, release_prompts):
+    router, responder = release_prompts
+    pid = f"gate-release-{uuid.uuid4().hex[:6]}"
+    mark_measured_judge(pid)
+    record_result(mlflow_client, pid, "compare", GOOD)
+    mark_candidate(router, 3, pid)
+    proc = release_gate(servers, pid, router, {"responder": responder})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "PROMOTED: production v1 (responder v1) -> v3 (responder v3)" in proc.stdout
+    assert (production(mlflow_client, router), production(mlflow_client, responder)) == (3, 3)
+    recorded = mlflow_client.get_prompt_version(router, 3).tags["promptgate.gate.release"]
+    assert json.loads(recorded) == {router: 3, responder: 3}
+    proc = release_gate(servers, pid, router, {"responder": responder}, "gate.rollback=true")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "production moved back from v3 (responder v3) to v1 (responder v1)" in proc.stdout
+    assert (production(mlflow_client, router), production(mlflow_client, responder)) == (1, 1)
+
+
+def test_a_refused_release_moves_no_prompt(decided, servers, mlflow_client, release_prompts):
+    router, responder = release_prompts
+    pid = f"gate-release-no-{uuid.uuid4().hex[:6]}"
+    mark_measured_judge(pid)
+    record_result(mlflow_client, pid, "compare", {**GOOD, "delta": 0.01})
+    mark_candidate(router, 3, pid)
+    proc = release_gate(servers, pid, router, {"responder": responder})
+    assert proc.returncode == 0 and "REFUSED: production stays v1 (responder v1); min_delta" in proc.stdout, proc.stderr
+    assert (production(mlflow_client, router), production(mlflow_client, responder)) == (1, 1)
+
+
+def test_a_release_that_cannot_move_every_prompt_moves_none(decided, servers, mlflow_client, release_prompts):
+    """The second companion's version does not exist: the first companion's alias moves back."""
+    import mlflow
+
+    router, responder = release_prompts
+    missing = f"{responder}-b"
+    mlflow.genai.register_prompt(name=missing, template="other text")
+    mlflow.genai.set_prompt_alias(missing, alias="production", version=1)
+    mlflow.MlflowClient().set_prompt_version_tag(router, "2", TAG_RELEASE, json.dumps({responder: 2, missing: 9}))
+    pid = f"gate-release-half-{uuid.uuid4().hex[:6]}"
+    mark_measured_judge(pid)
+    record_result(mlflow_client, pid, "compare", {**GOOD, "candidate_version": 2})
+    mark_candidate(router, 2, pid)
+    proc = release_gate(servers, pid, router, {"responder": responder, "writer": missing})
+    assert proc.returncode != 0
+    assert [production(mlflow_client, n) for n in (router, responder, missing)] == [1, 1, 1]
 
 
 def test_three_expert_labels_register_nothing_and_the_gate_says_why(decided, servers, mlflow_client, gate_prompt):

@@ -75,7 +75,7 @@ def test_feedback_put_human_assessments_under_the_judge_name(foundation, mlflow_
     human = [a for t in traces for a in t.info.assessments
              if a.source.source_type == "HUMAN" and getattr(a, "feedback", None) is not None]
     assert len(human) == 28 and {a.name for a in human} == {JUDGE}
-    assert {a.source.source_id for a in human} == {"rubric:hitting-coach"}
+    assert {a.source.source_id for a in human} == {"rubric:hitting_quality"}  # feedback.expert_id: rubric:${judge.name}
     # the rubric expert is stricter than the base judge: they disagree somewhere
     disagree = 0
     for t in traces:

@@ -81,6 +81,8 @@ FORBIDDEN = {
     "jobs.sim": ("jobs.stages", "jobs.launch", "jobs.config", "jobs.store", "jobs.llm", "jobs.gateway", *COMMANDS),
     "jobs.stages": ("jobs.launch", *COMMANDS),
     "jobs.launch": ("jobs.pipeline",),  # the driver uses the launchers, never the other way
+    "jobs.agents": ("jobs.stages", "jobs.launch", "jobs.config", "jobs.store", "jobs.llm", "jobs.gateway", "jobs.eval",
+                    *COMMANDS),  # an agent is a factory of the contract: it needs only core
     "jobs.domains": ("jobs.",),  # a domain is configs and one tools module: it needs nothing of ours
 }
 

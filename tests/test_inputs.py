@@ -204,3 +204,79 @@ def test_the_record_limit_counts_bytes_not_characters():
         line = json.dumps({"inputs": {"question": "\u4e2d" * 1000}, "expectations": dict.fromkeys(REQ, False)},
                           ensure_ascii=False)
         datasets.parse(line, "d.jsonl", ["question"], REQ, max_record_bytes=2048)
+
+
+# ------------------------------------------------------------------ chat inputs: MLflow's message lists
+CHAT = {"input": [{"role": "user", "content": "Where is my order A-1?"}]}  # MLflow's chat-agent form
+TURNS = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+                      {"role": "assistant", "content": "Hello, how can I help?"},
+                      {"role": "user", "content": [{"type": "text", "text": "Where is my order A-1?"}]}]}
+
+
+def test_chat_and_multi_turn_records_parse_and_give_their_last_user_turn():
+    chat = datasets.parse(row(inputs=CHAT), "c.jsonl", ["input"], REQ)[0]
+    turns = datasets.parse(row(inputs=TURNS), "c.jsonl", ["messages"], REQ)[0]
+    assert chat.inputs == CHAT and turns.inputs == TURNS  # the agent gets the inputs as they are
+    assert chat.text("input") == turns.text("messages") == "Where is my order A-1?"
+    assert datasets.input_text("a question") == "a question"
+    tools = [{"role": "user", "content": "q"}, {"role": "assistant", "content": None, "tool_calls": [{"id": "1"}]},
+             {"role": "tool", "content": "{}"}]  # an assistant turn that only calls tools, as OpenAI writes it
+    assert datasets.parse(row(inputs={"input": tools}), "c.jsonl", ["input"], REQ)[0].text("input") == "q"
+
+
+@pytest.mark.parametrize("value,message", [
+    ([], "c.jsonl:1: inputs.input is an empty list; give a string or a list of chat messages"),
+    ({"role": "user", "content": "q"}, "c.jsonl:1: inputs.input is an object; give a string or a list of chat messages"),
+    (3, "c.jsonl:1: inputs.input is a number; give"),
+    (["q"], "c.jsonl:1: inputs.input[0] is a string, not a message object; give"),
+    ([{"role": "bot", "content": "q"}], 'c.jsonl:1: inputs.input[0] has role "bot"; give'),
+    ([{"role": "user"}], "c.jsonl:1: inputs.input[0] has no string content"),
+    ([{"role": "user", "content": [{"type": "image_url"}]}], "c.jsonl:1: inputs.input[0] has no string content"),
+    ([{"role": "system", "content": "s"}, {"role": "assistant", "content": "a"}], "c.jsonl:1: inputs.input has no user turn"),
+])
+def test_a_wrong_input_shape_names_the_line_the_key_and_the_accepted_forms(value, message):
+    with pytest.raises(UserError) as e:
+        datasets.parse(row(inputs={"input": value}), "c.jsonl", ["input"], REQ)
+    text = str(e.value)
+    assert text.startswith(message) and "\n" not in text
+    assert text.endswith('a list of chat messages like [{"role": "user", "content": "..."}] (roles system, user, '
+                         "assistant, tool; at least one user turn)")
+
+
+def test_the_input_limit_applies_to_each_message_of_a_conversation():
+    long = {"input": [{"role": "user", "content": "short"}, {"role": "assistant", "content": "x" * 11},
+                      {"role": "user", "content": "q"}]}
+    with pytest.raises(UserError, match=r"^c.jsonl:1: inputs.input\[1\].content is 11 characters, above "
+                                        r"limits.max_input_chars=10; shorten it"):
+        datasets.parse(row(inputs=long), "c.jsonl", ["input"], REQ, max_input_chars=10)
+
+
+def test_a_string_question_overlaps_the_same_last_user_turn_of_a_conversation():
+    train = parse(row(id="s", inputs={"question": "where is my order a-1"}))
+    held = datasets.parse(row(id="c", inputs={"question": TURNS["messages"]}), "h.jsonl", ["question"], REQ)
+    assert [(x.id, y.id) for x, y in datasets.shared_questions(train, held, "question")] == [("s", "c")]
+    assert [(x.id, y.id) for x, y in datasets.shared_questions(held, train, "question")] == [("c", "s")]
+    # two conversations that end on the same turn are different questions unless every turn matches
+    other = [{"role": "user", "content": "Cancel it."}, {"role": "assistant", "content": "Which order?"},
+             {"role": "user", "content": "Where is my order A-1?"}]
+    held2 = datasets.parse(row(id="o", inputs={"question": other}), "h.jsonl", ["question"], REQ)
+    assert datasets.shared_questions(held, held2, "question") == []
+    assert len(datasets.shared_questions(held, [held[0]], "question")) == 1
+
+
+def test_a_file_store_cannot_hold_mlflow_datasets_and_says_so(tmp_path):
+    """MLflow's evaluation datasets need a SQL backend: a tracking URI that is a folder is named
+    with the fix before MLflow is asked (it would raise FEATURE_DISABLED, or refuse ./mlruns)."""
+    mlflow_cfg = OmegaConf.create({"tracking_uri": str(tmp_path / "mlruns"), "connect_timeout_s": 1})
+    with pytest.raises(UserError) as e:
+        datasets.load("mlflow-dataset:support-train", ["question"], mlflow_cfg=mlflow_cfg)
+    assert str(e.value).startswith("mlflow-dataset:support-train: MLflow evaluation datasets need a SQL tracking "
+                                   f"backend, and {tmp_path / 'mlruns'} keeps its runs in files (a file store); run the "
+                                   "MLflow server with --backend-store-uri sqlite:///mlflow.db")
+
+
+def test_compare_repeats_keep_the_records_origin():
+    from jobs.stages.compare import repeated
+
+    records = datasets.load(str(ROOT / "data/baseball/train.jsonl"), ["question"])
+    assert {r.origin for r in repeated(records[:2], 3)} == {records[0].origin}

@@ -164,9 +164,13 @@ def config_error(e: BaseException, overrides: list[str], stage: str) -> str:
         key = max(override.key_or_group, str(cause.full_key), key=len)  # the override's key, or the dict's key in it
         rest = [o.input_line for o in _parsed(overrides) or [] if o.key_or_group != override.key_or_group]
         try:
-            best = closest(key, config_keys(OmegaConf.to_container(compose_plain(rest), resolve=False)))
+            plain = compose_plain(rest)
+            best = closest(key, config_keys(OmegaConf.to_container(plain, resolve=False)))
+            open_dict = OmegaConf.get_type(OmegaConf.select(plain, override.key_or_group)) is dict
         except Exception:  # noqa: BLE001 - another override is broken too: no suggestion
-            best = None
+            best, open_dict = None, False
+        if open_dict and key != override.key_or_group:  # a map of the user's own keys, like prompt.companions
+            return f"{key} is not a key yet; add it as +{key}=<value> (Hydra assigns no new key without +)"
         fix = f"did you mean {best}?" if best else f"`python -m jobs.{stage} --cfg job` prints every key"
         return f"{key} is not a key; {fix}"
     node = getattr(cause, "child_node", None)

@@ -109,9 +109,13 @@ class GepaConfig:
     val_fraction: float = 0.3  # share of the train set GEPA keeps for validation
     seed: int = 0  # GEPA's sampling seed and the train/validation split seed
     min_context_tokens: int = 16384  # the least window reflection needs: its prompts quote a minibatch's traces
+    start: str = "production"  # what GEPA improves: production (what compare measures as baseline) | seed
 
     def __post_init__(self) -> None:
         _named("optimizer.name", self.name, "gepa", OPTIMIZERS)
+        if self.start not in ("production", "seed"):
+            raise UserError(f"optimizer.start '{self.start}' is unknown; use production (build on what was promoted) "
+                            "or seed (start again from the seed prompt)")
         _at_least("optimizer.min_context_tokens", self.min_context_tokens, 1)
         if not 0 <= self.val_fraction < 1:
             raise UserError(f"optimizer.val_fraction={self.val_fraction} must be at least 0 and below 1")
@@ -226,19 +230,6 @@ class ModelSettings:
 
 
 @dataclass
-class AgentSettings:
-    tools_module: str = MISSING  # module exposing TOOLS
-    input_key: str = "question"  # dataset inputs key that holds the user's message
-    max_steps: int = 6  # tool-calling rounds before the agent must answer
-    max_retries: int = 0  # the OpenAI client's own retries per call (the gateway retries)
-    sim_profile: str | None = "auto"  # the simulator profile: auto, a path, or null
-
-    def __post_init__(self) -> None:
-        _at_least("agent.max_steps", self.max_steps, 1)
-        _at_least("agent.max_retries", self.max_retries, 0)
-
-
-@dataclass
 class JudgeSettings:
     name: str = MISSING  # judge name; also the name of expert assessments
     instructions: str = MISSING  # what the judge checks
@@ -251,9 +242,9 @@ class JudgeSettings:
 
 @dataclass
 class DatasetSettings:
-    train: str | None = None  # train JSONL (path or s3://)
-    heldout: str | None = None  # held-out JSONL, disjoint from train
-    input_keys: list[str] = field(default_factory=lambda: ["question"])  # keys every record's inputs must have
+    train: str | None = None  # train JSONL (path or s3://) or MLflow evaluation dataset (mlflow-dataset:<name or id>)
+    heldout: str | None = None  # held-out set, disjoint from train; the same forms
+    input_keys: list[str] = field(default_factory=lambda: ["question"])  # keys every record's inputs must have: a string or chat messages
     required_expectations: list[str] = field(default_factory=list)  # keys every record's expectations must have
     traffic: str | None = None  # fresh questions for the traffic generator (make traffic); null: the held-out ones
 
@@ -306,10 +297,29 @@ class MlflowSettings:
 
 @dataclass
 class PromptSettings:
-    name: str = MISSING  # prompt registry name of the agent's system prompt
+    name: str = MISSING  # prompt registry name of the release's first prompt (the agent's system prompt)
+    role: str = "system"  # the key the agent finds this prompt under in its prompts
     seed_file: str | None = None  # file (or s3:// URI) with the seed text
     seed_text: str | None = None  # inline seed text
     commit_message: str = "seed prompt"  # message on a newly registered version
+    companions: dict[str, Any] = field(default_factory=dict)  # role: {name, seed_file | seed_text}; released together
+
+    def __post_init__(self) -> None:
+        names = {self.name: "prompt.name"}
+        for role, spec in self.companions.items():
+            where = f"prompt.companions.{role}"
+            if role == self.role:
+                raise UserError(f"{where}: the role '{role}' is prompt.role's already; give each prompt its own role")
+            if not isinstance(spec, dict) or not spec.get("name"):
+                raise UserError(f"{where} needs a name, e.g. {{name: my-responder, seed_file: responder.txt}}")
+            extra = sorted(set(spec) - {"name", "seed_file", "seed_text"})
+            if extra:
+                raise UserError(f"{where}.{extra[0]} is not a key of a companion prompt; use name, seed_file or seed_text")
+            if not spec.get("seed_file") and not spec.get("seed_text"):
+                raise UserError(f"{where} has no seed: set {where}.seed_file or {where}.seed_text")
+            if str(spec["name"]) in names:
+                raise UserError(f"{where}.name '{spec['name']}' is {names[str(spec['name'])]}'s too; each prompt needs its own name")
+            names[str(spec["name"])] = f"{where}.name"
 
 
 @dataclass
@@ -416,7 +426,7 @@ class PipelineSettings:
     """The root of every stage's config (conf/pipeline.yaml)."""
 
     model: ModelSettings = MISSING
-    agent: AgentSettings = MISSING
+    agent: Any = MISSING  # the factory's own settings: checked against its signature (jobs.eval.agent.check)
     judge: JudgeSettings = MISSING
     dataset: DatasetSettings = MISSING
     feedback: Any = MISSING  # typed by its option's schema
@@ -465,7 +475,7 @@ def register_schemas() -> None:
 
 
 PICKED = ("aligner", "optimizer", "feedback", "launcher")  # groups whose options pick an implementation, one schema each
-SECTIONS = ("model", "agent", "judge", "dataset", "gate", "gateway", "mlflow", "prompt", "evaluate", "compare",
+SECTIONS = ("model", "judge", "dataset", "gate", "gateway", "mlflow", "prompt", "evaluate", "compare",
             "evidence", "limits", "monitor", "traffic")  # the root schema's sections with one shape
 
 

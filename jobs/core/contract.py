@@ -72,6 +72,7 @@ TAG_SWEEP_BEST = "promptgate.sweep_best"  # on the best sweep point's run
 TAG_OUTCOME = "promptgate.outcome"  # on optimize's run: candidate | no_improvement
 TAG_FAILURE = "promptgate.failure"  # on a FAILED stage run: why it recorded no result (NothingMeasured)
 PROMPT_TAG = "promptgate."  # prefix of optimize's tags on a candidate version (scores, budget, judge, source run)
+TAG_RELEASE = "promptgate.release"  # on a first prompt's version: {companion name: version} released with it
 GATE_TAG = "promptgate.gate."  # prefix of the gate's tags on a prompt version and its run
 TAG_MONITORED = "promptgate.monitored"  # on a trace: the judge version that scored it ("name@version")
 TAG_MONITORED_BY = "promptgate.monitored_by"  # on a trace: the monitor run whose window counts it

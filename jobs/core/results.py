@@ -39,6 +39,10 @@ class StageResult:
         sample is below the config's ``evidence`` floors)."""
         return None, None
 
+    def agent_rows(self) -> int:
+        """Rows this stage ran the agent on (the summary checks that its calls reached the gateway)."""
+        return 0
+
 
 @dataclass
 class RegisterResult(StageResult):
@@ -65,8 +69,12 @@ class EvaluateResult(StageResult):
     split: str | None = None
     reviewable: int | None = None  # traces tagged for expert review
 
+    def agent_rows(self) -> int:
+        return int(self.rows or 0)
+
     def headline(self, evidence: Any) -> tuple[str | None, str | None]:
-        return (f"train pass rate {fmt(self.pass_rate)} on {self.scored} judged rows ({self.errors} errors)",
+        return (f"v{self.prompt_version}: train pass rate {fmt(self.pass_rate)} on {self.scored} judged rows "
+                f"({self.errors} errors)",
                 _few(self.scored, evidence.min_rows, "judged rows"))
 
 
@@ -130,12 +138,15 @@ class OptimizeResult(StageResult):
     train_rows: int | None = None
     val_rows: int | None = None
 
+    def agent_rows(self) -> int:
+        return int(self.metric_calls or 0)
+
     def headline(self, evidence: Any) -> tuple[str | None, str | None]:
         cand = (f"candidate v{self.candidate_version}" if self.candidate_version
                 else f"NO CANDIDATE: {self.reason or 'no gain on train'}")
         failed = (self.agent_errors or 0) + (self.judge_errors or 0)
         errors = f" ({self.agent_errors or 0} agent, {self.judge_errors or 0} judge errors)" if failed else ""
-        return (f"train score {fmt(self.initial_train_score)} -> {fmt(self.final_train_score)} on "
+        return (f"from v{self.seed_version}: train score {fmt(self.initial_train_score)} -> {fmt(self.final_train_score)} on "
                 f"{self.val_rows if self.val_rows is not None else '?'} validation rows, "
                 f"{self.metric_calls}/{self.max_metric_calls} metric calls{errors}; {cand}",
                 _few(self.val_rows, evidence.min_rows, "validation rows"))
@@ -170,6 +181,9 @@ class CompareResult(StageResult):
     scorer_means: dict[str, dict[str, float]] = field(default_factory=dict)  # arm -> scorer -> mean
     chart: str | None = None
     mlflow_comparison: dict[str, Any] | None = None  # mlflow.genai.compare_evaluations on the same runs
+
+    def agent_rows(self) -> int:
+        return 2 * int(self.rows_per_arm or 0) if self.outcome == "compared" else 0
 
     def headline(self, evidence: Any) -> tuple[str | None, str | None]:
         if self.outcome != "compared":

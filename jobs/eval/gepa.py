@@ -8,9 +8,9 @@ from typing import Any
 from jobs.eval.metric_cap import AGENT_FAILED, GepaSummaryLogger, MetricBudget, budgeted_scorer
 
 
-def search(predict: Any, seed_uri: str, train_rows: list[dict], val_rows: list[dict] | None,
+def search(predict: Any, seed_uris: list[str], train_rows: list[dict], val_rows: list[dict] | None,
            judge: Any, budget: MetricBudget, to_number: Any, reflection_model: str, minibatch: int, seed: int) -> Any:
-    """GEPA from the prompt at ``seed_uri`` on ``train_rows`` (validating on ``val_rows``, or on
+    """GEPA from the prompts at ``seed_uris`` (every prompt of the agent, improved together) on ``train_rows`` (validating on ``val_rows``, or on
     the train rows when None), the agent's ``predict`` scored by ``judge``; returns
     optimize_prompts' result."""
     import mlflow
@@ -30,5 +30,5 @@ def search(predict: Any, seed_uri: str, train_rows: list[dict], val_rows: list[d
         gepa_kwargs["valset"] = val_rows
     optimizer = GepaPromptOptimizer(reflection_model=reflection_model, max_metric_calls=budget.cap,
                                     display_progress_bar=True, gepa_kwargs=gepa_kwargs)
-    return mlflow.genai.optimize_prompts(predict_fn=predict_fn, train_data=train_rows, prompt_uris=[seed_uri],
+    return mlflow.genai.optimize_prompts(predict_fn=predict_fn, train_data=train_rows, prompt_uris=seed_uris,
                                          optimizer=optimizer, scorers=[budgeted_scorer(judge, budget, to_number)])

@@ -113,22 +113,24 @@ def signature(inputs: dict[str, Any]) -> str:
 
 
 def evaluate_records(cfg: Any, endpoint: Any, experiment_id: str, pipeline_id: str, run_id: str, records: list[Record],
-                     prompt_uri: str, scorers: list[Any], tags: dict[str, str],
+                     prompt_uris: dict[str, str], scorers: list[Any], tags: dict[str, str],
                      say: Callable[[str], None] = print) -> tuple[dict[str, RowOutcome], int]:
-    """Run the agent with ``prompt_uri`` over ``records`` inside the active run, score them,
+    """Run the agent with the prompts at ``prompt_uris`` (role -> URI) over ``records`` inside the active run, score them,
     and return one outcome per record (see ``evaluate_complete``)."""
     import mlflow
 
     from jobs.eval.agent import build_predict_fn
     from jobs.eval.judges import skip_failed_rows
+    from jobs.store import datasets as store_datasets
 
+    store_datasets.log_lineage(run_id, {r.origin for r in records if r.origin is not None})  # the run page's Datasets
     by_inputs = {signature(r.inputs): r.id for r in records}
     base_tags = {tracking.TAG_PIPELINE: pipeline_id, **tags}
 
     def tags_for(inputs: dict[str, Any]) -> dict[str, str]:
         return {**base_tags, tracking.TAG_QUESTION: by_inputs.get(signature(inputs), "?")}
 
-    predict = build_predict_fn(cfg.agent, endpoint, prompt_uri, tags_for)
+    predict = build_predict_fn(cfg.agent, endpoint, prompt_uris, tags_for)
     autolog_once()
     judge_name = str(cfg.judge.name)
 

@@ -33,6 +33,7 @@ class Endpoint:
     embedding_model: str
     temperature: float
     timeout_s: float
+    api_key: str  # what clients send as the key: the gateway holds the upstream's
 
     def uri(self, model: str) -> str:
         """MLflow model URI for judges, MemAlign and GEPA."""
@@ -77,7 +78,7 @@ def check_reachable(base_url: str, api_key: str, timeout_s: float = 20) -> None:
         raise UserError(f"LLM endpoint {base_url} is not reachable ({network_reason(e)}); start it or fix model.base_url") from None
 
 
-FLAT_FIGURES = ("note: agent.tools_module {module} brings no simulator profile ({file} beside it), so the simulator "
+FLAT_FIGURES = ("note: the agent ({module}) brings no simulator profile ({file} beside it), so the simulator "
                 "cannot judge this domain's criteria and its figures will be flat; see docs/simulator.md")
 
 
@@ -88,7 +89,7 @@ def sim_settings(cfg: Any, own: dict[str, Any] | None = None) -> dict[str, Any]:
 
     profile = sim_profile_path(cfg.agent)
     if profile is None:
-        print(FLAT_FIGURES.format(module=cfg.agent.tools_module, file=PROFILE_FILE), flush=True)
+        print(FLAT_FIGURES.format(module=cfg.agent.get("tools_module") or cfg.agent.get("_target_"), file=PROFILE_FILE), flush=True)
     else:
         from jobs.sim.profile import load
 
@@ -198,7 +199,7 @@ def activate(cfg: Any, stage: str, pipeline_id: str, spent: dict[str, float],
         os.environ.update(routing_env(session.base_url, gateway.PLACEHOLDER_KEY, timeout_s))
         yield Endpoint(model_cfg.provider, session.base_url, model_cfg.agent_model, model_cfg.judge_model,
                        model_cfg.reflection_model, model_cfg.embedding_model, float(model_cfg.temperature),
-                       timeout_s), session
+                       timeout_s, gateway.PLACEHOLDER_KEY), session
     finally:
         if session is not None:
             session.spend()  # keep the final figures before a gateway of our own stops

@@ -25,6 +25,7 @@ from jobs.eval.agent import REPEAT_KEY
 from jobs.eval.datasets import Record
 from jobs.eval.pipeline_judge import recorded_judge
 from jobs.eval.runner import RowOutcome, compare_evaluations, evaluate_records
+from jobs.stages import release
 from jobs.stages import shards as shards_
 from jobs.stages.common import failure_cause, finish, nothing_measured, recorded, reuse, stage_run
 from jobs.stages.context import StageContext, llm
@@ -42,7 +43,7 @@ def check(cfg: Any) -> None:
     if split == "train":
         raise UserError("compare.split=train: compare must prove the gain on questions the optimizer did not see; "
                         "use compare.split=heldout")
-    shared = datasets.shared_questions(datasets.from_config(cfg, "train"), held, str(cfg.agent.input_key))
+    shared = datasets.shared_questions(datasets.from_config(cfg, "train"), held, agent.input_key(cfg.agent))
     if shared:
         train_record, held_record = shared[0]
         raise UserError(f"{held_record.where}: this {split} question is also in the train set ({train_record.where}); "
@@ -51,7 +52,8 @@ def check(cfg: Any) -> None:
 
 
 def repeated(records: list[Record], n: int) -> list[Record]:
-    return [Record(f"{r.id}#{k}", {**r.inputs, REPEAT_KEY: k}, r.expectations, r.where) for r in records for k in range(n)]
+    return [Record(f"{r.id}#{k}", {**r.inputs, REPEAT_KEY: k}, r.expectations, r.where, r.origin)  # origin: the arm's lineage
+            for r in records for k in range(n)]
 
 
 def by_question(outcomes: dict[str, RowOutcome], judge_cfg: Any, n_repeats: int) -> tuple[dict[str, list], int]:
@@ -89,7 +91,7 @@ def per_question_csv(records: list[Record], base: dict, cand: dict, key: str) ->
         sc = sum(c) / len(c) if c else None
         change = ("error" if sb is None or sc is None else "regressed" if sb >= 0.5 > sc
                   else "improved" if sc >= 0.5 > sb else "same")
-        w.writerow([r.id, r.inputs.get(key, ""), "" if sb is None else f"{sb:.3f}",
+        w.writerow([r.id, r.text(key), "" if sb is None else f"{sb:.3f}",  # a conversation: its last user turn
                     "" if sc is None else f"{sc:.3f}", len(b), len(c), change])
     return out.getvalue()
 
@@ -167,7 +169,7 @@ def run(ctx: StageContext) -> CompareResult | ShardResult:
 
         def evaluate_arm(run_id: str, arm: str, arm_rows: list[Record]) -> tuple[dict[str, RowOutcome], int]:
             return evaluate_records(cfg, endpoint, ctx.store.experiment_id, ctx.pipeline_id, run_id, arm_rows,
-                                    f"prompts:/{name}/{plan.versions[arm]}", scorers,
+                                    release.uris(cfg, plan.versions[arm]), scorers,
                                     {TAG_ARM: arm, TAG_SPLIT: str(c.split)}, ctx.say)
 
         if c.shard is not None:
@@ -225,7 +227,7 @@ def both_arms(ctx: StageContext, plan: Plan, judge_info: dict, evaluate_arm: Eva
                 if shards > 1:
                     shards_.link_traces(outcomes[arm], arm_run.info.run_id)  # the arm's traces, from every shard
                 else:
-                    ctx.say(f"{arm} v{plan.versions[arm]}: {len(plan.records)} held-out questions x {c.n_repeats} runs")
+                    ctx.say(f"{arm} {release.describe(ctx.cfg, plan.versions[arm])}: {len(plan.records)} held-out questions x {c.n_repeats} runs")
                     outcomes[arm], _ = evaluate_arm(arm_run.info.run_id, arm, plan.rows)
                 arm_runs[arm] = arm_run.info.run_id
         return finish(ctx, measure(ctx, run, plan, judge_info, outcomes, arm_runs), shard_runs)
@@ -255,7 +257,7 @@ def measure(ctx: StageContext, run: Any, plan: Plan, judge_info: dict, outcomes:
                   "the judge's values from the one run that scored them"}
     tracking.log(metrics={f"mlflow_compare.{k}": float(v) for k, v in cross.items()
                           if k in ("diff", "ci_low", "ci_high", "p_value", "n_paired") and v is not None})
-    tracking.log_files(texts={"per_question.csv": per_question_csv(plan.records, base, cand, str(cfg.agent.input_key))})
+    tracking.log_files(texts={"per_question.csv": per_question_csv(plan.records, base, cand, agent.input_key(cfg.agent))})
     log_chart(ctx, plan, judge_info, base, cand, s)
     print(compact_table(s, {"baseline": base_err, "candidate": cand_err}, len(plan.rows)))
     print(comparison_line(cross))

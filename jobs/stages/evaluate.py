@@ -1,5 +1,6 @@
-"""evaluate: run the agent with the seed prompt over a dataset split, score it with the
-judge(s), prove that every row came back, and tag the OK traces for expert review."""
+"""evaluate: run the agent with the release optimize will start from (production; the seed
+before the first promotion) over a dataset split, score it with the judge(s), prove that
+every row came back, and tag the OK traces for expert review."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from jobs.core.faults import pause_point
 from jobs.core.results import EvaluateResult
 from jobs.eval import agent, datasets, judges
 from jobs.eval.runner import evaluate_records
+from jobs.stages import release
 from jobs.stages import shards as shards_
 from jobs.stages.common import failure_cause, finish, nothing_measured, recorded, reuse, stage_run
 from jobs.stages.context import StageContext, llm
@@ -28,19 +30,19 @@ def run(ctx: StageContext) -> EvaluateResult | ShardResult:
     split = str(cfg.evaluate.split)
     records = datasets.from_config(cfg, split)
     prompt_name = str(cfg.prompt.name)
-    seed_version = recorded(ctx, "register").seed_version
-    inputs = tracking.inputs_hash(prompt_name, seed_version, split, [r.as_eval_row() for r in records],
+    version = release.start_version(cfg, recorded(ctx, "register"))  # what optimize will start from
+    inputs = tracking.inputs_hash(prompt_name, version, split, [r.as_eval_row() for r in records],
                                   dict(cfg.judge), str(cfg.model.provider), cfg.model.agent_model)
     if (done := reuse(ctx, inputs)) is not None:
         return done
     shards, index = int(cfg.evaluate.shards), cfg.evaluate.shard
     units = [("rows", r) for r in records]
-    prompt_uri = f"prompts:/{prompt_name}/{seed_version}"
+    prompt_uris = release.uris(cfg, version)
     with llm(ctx) as endpoint:
         scorers = [judges.build(cfg.judge, endpoint)] + judges.builtin_scorers(list(cfg.judge.builtin_scorers), endpoint)
 
         def evaluate_rows(run_id: str, rows: list) -> tuple[dict, int]:
-            return evaluate_records(cfg, endpoint, ctx.store.experiment_id, ctx.pipeline_id, run_id, rows, prompt_uri,
+            return evaluate_records(cfg, endpoint, ctx.store.experiment_id, ctx.pipeline_id, run_id, rows, prompt_uris,
                                     scorers, {TAG_SPLIT: split}, ctx.say)
 
         if index is not None:  # one shard's rows into a run of its own; the merge makes the result
@@ -53,7 +55,8 @@ def run(ctx: StageContext) -> EvaluateResult | ShardResult:
 
             return shards_.run_shard(ctx, inputs, int(index), shards, shard)
         with stage_run(ctx, inputs) as run:
-            tracking.log(params={"split": split, "rows": len(records), "prompt_uri": prompt_uri, "shards": shards,
+            tracking.log(params={"split": split, "rows": len(records), "prompt_uri": prompt_uris[str(cfg.prompt.role)],
+                                 "release": release.describe(cfg, version), "shards": shards,
                                  "judge": cfg.judge.name, "max_workers": int(cfg.evaluate.max_workers)})
             if shards > 1:
                 merged, retried, shard_runs = shards_.gather(ctx, inputs, shards, units)
@@ -62,10 +65,10 @@ def run(ctx: StageContext) -> EvaluateResult | ShardResult:
             else:
                 outcomes, retried, shard_runs = *evaluate_rows(run.info.run_id, records), []
             pause_point("evaluate.scored")
-            return finish(ctx, summarize(ctx, run, outcomes, len(records), retried, seed_version), shard_runs)
+            return finish(ctx, summarize(ctx, run, outcomes, len(records), retried, version), shard_runs)
 
 
-def summarize(ctx: StageContext, run: Any, outcomes: dict, rows: int, retried: int, seed_version: int) -> EvaluateResult:
+def summarize(ctx: StageContext, run: Any, outcomes: dict, rows: int, retried: int, version: int) -> EvaluateResult:
     """Tag the OK traces for the experts, log the figures, say them, and build the result."""
     cfg, split = ctx.cfg, str(ctx.cfg.evaluate.split)
     ok = [o for o in outcomes.values() if o.ok]
@@ -84,5 +87,5 @@ def summarize(ctx: StageContext, run: Any, outcomes: dict, rows: int, retried: i
             f"{errors} errors, {retried} rows re-evaluated")
     ctx.say(f"run: {ctx.store.run_link(run.info.run_id)}")
     ctx.say(f"traces: {ctx.store.traces_link()}")
-    return EvaluateResult(**metrics, run_id=run.info.run_id, prompt_version=seed_version, split=split,
+    return EvaluateResult(**metrics, run_id=run.info.run_id, prompt_version=version, split=split,
                           reviewable=len(ok))

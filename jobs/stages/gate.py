@@ -13,6 +13,7 @@ from jobs.core.errors import Refused, UserError
 from jobs.core.faults import pause_point
 from jobs.core.results import AlignResult, CompareResult, GateResult
 from jobs.eval.pipeline_judge import judge_agreement
+from jobs.stages import release
 from jobs.stages.common import finish, recorded, reuse, stage_run
 from jobs.stages.context import StageContext
 from jobs.store import prompts, tracking
@@ -135,10 +136,12 @@ def rollback(ctx: StageContext) -> GateResult:
     if not previous:
         raise UserError(f"production (v{current.version}) has no recorded previous version; nothing to roll back to")
     with stage_run(ctx, tracking.inputs_hash("rollback", current.version)) as run:
-        prompts.set_alias(name, "production", int(previous))
+        with prompts.alias_lock(name, "production"):  # the gate's lock: no promotion moves it meanwhile
+            moved = release.point(ctx.cfg, "production", int(previous))
         record(name, current.version, {"decision": "rolled_back", "rolled_back_to": previous,
-                                       "pipeline_id": ctx.pipeline_id})
-        ctx.say(f"production moved back from v{current.version} to v{previous}")
+                                       "pipeline_id": ctx.pipeline_id, "release": release.tag_value(moved)})
+        ctx.say(f"production moved back from {release.describe(ctx.cfg, current.version)} to "
+                f"{release.describe(ctx.cfg, previous)}")
         return finish(ctx, GateResult(decision="rolled_back", from_version=int(current.version),
                                       to_version=int(previous), run_id=run.info.run_id))
 
@@ -184,7 +187,7 @@ def move_production(ctx: StageContext, name: str, compare: CompareResult, decisi
                                            f"v{baseline}, production is now v{production}"]
         elif decision == "promote":
             prompts.tag_version(name, candidate, {GATE_TAG + "promoting_pipeline": pid})  # before the move
-            prompts.set_alias(name, "production", int(candidate))
+            release.point(ctx.cfg, "production", int(candidate))  # every prompt of the release, or none
     return decision, reasons, production
 
 
@@ -194,7 +197,9 @@ def record_decision(ctx: StageContext, run: Any, name: str, compare: CompareResu
     candidate = compare.candidate_version
     record(name, candidate, {"decision": decision, "reasons": "; ".join(reasons) or "every gate passed",
                              "pipeline_id": ctx.pipeline_id, "previous_production": str(production),
-                             "compare_run_id": compare_run_id, "gates": json.dumps([asdict(x) for x in gates])})
+                             "compare_run_id": compare_run_id, "gates": json.dumps([asdict(x) for x in gates]),
+                             **({} if candidate is None else {"release": release.tag_value(
+                                 {**release.of(ctx.cfg, candidate), name: int(candidate)})})})
     if compare.outcome == "compared":
         record_reference(name, compare, candidate if decision == "promote" else production)
     tracking.log(metrics={**{f"gate_{x.name.split(' ')[0].replace(':', '_')}": float(x.value)
@@ -202,8 +207,9 @@ def record_decision(ctx: StageContext, run: Any, name: str, compare: CompareResu
                           "promoted": 1.0 if decision == "promote" else 0.0})
     for x in gates:
         print(x.line())
-    ctx.say(f"PROMOTED: production v{production} -> v{candidate}" if decision == "promote"
-            else f"REFUSED: production stays v{production}; " + "; ".join(reasons))
+    ctx.say(f"PROMOTED: production {release.describe(ctx.cfg, production)} -> {release.describe(ctx.cfg, candidate)}"
+            if decision == "promote" else f"REFUSED: production stays {release.describe(ctx.cfg, production)}; "
+            + "; ".join(reasons))
     ctx.say(f"run: {ctx.store.run_link(run.info.run_id)}")
     return finish(ctx, GateResult(decision=decision, reasons=reasons, candidate_version=candidate,
                                   previous_production=production, gates=[asdict(x) for x in gates],

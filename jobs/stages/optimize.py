@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from jobs.config.schemas import settings
-from jobs.core.contract import PROMPT_TAG, TAG_OUTCOME, TAG_OVERRIDES, TAG_SWEEP_POINT
+from jobs.core.contract import PROMPT_TAG, TAG_OUTCOME, TAG_OVERRIDES, TAG_RELEASE, TAG_SWEEP_POINT
 from jobs.core.errors import UserError
 from jobs.core.faults import pause_point
 from jobs.core.judge_kinds import kind_of
@@ -24,6 +24,7 @@ from jobs.eval.gepa import search as gepa_search
 from jobs.eval.metric_cap import MetricBudget
 from jobs.eval.pipeline_judge import recorded_judge
 from jobs.eval.stats import fmt
+from jobs.stages import release
 from jobs.stages.common import finish, nothing_measured, recorded, reuse, stage_run
 from jobs.stages.context import StageContext, llm
 from jobs.store import prompts, tracking
@@ -86,16 +87,17 @@ def earlier_twins(name: str, produced: Any, pipeline_id: str, seed_version: int,
                    and v.template.strip() == produced.template.strip() and leftover(v)), key=lambda v: int(v.version))
 
 
-def already_live(name: str, text: str, seed_version: Any) -> str | None:
-    """Which of the seed, ``baseline`` and ``production`` already holds this text (None: none
+def already_live(cfg: Any, texts: dict[str, str], start_version: Any) -> str | None:
+    """Which of the start, ``baseline`` and ``production`` already holds these texts (None: none
     does): such a candidate would only be compared with itself."""
-    holders = [(f"the seed v{seed_version}", prompts.version(name, seed_version))]
+    name = str(cfg.prompt.name)
+    holders = [(f"the start v{start_version}", int(start_version))]
     for alias in ("baseline", "production"):
         if (found := prompts.by_alias(name, alias)) is not None:
-            holders.append((f"{alias} v{{}}", found))
+            holders.append((f"{alias} v{found.version}", int(found.version)))
     for label, version in holders:
-        if version.template.strip() == text.strip():
-            return label.format(version.version)
+        if release.texts(cfg, version) == texts:
+            return label
     return None
 
 
@@ -109,9 +111,10 @@ def drop_versions(name: str, versions: list[Any], why: str, say: Callable[[str],
 class Search:
     """One GEPA search: what it starts from and what it may spend."""
 
-    name: str  # the prompt
-    seed_version: int
-    seed_text: str
+    name: str  # the release's first prompt
+    seed_version: int  # the version GEPA starts from: production's, or the seed before the first promotion
+    seed_texts: dict[str, str]  # prompt name -> text of every prompt of that release
+    uris: dict[str, str]  # role -> URI of every prompt of that release
     train: list[Record]
     val: list[Record]
     judge_info: dict[str, Any]  # judge_name and judge_version
@@ -122,7 +125,8 @@ def run(ctx: StageContext) -> OptimizeResult:
     records = datasets.from_config(cfg, "train")
     train, val = split_train(records, float(o.val_fraction), int(o.seed))
     name = str(cfg.prompt.name)
-    seed_version = recorded(ctx, "register").seed_version
+    registered = recorded(ctx, "register")
+    seed_version = release.start_version(cfg, registered)
     ctx.needs("align")
     align_run = ctx.store.latest_result(ctx.pipeline_id, "align")  # a new alignment: optimize again
     inputs = tracking.inputs_hash(name, seed_version, [r.as_eval_row() for r in records], dict(o), dict(cfg.judge),
@@ -132,40 +136,53 @@ def run(ctx: StageContext) -> OptimizeResult:
         return done
     with llm(ctx) as endpoint:
         judge, judge_info = recorded_judge(cfg.judge, tracking.result_of(align_run), ctx.store.experiment_id, endpoint)
-        seed_uri = f"prompts:/{name}/{seed_version}"
-        search = Search(name, int(seed_version), prompts.template(seed_uri), train, val, judge_info)
-        predict = build_predict_fn(cfg.agent, endpoint, seed_uri)  # before the run: a failure here leaves none
+        uris = release.uris(cfg, seed_version)
+        search = Search(name, int(seed_version), release.texts(cfg, seed_version), uris, train, val, judge_info)
+        predict = build_predict_fn(cfg.agent, endpoint, uris)  # before the run: a failure here leaves none
         budget = MetricBudget(int(o.max_metric_calls), minibatch=int(o.minibatch_size), n_val=len(val))
         with stage_run(ctx, inputs) as run:
             tracking.log(tags={TAG_OVERRIDES: " ".join(ctx.overrides), TAG_SWEEP_POINT: str(ctx.sweep_point).lower()},
                          params={"max_metric_calls": budget.cap, "minibatch_size": int(o.minibatch_size),
                                  "train": len(train), "val": len(val), "judge": judge_info["judge_name"],
-                                 "judge_version": judge_info["judge_version"], "seed_version": seed_version})
-            ctx.say(f"GEPA on {len(train)} train / {len(val)} validation rows, judge {judge_info['judge_name']} "
-                    f"v{judge_info['judge_version']}, at most {budget.cap} metric calls")
+                                 "judge_version": judge_info["judge_version"], "seed_version": seed_version,
+                                 "start": str(o.get("start", "production"))})
+            ctx.say(f"GEPA starts from {starting_point(cfg, registered)}; {len(train)} train / {len(val)} validation "
+                    f"rows, judge {judge_info['judge_name']} v{judge_info['judge_version']}, at most {budget.cap} "
+                    "metric calls")
             result = gepa(ctx, endpoint, search, predict, judge, budget)
             pause_point("optimize.registered")
             return keep_or_drop(ctx, run, search, result, budget)
+
+
+def starting_point(cfg: Any, registered: Any) -> str:
+    """Which version GEPA improves, and why that one."""
+    start, seed, production = release.start_version(cfg, registered), int(registered.seed_version), \
+        int(registered.production_version)
+    if start == seed == production:
+        return f"the seed {release.describe(cfg, start)} (production holds it)"
+    if start == seed:
+        return f"the seed {release.describe(cfg, start)} (optimizer.start=seed; production is v{production})"
+    return f"production {release.describe(cfg, start)} (compare's baseline; the seed is v{seed})"
 
 
 def gepa(ctx: StageContext, endpoint: Any, search: Search, predict: Any, judge: Any, budget: MetricBudget) -> Any:
     """The search from the seed version, with the optimizer's settings."""
     o, judge_cfg = ctx.cfg.optimizer, ctx.cfg.judge
     to_number = kind_of(judge_cfg).score_fn()
-    return gepa_search(predict, f"prompts:/{search.name}/{search.seed_version}",
+    return gepa_search(predict, list(search.uris.values()),
                        [r.as_eval_row() for r in search.train],
                        None if search.val is search.train else [r.as_eval_row() for r in search.val],
                        judge, budget, to_number, str(o.get("reflection_model") or endpoint.uri(endpoint.reflection_model)),
                        int(o.minibatch_size), int(o.seed))
 
 
-def no_gain_reason(ctx: StageContext, initial: float | None, final: float | None) -> str:
-    """Why GEPA kept the seed: its reflection calls failed (how many, the first error), or no
-    candidate it proposed beat the seed."""
+def no_gain_reason(ctx: StageContext, initial: float | None, final: float | None, start: int) -> str:
+    """Why GEPA kept where it started (v``start``): its reflection calls failed (how many, the
+    first error), or no candidate it proposed beat it."""
     seen = ctx.session.spend() if ctx.session is not None else {}
     errors, first = ctx.session.failures(seen) if ctx.session is not None else ({}, {})
     failed = sum((errors.get("reflection") or {}).values())
-    no_gain = f"no candidate beat the seed on train ({fmt(initial)} -> {fmt(final)})"
+    no_gain = f"no candidate beat v{start} on train ({fmt(initial)} -> {fmt(final)})"
     if not failed:
         return no_gain
     calls = int((ctx.session.by_kind(seen).get("reflection") or {}).get("calls", failed))
@@ -173,11 +190,35 @@ def no_gain_reason(ctx: StageContext, initial: float | None, final: float | None
     return f"GEPA produced no candidate: {failures}" if failed >= calls else f"{no_gain}; {failures}"
 
 
+def split_result(search: Search, result: Any) -> tuple[Any, dict[str, Any]]:
+    """(GEPA's new version of the first prompt, {companion name: its new version}): optimize_prompts
+    registers a version of every prompt it was given, changed or not."""
+    by_name = {p.name: p for p in result.optimized_prompts}
+    return by_name[search.name], {n: p for n, p in by_name.items() if n != search.name}
+
+
+def settle_companions(companions: dict[str, Any], say: Callable[[str], None]) -> dict[str, int]:
+    """Each companion's version in the candidate release: a version that already holds GEPA's
+    text (GEPA's copy deleted, so an unchanged prompt keeps its version), else GEPA's new one."""
+    out = {}
+    for n, produced in companions.items():
+        same = [v for v in prompts.versions(n)
+                if int(v.version) != int(produced.version) and v.template.strip() == produced.template.strip()]
+        if same:
+            keep = min(same, key=lambda v: int(v.version))
+            drop_versions(n, [produced], f"v{keep.version} already holds this text", say)
+            out[n] = int(keep.version)
+        else:
+            out[n] = int(produced.version)
+    return out
+
+
 def keep_or_drop(ctx: StageContext, run: Any, search: Search, result: Any, budget: MetricBudget) -> OptimizeResult:
-    """Keep GEPA's prompt as the candidate only if it beat the seed on train and is not already live."""
-    name, produced = search.name, result.optimized_prompts[0]
+    """Keep GEPA's release as the candidate only if it beat the start on train and is not already live."""
+    name, (produced, companions) = search.name, split_result(search, result)
     initial, final = result.initial_eval_score, result.final_eval_score
-    same_as = already_live(name, produced.template, search.seed_version)
+    texts = {name: produced.template.strip(), **{n: p.template.strip() for n, p in companions.items()}}
+    same_as = already_live(ctx.cfg, texts, search.seed_version)
     gained = initial is not None and final is not None and final > initial
     metrics = {"initial_train_score": initial or 0.0, "final_train_score": final or 0.0,
                "metric_calls": budget.used, "metric_calls_refused": budget.refused, "max_metric_calls": budget.cap,
@@ -186,32 +227,52 @@ def keep_or_drop(ctx: StageContext, run: Any, search: Search, result: Any, budge
     outcome = OptimizeResult(**metrics, **search.judge_info, seed_version=search.seed_version, run_id=run.info.run_id,
                              train_rows=len(search.train), val_rows=len(search.val))
     twins = earlier_twins(name, produced, ctx.pipeline_id, search.seed_version, run.info.start_time)
-    if budget.used and not budget.judged:  # GEPA's scores rest on no verdict at all
+
+    def drop_all() -> None:  # optimize_prompts registers its result unconditionally; keep the registry clean
         drop_versions(name, [produced, *twins], "no candidate to keep", ctx.say)
+        for n, p in companions.items():
+            drop_versions(n, [p], "no candidate to keep", ctx.say)
+
+    if budget.used and not budget.judged:  # GEPA's scores rest on no verdict at all
+        drop_all()
         nothing_measured(ctx, f"GEPA judged 0 of {budget.used} metric calls ({budget.agent_errors} agent errors, "
                               f"{budget.judge_errors} judge errors); first: {budget.first_error}")
     if not gained or same_as is not None:
-        # optimize_prompts registers its result unconditionally; keep the registry clean
-        drop_versions(name, [produced, *twins], "no candidate to keep", ctx.say)
+        drop_all()
         why = (f"GEPA's best prompt is the text of {same_as}" if gained
-               else no_gain_reason(ctx, initial, final))
+               else no_gain_reason(ctx, initial, final, search.seed_version))
         ctx.say(f"{why}; nothing registered")
         tracking.log(tags={TAG_OUTCOME: "no_improvement"})
         return finish(ctx, replace(outcome, outcome="no_improvement", reason=why))
+    released = settle_companions(companions, ctx.say)
+    twins = [t for t in twins if t.tags.get(TAG_RELEASE) in (None, release.tag_value(released))] if released else twins
     if twins:  # keep the oldest copy, so a rerun adds no duplicate
         drop_versions(name, [produced, *twins[1:]], f"v{twins[0].version} already holds this text", ctx.say)
         produced = twins[0]
+    keep(ctx, run, search, produced, released, budget, (initial, final))
+    return finish(ctx, replace(outcome, outcome="candidate", candidate_version=int(produced.version)))
+
+
+def keep(ctx: StageContext, run: Any, search: Search, produced: Any, released: dict[str, int], budget: MetricBudget,
+         scores: tuple[float, float]) -> None:
+    """Tag the candidate release (scores, budget, judge, source run; its companions' versions) and
+    point ``candidate`` at it."""
+    name, (initial, final) = search.name, scores
     tags = {"initial_train_score": f"{initial:.4f}", "final_train_score": f"{final:.4f}",
             "metric_calls": str(budget.used), "max_metric_calls": str(budget.cap),
             "judge_name": search.judge_info["judge_name"], "judge_version": str(search.judge_info["judge_version"]),
             "pipeline_id": ctx.pipeline_id, "optimizer": json.dumps(dict(ctx.cfg.optimizer), sort_keys=True),
             "source_run_id": run.info.run_id}
-    prompts.tag_version(name, produced.version, {PROMPT_TAG + k: v for k, v in tags.items()})
+    prompts.tag_version(name, produced.version, {PROMPT_TAG + k: v for k, v in tags.items()}
+                        | ({TAG_RELEASE: release.tag_value(released)} if released else {}))
     if not ctx.sweep_point:  # in a sweep the summary points the alias at the best point
         prompts.set_alias(name, "candidate", int(produced.version))
     tracking.log(tags={TAG_OUTCOME: "candidate"})
     ctx.say(f"train score {initial:.3f} -> {final:.3f} with {budget.used}/{budget.cap} metric calls; "
-            f"candidate v{produced.version}{'' if ctx.sweep_point else ' (alias candidate)'}")
-    print(prompt_diff(search.seed_text, produced.template))
+            f"candidate {release.describe(ctx.cfg, produced.version)}{'' if ctx.sweep_point else ' (alias candidate)'}")
+    for n, text in release.texts(ctx.cfg, produced.version).items():
+        if text != search.seed_texts.get(n):
+            if released:
+                print(f"prompt '{n}':")
+            print(prompt_diff(search.seed_texts[n], text))
     ctx.say(f"run: {ctx.store.run_link(run.info.run_id)}")
-    return finish(ctx, replace(outcome, outcome="candidate", candidate_version=int(produced.version)))

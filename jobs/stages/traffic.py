@@ -20,6 +20,7 @@ from jobs.core.errors import UserError
 from jobs.core.results import TrafficResult
 from jobs.eval import agent, datasets
 from jobs.eval.agent import REPEAT_KEY
+from jobs.stages import release
 from jobs.stages.context import StageContext, llm
 from jobs.store import prompts, traces
 
@@ -54,7 +55,7 @@ def run(ctx: StageContext) -> TrafficResult:
 
     drift = {"drop_rate": float(cfg.traffic.drift_drop_rate)} if cfg.traffic.drift else None  # a worse simulator
     with llm(ctx, own_sim=drift) as endpoint:
-        predict = agent.build_predict_fn(cfg.agent, endpoint, f"prompts:/{name}@production", tags_for)
+        predict = agent.build_predict_fn(cfg.agent, endpoint, release.uris(cfg, version), tags_for)
         ctx.say(f"production v{version} answers {n} questions"
                 f"{f' (DRIFTED: simulator drop_rate {cfg.traffic.drift_drop_rate})' if cfg.traffic.drift else ''}")
 

@@ -1,0 +1,1 @@
+"""Agents promptgate ships: each a factory of the agent contract (jobs/eval/agent.py)."""
