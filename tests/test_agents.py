@@ -59,3 +59,23 @@ def test_the_summary_says_when_the_agent_made_no_call_through_the_gateway():
     assert not any("NOTE" in x for x in stage_lines(SimpleNamespace(evidence=EVIDENCE), "evaluate", through))
     nothing_run = CompareResult(outcome="no_candidate", spans={"judge": {"calls": 0}})
     assert not any("NOTE" in x for x in stage_lines(SimpleNamespace(evidence=EVIDENCE), "compare", nothing_run))
+
+
+def strict_agent(*, prompts, endpoint, max_steps=3):
+    return lambda **inputs: "answer"
+
+
+def refuse(settings):
+    if settings.get("max_steps", 3) < 1:
+        raise ValueError(f"agent.max_steps={settings['max_steps']} must be at least 1")
+
+
+strict_agent.check = refuse
+
+
+def test_a_factorys_own_check_is_bad_input_not_a_traceback():
+    c = cfg(max_steps=0)
+    c.agent._target_ = f"{__name__}.strict_agent"
+    with pytest.raises(UserError) as e:
+        agent.check(c)
+    assert str(e.value) == f"{__name__}.strict_agent.check: agent.max_steps=0 must be at least 1"

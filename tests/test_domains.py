@@ -91,6 +91,16 @@ def test_without_a_profile_the_judge_checks_nothing():
     ("behaviours: [{key: a, judged_by: a, instruction: i, guideline: g, missing: m, present: {match: x}, when: a}]",
      "behaviours[0].when: give a list"),
     ("answer: {greeting: hi}", "answer has unknown key(s) ['greeting']"),
+    # routes: how a router call is answered (an agent of several prompts)
+    ("routes: [a]", "routes is a mapping with default"),
+    ("routes: {labels: [{label: a}]}", "routes.labels[0].match is missing"),
+    ("routes: {labels: [{label: 'two words', match: x}]}", "is not one word"),
+    ("routes: {labels: [{label: a, match: '('}]}", "routes.labels[0].match: bad regex"),
+    ("routes: {labels: [{label: a, match: x, fixes: [nope]}]}", "routes.labels[0].fixes: give a list of behaviour keys"),
+    ("behaviours: [{key: b, judged_by: b, instruction: i, guideline: g, missing: m, present: {match: x}}]\n"
+     "routes: {labels: [{label: a, match: x, fixes: [b]}]}", "routes.labels[0].instruction is missing"),
+    ("routes: {labels: [{label: a, match: x}, {label: a, match: y}]}", "route labels must be unique"),
+    ("routes: {labels: [{label: a, match: x, when: [y]}]}", "unknown key(s) ['when']"),
 ])
 def test_a_bad_profile_is_named(tmp_path, text, message):
     path = tmp_path / "sim_profile.yaml"

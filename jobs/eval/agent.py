@@ -19,7 +19,7 @@ What must hold for promptgate's figures to mean something:
   asks for the same sample.
 
 A factory may carry a ``check(settings)`` attribute: promptgate calls it before any run
-opens, so a bad setting is exit 2 with nothing in MLflow. The built-in ReAct-over-tools
+opens, so a bad setting (a ValueError or TypeError naming it) is exit 2 with nothing in MLflow. The built-in ReAct-over-tools
 agent (``jobs.agents.react.react_agent``) is one such factory; an agent config with a
 ``tools_module`` and no ``_target_`` (the form before this contract) still means it.
 """
@@ -113,7 +113,10 @@ def check(cfg: Any) -> None:
     factory = load_factory(cfg.agent)
     settings = factory_settings(cfg.agent, factory)
     if callable(getattr(factory, "check", None)):
-        factory.check(settings)
+        try:
+            factory.check(settings)
+        except (ValueError, TypeError) as e:  # a user's factory knows nothing of promptgate's errors
+            raise UserError(f"{factory_path(cfg.agent)}.check: {e}") from None
     key, keys = input_key(cfg.agent), [str(k) for k in cfg.dataset.input_keys]
     if key not in keys:
         raise UserError(f"agent.input_key '{key}' is not among dataset.input_keys {keys}; the agent would get no "

@@ -10,6 +10,13 @@ the experts' rationales into ``guideline``. Because ``instruction`` matches ``as
 models do, and so they really move the numbers. The profile also holds the answer wording
 (declines, filler) and the tool-result contract (which JSON fields the agent reads).
 
+An agent made of several prompts may ask a model to classify a message first (a router):
+a request without tools whose system prompt lists labels ("one of: a, b, c"). The profile's
+*routes* say which label such a request gets: each route takes the messages its ``match``
+finds in the last user turn, only when the classifying prompt asks for it (``asked_by``),
+and names the behaviours it ``fixes``, so GEPA's reflection on a router prompt adds the
+route's ``instruction`` where the feedback reports those behaviours missing.
+
 Without a profile the simulator still answers every role, but its judge checks nothing, so
 a run's figures are flat. The format is in docs/simulator.md.
 """
@@ -19,6 +26,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import string
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +46,19 @@ GENERIC_ANSWER = {  # wording of a domain that brings no profile
     "filler": "",
 }
 SHOW_KEYS = ("closing", "per_result", "after_result")
+LABELS_RE = re.compile(r"\bone of:\s*([^.;)\n]*)", re.I)  # how a classifying prompt lists its labels
+_LABEL_RE = re.compile(r"^[A-Za-z][\w-]*$")
+
+
+def listed_labels(system_prompt: str) -> list[str]:
+    """The labels a classifying prompt lists ("Answer with one of: a, b or c."), or [] when it
+    lists fewer than two: then the prompt is no classifier."""
+    m = LABELS_RE.search(system_prompt or "")
+    if not m:
+        return []
+    words = [w.strip(" `'\"*") for w in re.split(r",|\bor\b|\||/", m.group(1))]
+    labels = [w for w in words if _LABEL_RE.match(w)]
+    return labels if len(labels) >= 2 else []
 
 
 @dataclass(frozen=True)
@@ -72,6 +93,16 @@ class Decline:
 
 
 @dataclass(frozen=True)
+class Route:
+    """A label a classifying (router) prompt gives the messages ``match`` finds in the last user turn."""
+    label: str
+    match: re.Pattern  # in the last user turn: the message takes this route
+    asked_by: re.Pattern  # in the classifying prompt: the model takes the route at all (default: the label)
+    instruction: str | None = None  # the sentence GEPA's simulated reflection adds to a router prompt
+    fixes: tuple[str, ...] = ()  # behaviour keys whose reported absence this route repairs
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     behaviours: tuple[Behaviour, ...] = ()
@@ -80,6 +111,8 @@ class Profile:
     decline: Decline | None = None
     summary_field: str = "summary"  # the tool-result field the answer is written from
     error_field: str = "error"  # the tool-result field that carries a readable error
+    routes: tuple[Route, ...] = ()  # how a classifying prompt's request is answered, first match wins
+    default_route: str | None = None  # the label when no route is taken (None: the first listed label)
 
     @property
     def by_key(self) -> dict[str, Behaviour]:
@@ -91,6 +124,20 @@ class Profile:
     def asked(self, system_prompt: str) -> list[Behaviour]:
         """Behaviours an agent with this system prompt shows."""
         return [b for b in self.behaviours if b.asked_by is None or b.asked_by.search(system_prompt or "")]
+
+    def routes_asked(self, router_prompt: str) -> list[Route]:
+        """Routes a classifier with this prompt takes."""
+        return [r for r in self.routes if r.asked_by.search(router_prompt or "")]
+
+    def route_for(self, router_prompt: str, message: str, taken: Callable[[Route], bool] = lambda r: True) -> str:
+        """The label a classifier with this prompt gives ``message`` (the last user turn): the
+        first asked-for route whose ``match`` finds it and that ``taken`` lets through, else the
+        default label."""
+        for r in self.routes_asked(router_prompt):
+            if r.match.search(message or "") and taken(r):
+                return r.label
+        labels = listed_labels(router_prompt)
+        return self.default_route or (labels[0] if labels else "")
 
     def judged(self, instructions: str) -> list[Behaviour]:
         """Behaviours a judge with these instructions checks."""
@@ -189,10 +236,51 @@ def _behaviour(item: Any, where: str) -> Behaviour:
         guards_injection=bool(shows.get("guards_injection")), drops_filler=bool(shows.get("drops_filler")))
 
 
+ROUTE_KEYS = {"label", "match", "asked_by", "instruction", "fixes"}
+
+
+def _routes(spec: Any, behaviours: tuple[Behaviour, ...], source: str) -> tuple[tuple[Route, ...], str | None]:
+    if spec in (None, {}):
+        return (), None
+    if not isinstance(spec, dict) or set(spec) - {"default", "labels"}:
+        raise UserError(f"{source}: routes is a mapping with default (a label) and labels (a list of routes)")
+    keys = {b.key for b in behaviours}
+    out = []
+    for i, item in enumerate(spec.get("labels") or []):
+        where = f"{source}: routes.labels[{i}]"
+        if not isinstance(item, dict):
+            raise UserError(f"{where}: each route is a mapping with label and match")
+        unknown = set(item) - ROUTE_KEYS
+        if unknown:
+            raise UserError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {', '.join(sorted(ROUTE_KEYS))}")
+        for k in ("label", "match"):
+            if not item.get(k):
+                raise UserError(f"{where}.{k} is missing")
+        label = str(item["label"])
+        if not _LABEL_RE.match(label):
+            raise UserError(f"{where}.label: {label!r} is not one word (letters, digits, _ or -)")
+        fixes = item.get("fixes") or []
+        if isinstance(fixes, str) or any(str(f) not in keys for f in fixes):
+            raise UserError(f"{where}.fixes: give a list of behaviour keys (of {', '.join(sorted(keys)) or 'none'})")
+        if fixes and not item.get("instruction"):
+            raise UserError(f"{where}.instruction is missing: a route that fixes behaviours needs the sentence "
+                            "GEPA's reflection adds to a router prompt")
+        asked_by = _pattern(item.get("asked_by"), f"{where}.asked_by") or re.compile(rf"\b{re.escape(label)}\b", re.I)
+        out.append(Route(label, _pattern(item["match"], f"{where}.match"), asked_by,
+                         str(item["instruction"]) if item.get("instruction") else None, tuple(str(f) for f in fixes)))
+    labels = [r.label for r in out]
+    if len(set(labels)) != len(labels):
+        raise UserError(f"{source}: route labels must be unique, got {labels}")
+    default = spec.get("default")
+    if default is not None and not _LABEL_RE.match(str(default)):
+        raise UserError(f"{source}: routes.default: {default!r} is not one word (letters, digits, _ or -)")
+    return tuple(out), (str(default) if default is not None else None)
+
+
 def parse(data: Any, source: str) -> Profile:
     if not isinstance(data, dict):
         raise UserError(f"{source}: a simulator profile is a mapping (name, behaviours, answer, ...)")
-    unknown = set(data) - {"name", "behaviours", "defaults", "answer", "decline", "result_fields"}
+    unknown = set(data) - {"name", "behaviours", "defaults", "answer", "decline", "result_fields", "routes"}
     if unknown:
         raise UserError(f"{source}: unknown key(s) {sorted(unknown)}; see docs/simulator.md for the profile format")
     answer = {**GENERIC_ANSWER, **{k: str(v) for k, v in (data.get("answer") or {}).items()}}
@@ -213,8 +301,10 @@ def parse(data: Any, source: str) -> Profile:
     if len(set(keys)) != len(keys):
         raise UserError(f"{source}: behaviour keys must be unique, got {keys}")
     fields = data.get("result_fields") or {}
+    routes, default_route = _routes(data.get("routes"), behaviours, source)
     return Profile(str(data.get("name") or Path(source).parent.name), behaviours, dict(data.get("defaults") or {}),
-                   answer, decline, str(fields.get("summary", "summary")), str(fields.get("error", "error")))
+                   answer, decline, str(fields.get("summary", "summary")), str(fields.get("error", "error")),
+                   routes, default_route)
 
 
 def load(path: str | None) -> Profile:
@@ -238,7 +328,8 @@ PROFILE_FILE = "sim_profile.yaml"  # a domain's simulator profile, next to its t
 
 def sim_profile_path(agent_cfg: Any) -> str | None:
     """The domain's simulator profile: ``agent.sim_profile`` as a path, or with ``auto`` the
-    ``sim_profile.yaml`` beside the tools module (found without importing it); None if there is none."""
+    ``sim_profile.yaml`` beside the tools module, or beside the module of the agent's ``_target_``
+    (found without importing it); None if there is none."""
     given = agent_cfg.get("sim_profile", "auto")
     if given in (None, "", "none"):
         return None
@@ -247,13 +338,15 @@ def sim_profile_path(agent_cfg: Any) -> str | None:
         if not Path(path).is_file():
             raise UserError(f"agent.sim_profile: no file at {path}; give the profile's path, auto or null")
         return path
-    module = str(agent_cfg.tools_module)
+    key = "tools_module" if agent_cfg.get("tools_module") else "_target_"
+    module = str(agent_cfg.get(key) or "")
+    module = module if key == "tools_module" else module.rpartition(".")[0]
     try:
         spec = importlib.util.find_spec(module)
     except (ImportError, ValueError):
         spec = None
     if spec is None or not spec.origin:
-        raise UserError(f"agent.tools_module '{module}' cannot be found; give a module path on PYTHONPATH, "
+        raise UserError(f"agent.{key} '{agent_cfg.get(key)}' cannot be found; give a module path on PYTHONPATH, "
                         "like mypackage.tools")
     found = Path(spec.origin).parent / PROFILE_FILE
     return str(found) if found.is_file() else None

@@ -15,6 +15,9 @@ Roles, recognised in this order:
 * ``dspy``: a DSPy adapter prompt ("Your output fields are: ..."): it answers the declared
   output fields, as JSON when ``response_format`` asks for JSON and in DSPy's
   ``[[ ## field ## ]]`` form otherwise.
+* ``route``: no tools, and a system prompt that lists labels ("one of: a, b, c"): a
+  router's classification. It answers the label of the profile's first route that the prompt
+  asks for and whose ``match`` finds the last user turn, else the default label.
 * ``chat``: anything else gets a short echo.
 
 Everything domain-specific (behaviours, answer wording, the tool-result fields) comes from
@@ -30,7 +33,7 @@ from collections import Counter
 from typing import Any
 
 from jobs.eval.judges import category_for
-from jobs.sim.profile import INJECTION_RE, LEAK_MARKER, Profile, rationale, render
+from jobs.sim.profile import INJECTION_RE, LEAK_MARKER, Profile, listed_labels, rationale, render
 
 
 def unit_draw(*parts: Any) -> float:
@@ -46,7 +49,7 @@ def text_of(message: dict[str, Any]) -> str:
     return content or ""
 
 
-ROLES = ("agent", "memalign", "gepa", "dspy", "judge", "chat")  # what role_of tells apart
+ROLES = ("agent", "memalign", "gepa", "dspy", "judge", "route", "chat")  # what role_of tells apart
 
 
 def role_of(req: dict[str, Any]) -> str:
@@ -64,6 +67,8 @@ def role_of(req: dict[str, Any]) -> str:
         return "dspy"
     if "result" in (schema.get("properties") or {}) or "You are an expert judge" in system:
         return "judge"
+    if listed_labels(system):
+        return "route"
     return "chat"
 
 
@@ -80,37 +85,44 @@ def _shape(example: str) -> str:
     return "".join(out)
 
 
-def fill_arguments(tool: dict[str, Any], question: str) -> dict[str, Any] | None:
+def _value_in(name: str, spec: dict[str, Any], text: str) -> Any:
+    """One parameter's value as ``text`` gives it, or None (see fill_arguments)."""
+    desc = spec.get("description", "")
+    choices = spec.get("enum") or []
+    m = _CHOICES_RE.search(desc)
+    if m:
+        choices = [c.strip() for c in m.group(1).split(",") if c.strip()]
+    for choice in choices:
+        if re.search(rf"\b{re.escape(str(choice))}", text, re.I):
+            return choice
+    m = re.search(rf"\b(?i:{name.replace('_', ' ')}) {_NAME}", text)
+    if m:
+        return m.group(1)
+    m = _EXAMPLE_RE.search(desc)
+    if m:
+        found = re.search(_shape(m.group(1)), text)
+        return found.group(0) if found else None
+    return None
+
+
+def fill_arguments(tool: dict[str, Any], question: str, earlier: list[str] | tuple[str, ...] = ()) -> dict[str, Any] | None:
     """Arguments for a tool taken from the question, or None when a required one is absent.
 
     A parameter is filled, in this order, by the first of its described choices ("one of:
     low, high") that the question mentions; by the capitalised name that follows the
     parameter's own name in the question ("customer Ada Moreno"); or by text in the shape
-    of its described example ("e.g. A-10234").
+    of its described example ("e.g. A-10234"). A parameter the question does not give is
+    taken the same way from the ``earlier`` user turns of the conversation, latest first.
     """
     fn = tool.get("function", tool)
     params = fn.get("parameters") or {}
     args: dict[str, Any] = {}
     for name, spec in (params.get("properties") or {}).items():
-        desc = spec.get("description", "")
         value = None
-        choices = spec.get("enum") or []
-        m = _CHOICES_RE.search(desc)
-        if m:
-            choices = [c.strip() for c in m.group(1).split(",") if c.strip()]
-        for choice in choices:
-            if re.search(rf"\b{re.escape(str(choice))}", question, re.I):
-                value = choice
+        for text in (question, *earlier):
+            value = _value_in(name, spec, text)
+            if value is not None:
                 break
-        if value is None:
-            m = re.search(rf"\b(?i:{name.replace('_', ' ')}) {_NAME}", question)
-            if m:
-                value = m.group(1)
-        if value is None:
-            m = _EXAMPLE_RE.search(desc)
-            if m:
-                found = re.search(_shape(m.group(1)), question)
-                value = found.group(0) if found else None
         if value is not None:
             args[name] = value
     if any(r not in args for r in params.get("required") or []):
@@ -131,11 +143,12 @@ def agent_reply(profile: Profile, req: dict[str, Any], seed: int, drop_rate: flo
     last_user = _last_user_index(msgs)
     question = text_of(msgs[last_user]) if last_user >= 0 else ""
     results = [text_of(m) for m in msgs[last_user + 1 :] if m.get("role") == "tool"]
+    earlier = [text_of(m) for m in reversed(msgs[:max(last_user, 0)]) if m.get("role") == "user"]
     if not results and not any(m.get("role") == "assistant" for m in msgs[last_user + 1 :]):
         calls = []
         if not INJECTION_RE.search(question):
             for i, tool in enumerate(req.get("tools") or []):
-                args = fill_arguments(tool, question)
+                args = fill_arguments(tool, question, earlier)
                 if args is not None:
                     fn = tool.get("function", tool)
                     calls.append({
@@ -260,17 +273,46 @@ def memalign_reply(profile: Profile, req: dict[str, Any]) -> str:
 
 
 def gepa_reply(profile: Profile, req: dict[str, Any]) -> str:
+    """GEPA reflects on one prompt (one component) at a time. A classifying (router) prompt,
+    one that lists labels, gets the instruction of the route that fixes the behaviours the
+    feedback most often reports missing; any other prompt gets the instruction of the most
+    often missing behaviour it does not ask for yet. One sentence per reflection."""
     text = "\n".join(text_of(m) for m in req.get("messages") or [])
     fences = text.split("```")
     current = fences[1].strip("\n") if len(fences) > 2 else ""
     feedback = "```".join(fences[3:4]) if len(fences) > 4 else text
     counts = Counter(b.key for b in profile.named_missing_each(feedback))
+    if profile.routes and listed_labels(current):
+        taken = {r.label for r in profile.routes_asked(current)}
+        fixing = [(sum(counts[k] for k in r.fixes), i, r) for i, r in enumerate(profile.routes)
+                  if r.instruction and r.label not in taken]
+        best = max(fixing, key=lambda t: (t[0], -t[1]), default=None)
+        if best is not None and best[0] > 0:
+            current = current.rstrip() + " " + best[2].instruction
+        return f"```\n{current.strip()}\n```"
     shown = {b.key for b in profile.asked(current)}
     for key, _n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
         if key not in shown:
             current = current.rstrip() + " " + profile.by_key[key].instruction
             break
     return f"```\n{current.strip()}\n```"
+
+
+def route_reply(profile: Profile, req: dict[str, Any], seed: int, drop_rate: float) -> str:
+    """A router's label for the last user turn. An asked-for route is still missed with
+    probability ``drop_rate``, drawn as a behaviour's drop is; JSON when ``response_format``
+    asks for it (``{"<first schema property, or label>": label}``)."""
+    msgs = req.get("messages") or []
+    system = "\n".join(text_of(m) for m in msgs if m.get("role") in ("system", "developer"))
+    last_user = _last_user_index(msgs)
+    message = text_of(msgs[last_user]) if last_user >= 0 else ""
+    label = profile.route_for(system, message, lambda r: unit_draw(
+        seed, "route", r.label, message, system, req.get("seed")) >= drop_rate)
+    fmt = req.get("response_format") or {}
+    if fmt.get("type") in ("json_object", "json_schema"):
+        props = list(((fmt.get("json_schema") or {}).get("schema") or {}).get("properties") or {})
+        return json.dumps({(props[0] if props else "label"): label})
+    return label
 
 
 def dspy_reply(profile: Profile, req: dict[str, Any]) -> str:

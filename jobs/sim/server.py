@@ -271,6 +271,9 @@ class Handler(QuietJSONHandler):
         s = self.state
         if role == "agent":
             message = roles.agent_reply(s.profile, req, s.settings.seed, s.settings.drop_rate)
+        elif role == "route":
+            message = {"role": "assistant", "content": roles.route_reply(s.profile, req, s.settings.seed,
+                                                                         s.settings.drop_rate)}
         else:
             reply = {
                 "judge": roles.judge_reply, "memalign": roles.memalign_reply, "gepa": roles.gepa_reply,
