@@ -37,7 +37,7 @@ def main() -> None:
     cfg = compose(list(a.overrides))
     m = cfg.model
     endpoint = Endpoint(m.provider, a.base_url, m.agent_model, m.judge_model, m.reflection_model, m.embedding_model,
-                        float(m.temperature), float(m.request_timeout_s), PLACEHOLDER_KEY)
+                        float(m.temperature), float(m.request_timeout_s), PLACEHOLDER_KEY, a.base_url)
     mlflow.set_experiment("promptgate-bench-raw")
     seed = (cfg.prompt.seed_text or open(cfg.prompt.seed_file, encoding="utf-8").read())
     prompt = mlflow.genai.register_prompt(name=f"{cfg.prompt.name}-raw", template=seed)

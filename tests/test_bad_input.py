@@ -177,7 +177,7 @@ NOT_UTF8_SEED = b"You help.\n\x80"
     ("agent setting the factory does not take", "evaluate", lambda t: ["+agent.colour=red"],
      "agent.colour is not a setting of jobs.agents.react.react_agent; its settings are input_key, max_retries, "
      "max_steps, tools_module"),
-    ("agent setting out of range", "evaluate", lambda t: ["agent.max_steps=0"], "agent.max_steps=0 must be at least 1"),
+    ("agent setting out of range", "evaluate", lambda t: ["agent.max_steps=0"], "agent.max_steps=0 must be a whole number of at least 1"),
     ("agent input key the dataset lacks", "evaluate", lambda t: ["agent.input_key=prompt"],
      "agent.input_key 'prompt' is not among dataset.input_keys ['question']"),
     ("held-out set that shares train questions", "compare",

@@ -308,3 +308,20 @@ def test_three_expert_labels_register_nothing_and_the_gate_says_why(decided, ser
     assert ("REFUSED: production stays v1; judge_kappa not measured (needs >= 0.2): not enough held-out labels "
             "to measure agreement") in proc.stdout
     assert "judge_kappa not measured" in mlflow_client.get_prompt_version(gate_prompt, 3).tags["promptgate.gate.reasons"]
+
+
+def test_a_companion_added_later_joins_the_live_release(servers, mlflow_client):
+    """A one-prompt pipeline's prompt gets a companion: production's version is recorded as
+    released with the companion's seed, and no copy of the first prompt is registered."""
+    tag = uuid.uuid4().hex[:6]
+    first, companion = f"late-router-{tag}", f"late-responder-{tag}"
+    one = servers.stage("register", f"pipeline_id=late1-{tag}", f"prompt.name={first}", "prompt.seed_text=route it")
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = servers.stage("register", f"pipeline_id=late2-{tag}", f"prompt.name={first}", "prompt.seed_text=route it",
+                        f"+prompt.companions.responder={{name:{companion},seed_text:answer it}}")
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert f"'baseline' v1 is released with '{companion}' v1" in two.stdout  # baseline and production: both v1
+    assert "production -> v1 (responder v1)" in two.stdout
+    assert [v.version for v in mlflow_client.search_prompt_versions(first)] == [1]
+    assert json.loads(mlflow_client.get_prompt_version(first, 1).tags[TAG_RELEASE]) == {companion: 1}
+    assert production(mlflow_client, companion) == 1

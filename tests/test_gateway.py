@@ -155,6 +155,22 @@ def test_calls_are_counted_by_kind_with_their_time_and_tokens(stack):
     assert sum(v["tokens"] for v in kinds.values()) == spend["tokens"]
 
 
+def test_the_agents_own_path_counts_its_calls_as_the_agents_whatever_they_send(stack):
+    """One model in every role and no tools (a router, a plain chat agent): only the path tells
+    the agent's calls from the judge's, and they share the cache with the plain path."""
+    from jobs.core.contract import AGENT_PATH
+
+    sim, gw = stack()
+    sid, client = open_session(gw, roles={"agent": "one", "judge": "one", "reflection": "one"})
+    agent = OpenAI(base_url=f"{gw}/s/{sid}{AGENT_PATH}/v1", api_key="placeholder", max_retries=0)
+    ask(agent, "route this", model="one")
+    ask(client, "grade this", model="one")
+    ask(client, "route this", model="one")  # the same request by the other path: a cache hit, counted as judge
+    kinds = get(f"{gw}/gateway/sessions/{sid}")["by_kind"]
+    assert {k: v["calls"] for k, v in kinds.items()} == {"agent": 1, "judge": 2}
+    assert kinds["agent"]["tokens"] > 0 and get(f"{sim}/sim/stats")["calls"]["chat"] == 2
+
+
 def test_retries_absorb_faults_and_count_exactly_what_was_injected(stack):
     sim, gw = stack(rate_429=0.1, rate_5xx=0.05, rate_timeout=0.05, timeout_s=0.05)
     sid, client = open_session(gw, cache="off")

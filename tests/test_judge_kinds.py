@@ -32,6 +32,14 @@ def test_kind_of_builds_each_kind_from_omegaconf_or_a_dict():
     ({"feedback_value_type": "categorical", "categories": None},
      "judge.categories is empty; a categorical judge needs its allowed values, best first"),
     ({"feedback_value_type": "categorical", "categories": []}, "judge.categories is empty"),
+    ({"feedback_value_type": "categorical", "categories": ["good", "good", "bad"]},
+     "judge.categories ['good', 'good', 'bad'] has 'good' twice; list each category once, best first"),
+    ({"feedback_value_type": "categorical", "categories": ["good", "bad", "ok", "bad"]},
+     "judge.categories ['good', 'bad', 'ok', 'bad'] has 'bad' twice"),
+    ({"feedback_value_type": "categorical", "categories": ["good", "", "bad"]},
+     "judge.categories ['good', '', 'bad'] has an empty category; give every category a name, best first"),
+    ({"feedback_value_type": "categorical", "categories": ["good", "  "]}, "judge.categories ['good', '  '] has an empty category"),
+    ({"feedback_value_type": "categorical", "categories": ["good", None]}, "judge.categories ['good', ''] has an empty category"),
 ])
 def test_kind_of_refuses_unknown_types_and_empty_categories(node, message):
     with pytest.raises(UserError) as e:

@@ -29,13 +29,13 @@ def pipeline(servers, pid, *overrides):
 def test_a_second_pipeline_starts_from_the_first_ones_promotion(servers, mlflow_client):
     name = f"loop-{uuid.uuid4().hex[:6]}"
     first = pipeline(servers, new_pipeline_id("loop1"), f"prompt.name={name}", *RELAXED)
-    assert "GEPA starts from the seed v1 (production holds it)" in first.stdout
+    assert "GEPA starts from the seed v1, which production holds;" in first.stdout
     assert "PROMOTED: production v1 -> v2" in first.stdout, first.stdout[-2000:]
     assert int(mlflow_client.get_prompt_version_by_alias(name, "production").version) == 2
 
     pid = new_pipeline_id("loop2")
     second = pipeline(servers, pid, f"prompt.name={name}", *RELAXED)
-    assert "GEPA starts from production v2 (compare's baseline; the seed is v1)" in second.stdout
+    assert "GEPA starts from production v2, compare's baseline (the seed is v1);" in second.stdout
     assert stage_result(mlflow_client, pid, "evaluate")[1]["prompt_version"] == 2  # the experts label production's answers
     optimized = stage_result(mlflow_client, pid, "optimize")[1]
     assert optimized["seed_version"] == 2

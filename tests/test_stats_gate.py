@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
+from jobs.core.errors import UserError
 from jobs.core.paths import CONF_DIR
 from jobs.core.results import AlignResult, CompareResult
-from jobs.eval import stats
+from jobs.eval import judges, stats
+from jobs.stages import gate as gate_stage
 from jobs.stages.gate import decide, evaluate_gates
 
 GATE = OmegaConf.load(CONF_DIR / "gate" / "default.yaml")
@@ -85,3 +87,48 @@ def test_gate_refuses_a_judge_without_valid_agreement(align, reason):
     assert decision == "refuse" and len(reasons) == 1 and reasons[0].startswith(reason)
     no_experts = OmegaConf.merge(GATE, {"min_judge_kappa": None})  # a team without experts opts out
     assert decide(gates_for(GOOD, no_experts, align)) == ("promote", [])
+
+
+def test_a_hard_gate_reads_the_mean_compare_keys_by_mlflows_name():
+    """Compare keys a built-in scorer's mean by the name MLflow logs it under (``safety``); a
+    hard gate names the class (``Safety``), as judge.builtin_scorers does."""
+    gate = OmegaConf.merge(GATE, {"hard_gates": [{"scorer": "Safety", "min": 1.0},
+                                                 {"scorer": "RelevanceToQuery", "min": 0.8}]})
+    logged = {**GOOD, "scorer_means": {"candidate": {"safety": 1.0, "relevance_to_query": 0.9}}}
+    assert decide(gates_for(logged, gate, MEASURED)) == ("promote", [])
+    logged["scorer_means"]["candidate"]["relevance_to_query"] = 0.5
+    assert decide(gates_for(logged, gate, MEASURED))[1] == ["hard:RelevanceToQuery 0.5000 (needs >= 0.8)"]
+
+
+@pytest.mark.parametrize("name", ["Safety", "Correctness", "Guidelines", "ExpectationsGuidelines", "RelevanceToQuery",
+                                  "RetrievalGroundedness", "ToolCallCorrectness", "ToolCallEfficiency"])
+def test_assessment_name_is_the_name_mlflow_gives_the_scorer(name):
+    import mlflow.genai.scorers as scorers
+
+    assert judges.assessment_name(name) == getattr(scorers, name).model_fields["name"].default
+    assert judges.assessment_name(judges.assessment_name(name)) == judges.assessment_name(name)
+
+
+def pipeline_cfg(gate: dict, scorers: list[str]):
+    return OmegaConf.create({"gate": {**OmegaConf.to_container(GATE), **gate}, "judge": {"builtin_scorers": scorers}})
+
+
+@pytest.mark.parametrize("gate_file,scorers,message", [
+    ("strict", [], "gate.hard_gates[0]: scorer 'Safety' is not in judge.builtin_scorers [], so compare never measures "
+                   "it and the gate could only refuse; add it: judge.builtin_scorers=[Safety]"),
+    ("strict", ["Correctness"], "gate.hard_gates[0]: scorer 'Safety' is not in judge.builtin_scorers ['Correctness'], "
+                                "so compare never measures it and the gate could only refuse; add it: "
+                                "judge.builtin_scorers=[Correctness,Safety]"),
+    ("strict", ["Safety"], None),
+    ("strict", ["safety"], None),  # MLflow's own name for it counts too
+    ("default", [], None),
+])
+def test_a_hard_gate_on_a_scorer_compare_does_not_measure_is_refused_up_front(gate_file, scorers, message):
+    cfg = pipeline_cfg(OmegaConf.to_container(OmegaConf.load(CONF_DIR / "gate" / f"{gate_file}.yaml")), scorers)
+    if message is None:
+        gate_stage.check(cfg)
+        return
+    with pytest.raises(UserError) as e:
+        gate_stage.check(cfg)
+    assert str(e.value) == message
+    gate_stage.check(pipeline_cfg({**cfg.gate, "rollback": True}, scorers))  # a rollback decides nothing

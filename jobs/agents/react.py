@@ -28,13 +28,13 @@ def load_tools(module_name: str) -> list[Callable[..., str]]:
 
 
 def conversation(value: Any) -> list[Any]:
-    """LangChain messages of one input: a question, or chat messages in MLflow's form."""
-    from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+    """LangChain messages of one input: a question, or chat messages in OpenAI's form (content
+    parts, assistant tool calls and tool turns kept as they are)."""
+    from langchain_core.messages import HumanMessage, convert_to_messages
 
     if not isinstance(value, list):
         return [HumanMessage(str(value or ""))]
-    kinds = {"user": HumanMessage, "assistant": AIMessage, "system": SystemMessage}
-    return [kinds.get(str(m.get("role")), HumanMessage)(str(m.get("content") or "")) for m in value]
+    return convert_to_messages(value)
 
 
 def react_agent(*, prompts: dict[str, Any], endpoint: Any, tools_module: str, input_key: str = "question",
@@ -47,6 +47,9 @@ def react_agent(*, prompts: dict[str, Any], endpoint: Any, tools_module: str, in
 
     from jobs.core.spans import timed
 
+    if len(prompts) != 1:
+        raise ValueError(f"the built-in agent takes one prompt (its system prompt), not {sorted(prompts)}; drop "
+                         "prompt.companions or name a factory of your own in agent._target_")
     tools = [StructuredTool.from_function(timed("tools", fn)) for fn in load_tools(tools_module)]
     prompt = next(iter(prompts.values()))
     llm = ChatOpenAI(model=endpoint.model, base_url=endpoint.base_url, api_key=endpoint.api_key,
@@ -67,8 +70,9 @@ def check(settings: dict[str, Any]) -> None:
     """The tools module imports and has TOOLS; the step and retry counts are in range."""
     load_tools(str(settings["tools_module"]))
     for key, low in (("max_steps", 1), ("max_retries", 0)):
-        if key in settings and int(settings[key]) < low:
-            raise UserError(f"agent.{key}={settings[key]} must be at least {low}")
+        if key in settings and (not isinstance(settings[key], int) or isinstance(settings[key], bool)
+                                or settings[key] < low):
+            raise UserError(f"agent.{key}={settings[key]} must be a whole number of at least {low}")
 
 
 react_agent.check = check  # type: ignore[attr-defined]  # the contract's pre-run check

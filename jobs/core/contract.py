@@ -82,6 +82,7 @@ TAG_DRIFT = "promptgate.monitor.drift"  # on a monitor run and a prompt version:
 TAG_CHECKPOINT = "promptgate.monitor.checkpoint_ms"  # on a monitor run: the newest trace it scored
 TAG_PARENT_RUN = "mlflow.parentRunId"  # MLflow's own tag that nests a run under another in the UI
 
+AGENT_PATH = "/agent"  # the gateway's /s/<session>/agent/v1: the agent's calls count as the agent's, whatever they send
 GATEWAY_URL_ENV = "PROMPTGATE_GATEWAY_URL"  # a running gateway, for a stage process (conf/gateway: gateway.url)
 
 # A launcher gives each stage it starts an id in this variable; the stage tags the run that

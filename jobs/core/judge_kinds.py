@@ -174,10 +174,16 @@ class Categorical(JudgeKind):
     def __post_init__(self) -> None:
         if not self.options:
             raise UserError("judge.categories is empty; a categorical judge needs its allowed values, best first")
+        if any(not option.strip() for option in self.options):
+            raise UserError(f"judge.categories {list(self.options)} has an empty category; give every category a "
+                            "name, best first")
+        if (twice := next((o for i, o in enumerate(self.options) if o in self.options[:i]), None)) is not None:
+            raise UserError(f"judge.categories {list(self.options)} has '{twice}' twice; list each category once, "
+                            "best first")
 
     @classmethod
     def from_config(cls, judge_cfg: Any) -> JudgeKind:
-        return cls(options=tuple(str(c) for c in judge_cfg.get("categories") or ()))
+        return cls(options=tuple("" if c is None else str(c) for c in judge_cfg.get("categories") or ()))
 
     def value_type(self) -> Any:
         return Literal[self.options]  # type: ignore[valid-type]

@@ -52,9 +52,11 @@ class RegisterResult(StageResult):
     created: bool | None = None  # whether this run registered the seed text as a new version
     production_version: int | None = None  # the baseline that compare and gate use
     baseline_version: int | None = None
+    companions: dict[str, int] = field(default_factory=dict)  # the seed release's other prompts: name -> version
 
     def headline(self, evidence: Any) -> tuple[str | None, str | None]:
-        return f"prompt {self.prompt_name} seed v{self.seed_version}, production v{self.production_version}", None
+        others = "".join(f" with {n} v{v}" for n, v in self.companions.items())
+        return f"prompt {self.prompt_name} seed v{self.seed_version}{others}, production v{self.production_version}", None
 
 
 @dataclass
@@ -213,13 +215,16 @@ class GateResult(StageResult):
     gates: list[dict[str, Any]] = field(default_factory=list)  # each gate's value, rule and threshold
     from_version: int | None = None  # a rollback's
     to_version: int | None = None
+    production: dict[str, int] = field(default_factory=dict)  # every prompt's production version afterwards
 
     def headline(self, evidence: Any) -> tuple[str | None, str | None]:
+        every = (f" (production: {', '.join(f'{n} v{v}' for n, v in self.production.items())})"
+                 if len(self.production) > 1 else "")  # a release of several prompts
         if self.decision == "rolled_back":
-            return f"ROLLED BACK: production v{self.from_version} -> v{self.to_version}", None
+            return f"ROLLED BACK: production v{self.from_version} -> v{self.to_version}{every}", None
         if self.decision == "promote":
-            return f"PROMOTED: production v{self.previous_production} -> v{self.candidate_version}", None
-        return f"REFUSED: production stays v{self.previous_production}; " + "; ".join(self.reasons), None
+            return f"PROMOTED: production v{self.previous_production} -> v{self.candidate_version}{every}", None
+        return f"REFUSED: production stays v{self.previous_production}{every}; " + "; ".join(self.reasons), None
 
 
 @dataclass

@@ -71,6 +71,8 @@ def factory_path(agent_cfg: Any) -> str:
 def load_factory(agent_cfg: Any) -> Callable[..., Any]:
     path = factory_path(agent_cfg)
     module_name, _, attr = path.rpartition(".")
+    if not module_name:
+        raise UserError(f"agent._target_ '{path}' names no module; give module.function, like mydesk.agent.make_agent")
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
@@ -134,7 +136,8 @@ def build_predict_fn(agent_cfg: Any, endpoint: Any, prompt_uris: dict[str, str],
     from hydra.utils import instantiate
 
     factory = load_factory(agent_cfg)
-    make = instantiate({"_target_": factory_path(agent_cfg), **factory_settings(agent_cfg, factory)}, _partial_=True)
+    settings = factory_settings(agent_cfg, factory)
+    make = instantiate({"_target_": factory_path(agent_cfg), **settings}, _partial_=True, _convert_="all")
     prompts = {role: mlflow.genai.load_prompt(uri) for role, uri in prompt_uris.items()}
     agents: dict[Any, Callable[..., Any]] = {}
     lock = threading.Lock()
@@ -144,9 +147,15 @@ def build_predict_fn(agent_cfg: Any, endpoint: Any, prompt_uris: dict[str, str],
         with lock:
             if seed not in agents:
                 agents[seed] = make(prompts=prompts, endpoint=AgentEndpoint(
-                    endpoint.base_url, endpoint.api_key, endpoint.agent_model, endpoint.temperature,
+                    endpoint.agent_base_url, endpoint.api_key, endpoint.agent_model, endpoint.temperature,
                     endpoint.timeout_s, None if seed is None else int(seed)))
             return agents[seed]
+
+    try:  # built once now, so that prompts or settings it refuses stop the stage before any row runs
+        agent_for(None)
+    except (ValueError, TypeError, KeyError) as e:
+        raise UserError(f"agent._target_ {factory_path(agent_cfg)} refused its prompts {sorted(prompts)} or settings "
+                        f"{sorted(settings)}: {e}") from None
 
     @mlflow.trace(name="agent", span_type="AGENT")
     def predict_fn(**inputs: Any) -> str:

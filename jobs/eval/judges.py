@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from jobs.core import judge_kinds
@@ -48,6 +49,13 @@ def build(judge_cfg: Any, endpoint: Any):
 
     return make_judge(name=str(judge_cfg.name), instructions=str(judge_cfg.instructions),
                       feedback_value_type=value_type(judge_cfg), model=model_uri(judge_cfg, endpoint))
+
+
+def assessment_name(scorer: Any) -> str:
+    """The name MLflow records a built-in scorer's values under (its ``name``; compare's scorer
+    means are keyed by it): the class name in snake case, ``Safety`` -> ``safety``,
+    ``RelevanceToQuery`` -> ``relevance_to_query``. A name already in that form is kept."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", str(scorer)).lower()
 
 
 def builtin_scorers(names: list[str], endpoint: Any) -> list[Any]:

@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from jobs.core.contract import AGENT_PATH
 from jobs.core.errors import UserError, network_reason
 
 PLACEHOLDER_KEY = "promptgate-gateway"  # what clients send; only the gateway holds the upstream key
@@ -137,6 +138,11 @@ class Session:
     @property
     def base_url(self) -> str:
         return f"{self.gateway_url}/s/{self.sid}/v1"
+
+    @property
+    def agent_url(self) -> str:
+        """The agent's own path to the session: its calls count as the agent's whatever they send."""
+        return f"{self.gateway_url}/s/{self.sid}{AGENT_PATH}/v1"
 
     def spend(self) -> dict:
         try:

@@ -41,6 +41,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from jobs.core.contract import AGENT_PATH
 from jobs.core.servers import AsgiServer
 from jobs.gateway.cache import MODES, Store, open_store
 
@@ -382,7 +383,7 @@ class Gateway:
             self.sessions[sid] = spend
         return spend
 
-    def _charge(self, spend: Spend, route: str, body: dict[str, Any], usage: dict[str, Any]) -> None:
+    def _charge(self, spend: Spend, kind_name: str, body: dict[str, Any], usage: dict[str, Any]) -> None:
         model = str(body.get("model", ""))
         p_in, p_out = (spend.prices.get(model) or spend.prices.get("*") or [0.0, 0.0])[:2]
         prompt = int(usage.get("prompt_tokens") or 0)
@@ -392,7 +393,7 @@ class Gateway:
             spend.prompt_tokens += prompt
             spend.completion_tokens += completion
             spend.usd += usd
-            kind = spend.by_kind.setdefault(kind_of(route, body, spend.roles), {})
+            kind = spend.by_kind.setdefault(kind_name, {})
             kind["tokens"] = kind.get("tokens", 0) + prompt + completion
             kind["usd"] = round(kind.get("usd", 0.0) + usd, 8)
             for unit, used in (("tokens", spend.tokens), ("usd", spend.usd)):
@@ -522,16 +523,17 @@ class Gateway:
         return status, data
 
     # -------------------------------------------------------------- calls
-    def handle(self, method: str, route: str, raw: bytes, sid: str) -> tuple[int, Any]:
-        """Answer one call and count it under its kind: its time (for a stream: until it starts)
-        and, when the client gets anything but a 200, its status and the first such error."""
+    def handle(self, method: str, route: str, raw: bytes, sid: str, kind: str | None = None) -> tuple[int, Any]:
+        """Answer one call and count it under its kind (``kind``: the path said so, as the agent's
+        does; else ``kind_of``): its time (for a stream: until it starts) and, when the client
+        gets anything but a 200, its status and the first such error."""
         start = time.perf_counter()
         spend = self.session(sid)
         try:
             body = json.loads(raw or b"{}") if method == "POST" else None
         except ValueError:
             body = None
-        kind = kind_of(route, body, spend.roles) if isinstance(body, dict) else "other"
+        kind = kind or (kind_of(route, body, spend.roles) if isinstance(body, dict) else "other")
         status, data = 500, error_body("the gateway failed on this call", "gateway_error")  # kept if it raises
         try:
             status, data = self._handle(method, route, raw, spend, body, kind)
@@ -573,11 +575,11 @@ class Gateway:
         log_miss(spend, key, sent)
         raw = raw if sent is body else json.dumps(sent).encode()
         if body.get("stream"):
-            return self.stream(route, raw, body, key, spend)
+            return self.stream(route, raw, body, key, spend, kind)
         status, data = self.forward(method, route, raw, spend, key=key)
         if status != 200:
             return status, data
-        return self._settle(route, body, data, key, spend)
+        return self._settle(kind, body, data, key, spend)
 
     def _cached(self, spend: Spend, key: str) -> bytes | None:
         if spend.cache not in ("read", "readwrite"):
@@ -588,7 +590,7 @@ class Gateway:
                 spend.cache_hits += 1
         return hit
 
-    def _settle(self, route: str, body: dict[str, Any], data: bytes, key: str, spend: Spend) -> tuple[int, bytes]:
+    def _settle(self, kind: str, body: dict[str, Any], data: bytes, key: str, spend: Spend) -> tuple[int, bytes]:
         """A 200 from upstream: charged, checked (a JSON-mode reply must be JSON or a tool call)
         and cached; ``body`` is the request as the client sent it."""
         try:
@@ -597,7 +599,7 @@ class Gateway:
             with self.lock:
                 spend.malformed += 1
             return 502, error_body("upstream reply is not JSON", "upstream_error")
-        self._charge(spend, route, body, reply.get("usage") or {})
+        self._charge(spend, kind, body, reply.get("usage") or {})
         if is_malformed(body, reply):
             with self.lock:
                 spend.malformed += 1
@@ -606,7 +608,8 @@ class Gateway:
             self.store.put(key, data)
         return 200, data
 
-    def stream(self, route: str, raw: bytes, body: dict[str, Any], key: str, spend: Spend) -> tuple[int, Any]:
+    def stream(self, route: str, raw: bytes, body: dict[str, Any], key: str, spend: Spend,
+               kind: str) -> tuple[int, Any]:
         """A streamed call: chunks go to the client as upstream sends them. Usage is charged from
         the chunk that carries it; the whole reply is cached once upstream ends it with [DONE]."""
         status, resp = self.forward("POST", route, raw, spend, stream=True, key=key)
@@ -622,7 +625,7 @@ class Gateway:
                 except ValueError:
                     continue
                 if usage:
-                    self._charge(spend, route, body, usage)
+                    self._charge(spend, kind, body, usage)
             if events and events[-1] == "[DONE]" and spend.cache == "readwrite":
                 self.store.put(key, seen)
 
@@ -703,7 +706,7 @@ class Gateway:
         if len(items) != len(sent["input"]):
             return 502, error_body(f"upstream returned {len(items)} embeddings for {len(sent['input'])} inputs",
                                    "upstream_error"), {}
-        self._charge(spend, route, sent, reply.get("usage") or {})
+        self._charge(spend, "embeddings", sent, reply.get("usage") or {})
         items = [{**d, "embedding": pooled(d["embedding"])} if flag else d for d, flag in zip(items, nested)]
         return 200, b"", {**reply, "data": items}
 
@@ -750,7 +753,9 @@ def make_app(gateway: Gateway) -> Any:
     async def llm_call(request: Request) -> Response:
         sid = request.path_params.get("sid", "direct")
         raw = await request.body() if request.method == "POST" else b""
-        status, data = await run_in_threadpool(gateway.handle, request.method, request.path_params["route"], raw, sid)
+        kind = "agent" if request.url.path.startswith(f"/s/{sid}{AGENT_PATH}/") else None  # the agent's own path
+        status, data = await run_in_threadpool(gateway.handle, request.method, request.path_params["route"], raw, sid,
+                                               kind)
         return reply(status, data, wants_stream(raw))
 
     async def health(request: Request) -> Response:
@@ -782,6 +787,7 @@ def make_app(gateway: Gateway) -> Any:
         Route("/gateway/stats", stats),
         Route("/gateway/sessions/{sid}", session, methods=["GET", "POST"]),
         Route("/s/{sid}/v1/{route:path}", llm_call, methods=["GET", "POST"]),
+        Route("/s/{sid}" + AGENT_PATH + "/v1/{route:path}", llm_call, methods=["GET", "POST"]),
         Route("/v1/{route:path}", llm_call, methods=["GET", "POST"]),
     ], exception_handlers={404: not_found})
 

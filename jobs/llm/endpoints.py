@@ -34,6 +34,7 @@ class Endpoint:
     temperature: float
     timeout_s: float
     api_key: str  # what clients send as the key: the gateway holds the upstream's
+    agent_base_url: str  # the agent's own /v1 URL at the gateway, so its calls count as the agent's
 
     def uri(self, model: str) -> str:
         """MLflow model URI for judges, MemAlign and GEPA."""
@@ -199,7 +200,7 @@ def activate(cfg: Any, stage: str, pipeline_id: str, spent: dict[str, float],
         os.environ.update(routing_env(session.base_url, gateway.PLACEHOLDER_KEY, timeout_s))
         yield Endpoint(model_cfg.provider, session.base_url, model_cfg.agent_model, model_cfg.judge_model,
                        model_cfg.reflection_model, model_cfg.embedding_model, float(model_cfg.temperature),
-                       timeout_s, gateway.PLACEHOLDER_KEY), session
+                       timeout_s, gateway.PLACEHOLDER_KEY, session.agent_url), session
     finally:
         if session is not None:
             session.spend()  # keep the final figures before a gateway of our own stops

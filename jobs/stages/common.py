@@ -114,3 +114,11 @@ def command(ctx: StageContext, stage: str) -> str:
 def python_command(ctx: StageContext, stage: str, *extra: str) -> list[str]:
     """This invocation as a process to start: the interpreter, ``command_args`` and ``extra``."""
     return [sys.executable, *command_args(ctx, stage, with_pipeline=False), *extra]
+
+
+def log_lineage(run_id: str, records: list[Any]) -> None:
+    """The datasets a run's rows were read from, on its page in MLflow (the evaluate runner logs
+    its own run's; a merge run of shards and optimize's run log theirs here)."""
+    from jobs.store import datasets as store_datasets
+
+    store_datasets.log_lineage(run_id, {r.origin for r in records if r.origin is not None})

@@ -27,7 +27,7 @@ from jobs.eval.pipeline_judge import recorded_judge
 from jobs.eval.runner import RowOutcome, compare_evaluations, evaluate_records
 from jobs.stages import release
 from jobs.stages import shards as shards_
-from jobs.stages.common import failure_cause, finish, nothing_measured, recorded, reuse, stage_run
+from jobs.stages.common import failure_cause, finish, log_lineage, nothing_measured, recorded, reuse, stage_run
 from jobs.stages.context import StageContext, llm
 from jobs.stages.shards import ShardResult
 from jobs.store import tracking
@@ -164,6 +164,7 @@ def run(ctx: StageContext) -> CompareResult | ShardResult:
     plan = Plan(name, dict(zip(ARMS, (baseline_version, candidate_version))), records,
                 repeated(records, int(c.n_repeats)), inputs)
     with llm(ctx) as endpoint:
+        agent.build_predict_fn(cfg.agent, endpoint, release.uris(cfg, candidate_version))  # refused: before any run
         judge, judge_info = recorded_judge(cfg.judge, tracking.result_of(align_run), ctx.store.experiment_id, endpoint)
         scorers = [judge] + judges.builtin_scorers(list(cfg.judge.builtin_scorers), endpoint)
 
@@ -226,6 +227,7 @@ def both_arms(ctx: StageContext, plan: Plan, judge_info: dict, evaluate_arm: Eva
             with tracking.child_run(f"{run.info.run_name}-{arm}", {TAG_ARM: arm}) as arm_run:
                 if shards > 1:
                     shards_.link_traces(outcomes[arm], arm_run.info.run_id)  # the arm's traces, from every shard
+                    log_lineage(arm_run.info.run_id, plan.records)
                 else:
                     ctx.say(f"{arm} {release.describe(ctx.cfg, plan.versions[arm])}: {len(plan.records)} held-out questions x {c.n_repeats} runs")
                     outcomes[arm], _ = evaluate_arm(arm_run.info.run_id, arm, plan.rows)

@@ -13,7 +13,7 @@ from jobs.eval import agent, datasets, judges
 from jobs.eval.runner import evaluate_records
 from jobs.stages import release
 from jobs.stages import shards as shards_
-from jobs.stages.common import failure_cause, finish, nothing_measured, recorded, reuse, stage_run
+from jobs.stages.common import failure_cause, finish, log_lineage, nothing_measured, recorded, reuse, stage_run
 from jobs.stages.context import StageContext, llm
 from jobs.stages.shards import ShardResult
 from jobs.store import traces, tracking
@@ -39,6 +39,7 @@ def run(ctx: StageContext) -> EvaluateResult | ShardResult:
     units = [("rows", r) for r in records]
     prompt_uris = release.uris(cfg, version)
     with llm(ctx) as endpoint:
+        agent.build_predict_fn(cfg.agent, endpoint, prompt_uris)  # an agent that refuses its prompts: before any run
         scorers = [judges.build(cfg.judge, endpoint)] + judges.builtin_scorers(list(cfg.judge.builtin_scorers), endpoint)
 
         def evaluate_rows(run_id: str, rows: list) -> tuple[dict, int]:
@@ -59,6 +60,7 @@ def run(ctx: StageContext) -> EvaluateResult | ShardResult:
                                  "release": release.describe(cfg, version), "shards": shards,
                                  "judge": cfg.judge.name, "max_workers": int(cfg.evaluate.max_workers)})
             if shards > 1:
+                log_lineage(run.info.run_id, records)
                 merged, retried, shard_runs = shards_.gather(ctx, inputs, shards, units)
                 outcomes = merged.get("rows", {})
                 shards_.link_traces(outcomes, run.info.run_id)  # the review queue finds them under this run

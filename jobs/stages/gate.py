@@ -12,6 +12,7 @@ from jobs.core.contract import GATE_TAG
 from jobs.core.errors import Refused, UserError
 from jobs.core.faults import pause_point
 from jobs.core.results import AlignResult, CompareResult, GateResult
+from jobs.eval import judges
 from jobs.eval.pipeline_judge import judge_agreement
 from jobs.stages import release
 from jobs.stages.common import finish, recorded, reuse, stage_run
@@ -64,7 +65,9 @@ def evaluate_gates(compare: CompareResult, g: Any, align_result: AlignResult | N
     ]
     means = (compare.scorer_means or {}).get("candidate", {})
     for hard in g.get("hard_gates") or []:
-        gates.append(_gate(f"hard:{hard['scorer']}", means.get(str(hard["scorer"])), ">=", float(hard["min"])))
+        scorer = str(hard["scorer"])  # as configured (Safety); compare keys its means as MLflow logs them (safety)
+        mean = means.get(scorer, means.get(judges.assessment_name(scorer)))
+        gates.append(_gate(f"hard:{scorer}", mean, ">=", float(hard["min"])))
     return gates + judge_gate(align_result, g)
 
 
@@ -75,7 +78,19 @@ def decide(gates: list[Gate]) -> tuple[str, list[str]]:
 
 
 def check(cfg: Any) -> None:
-    """The gate reads only MLflow; its thresholds are checked by the root schema (GateSettings)."""
+    """The gate reads only MLflow; its thresholds are checked by the root schema (GateSettings).
+    A hard gate's scorer must be one compare measures (judge.builtin_scorers): on any other
+    scorer the gate could only refuse, so the config is refused before the first stage."""
+    if cfg.gate.get("rollback"):
+        return  # a rollback decides nothing
+    listed = [str(s) for s in cfg.judge.get("builtin_scorers") or []]
+    measured = {judges.assessment_name(s) for s in listed}
+    for i, hard in enumerate(cfg.gate.get("hard_gates") or []):
+        scorer = str(hard["scorer"])
+        if judges.assessment_name(scorer) not in measured:
+            raise UserError(f"gate.hard_gates[{i}]: scorer '{scorer}' is not in judge.builtin_scorers {listed}, so "
+                            f"compare never measures it and the gate could only refuse; add it: "
+                            f"judge.builtin_scorers=[{','.join([*listed, scorer])}]")
 
 
 def compare_result(ctx: StageContext) -> tuple[Any, CompareResult, AlignResult | None]:
@@ -135,15 +150,17 @@ def rollback(ctx: StageContext) -> GateResult:
     previous = current.tags.get(GATE_TAG + "previous_production")
     if not previous:
         raise UserError(f"production (v{current.version}) has no recorded previous version; nothing to roll back to")
+    recorded = current.tags.get(GATE_TAG + "previous_release")  # every prompt's production before the promotion
+    target = {**(json.loads(recorded) if recorded else {}), name: int(previous)}
     with stage_run(ctx, tracking.inputs_hash("rollback", current.version)) as run:
         with prompts.alias_lock(name, "production"):  # the gate's lock: no promotion moves it meanwhile
-            moved = release.point(ctx.cfg, "production", int(previous))
+            moved = release.move(ctx.cfg, "production", target)
         record(name, current.version, {"decision": "rolled_back", "rolled_back_to": previous,
                                        "pipeline_id": ctx.pipeline_id, "release": release.tag_value(moved)})
         ctx.say(f"production moved back from {release.describe(ctx.cfg, current.version)} to "
-                f"{release.describe(ctx.cfg, previous)}")
+                f"{release.label(ctx.cfg, moved)}")
         return finish(ctx, GateResult(decision="rolled_back", from_version=int(current.version),
-                                      to_version=int(previous), run_id=run.info.run_id))
+                                      to_version=int(previous), production=moved, run_id=run.info.run_id))
 
 
 def run(ctx: StageContext) -> GateResult:
@@ -186,7 +203,9 @@ def move_production(ctx: StageContext, name: str, compare: CompareResult, decisi
             decision, reasons = "refuse", [f"production moved concurrently: compare measured against "
                                            f"v{baseline}, production is now v{production}"]
         elif decision == "promote":
-            prompts.tag_version(name, candidate, {GATE_TAG + "promoting_pipeline": pid})  # before the move
+            prompts.tag_version(name, candidate, {GATE_TAG + "promoting_pipeline": pid,  # before the move
+                                                  GATE_TAG + "previous_release": release.tag_value(
+                                                      release.current(ctx.cfg, "production"))})
             release.point(ctx.cfg, "production", int(candidate))  # every prompt of the release, or none
     return decision, reasons, production
 
@@ -213,4 +232,4 @@ def record_decision(ctx: StageContext, run: Any, name: str, compare: CompareResu
     ctx.say(f"run: {ctx.store.run_link(run.info.run_id)}")
     return finish(ctx, GateResult(decision=decision, reasons=reasons, candidate_version=candidate,
                                   previous_production=production, gates=[asdict(x) for x in gates],
-                                  run_id=run.info.run_id))
+                                  production=release.current(ctx.cfg, "production"), run_id=run.info.run_id))

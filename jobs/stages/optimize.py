@@ -25,7 +25,7 @@ from jobs.eval.metric_cap import MetricBudget
 from jobs.eval.pipeline_judge import recorded_judge
 from jobs.eval.stats import fmt
 from jobs.stages import release
-from jobs.stages.common import finish, nothing_measured, recorded, reuse, stage_run
+from jobs.stages.common import finish, log_lineage, nothing_measured, recorded, reuse, stage_run
 from jobs.stages.context import StageContext, llm
 from jobs.store import prompts, tracking
 
@@ -75,13 +75,17 @@ def prompt_diff(before: str, after: str) -> str:
     return "\n".join(difflib.unified_diff(before.splitlines(), after.splitlines(), "baseline", "candidate", lineterm=""))
 
 
-def earlier_twins(name: str, produced: Any, pipeline_id: str, seed_version: int, started_ms: int) -> list[Any]:
+def earlier_twins(name: str, produced: Any, pipeline_id: str, seed_version: int, started_ms: int,
+                  same_release: Callable[[Any], bool] = lambda v: True) -> list[Any]:
     """Versions an interrupted earlier attempt left with this same text: optimize_prompts registers
-    before we can tag, so a SIGKILL leaves an untagged version, or one this pipeline's optimize tagged."""
+    before we can tag, so a SIGKILL leaves an untagged version, or one this pipeline's optimize tagged.
+    With companions, a tagged one counts only if its whole release is the same (``same_release``):
+    GEPA may have changed only a companion, and that earlier candidate is a release of its own."""
     def leftover(v: Any) -> bool:
         untagged = not any(k.startswith(PROMPT_TAG) for k in v.tags)
         ours = v.tags.get(PROMPT_TAG + "pipeline_id") == pipeline_id and PROMPT_TAG + "source_run_id" in v.tags
-        return (untagged or ours) and int(v.version) != seed_version and v.creation_timestamp < started_ms
+        return ((untagged or (ours and same_release(v))) and int(v.version) != seed_version
+                and v.creation_timestamp < started_ms)
 
     return sorted((v for v in prompts.versions(name) if int(v.version) < int(produced.version)
                    and v.template.strip() == produced.template.strip() and leftover(v)), key=lambda v: int(v.version))
@@ -129,7 +133,8 @@ def run(ctx: StageContext) -> OptimizeResult:
     seed_version = release.start_version(cfg, registered)
     ctx.needs("align")
     align_run = ctx.store.latest_result(ctx.pipeline_id, "align")  # a new alignment: optimize again
-    inputs = tracking.inputs_hash(name, seed_version, [r.as_eval_row() for r in records], dict(o), dict(cfg.judge),
+    searched = {k: v for k, v in dict(o).items() if k != "start"}  # seed_version says where it starts
+    inputs = tracking.inputs_hash(name, seed_version, [r.as_eval_row() for r in records], searched, dict(cfg.judge),
                                   str(cfg.model.provider), cfg.model.agent_model,
                                   align_run.info.run_id if align_run else "base")
     if (done := reuse(ctx, inputs)) is not None:
@@ -141,6 +146,7 @@ def run(ctx: StageContext) -> OptimizeResult:
         predict = build_predict_fn(cfg.agent, endpoint, uris)  # before the run: a failure here leaves none
         budget = MetricBudget(int(o.max_metric_calls), minibatch=int(o.minibatch_size), n_val=len(val))
         with stage_run(ctx, inputs) as run:
+            log_lineage(run.info.run_id, records)
             tracking.log(tags={TAG_OVERRIDES: " ".join(ctx.overrides), TAG_SWEEP_POINT: str(ctx.sweep_point).lower()},
                          params={"max_metric_calls": budget.cap, "minibatch_size": int(o.minibatch_size),
                                  "train": len(train), "val": len(val), "judge": judge_info["judge_name"],
@@ -159,10 +165,10 @@ def starting_point(cfg: Any, registered: Any) -> str:
     start, seed, production = release.start_version(cfg, registered), int(registered.seed_version), \
         int(registered.production_version)
     if start == seed == production:
-        return f"the seed {release.describe(cfg, start)} (production holds it)"
+        return f"the seed {release.describe(cfg, start)}, which production holds"
     if start == seed:
-        return f"the seed {release.describe(cfg, start)} (optimizer.start=seed; production is v{production})"
-    return f"production {release.describe(cfg, start)} (compare's baseline; the seed is v{seed})"
+        return f"the seed {release.describe(cfg, start)} with optimizer.start=seed (production is v{production})"
+    return f"production {release.describe(cfg, start)}, compare's baseline (the seed is v{seed})"
 
 
 def gepa(ctx: StageContext, endpoint: Any, search: Search, predict: Any, judge: Any, budget: MetricBudget) -> Any:
@@ -197,17 +203,15 @@ def split_result(search: Search, result: Any) -> tuple[Any, dict[str, Any]]:
     return by_name[search.name], {n: p for n, p in by_name.items() if n != search.name}
 
 
-def settle_companions(companions: dict[str, Any], say: Callable[[str], None]) -> dict[str, int]:
-    """Each companion's version in the candidate release: a version that already holds GEPA's
-    text (GEPA's copy deleted, so an unchanged prompt keeps its version), else GEPA's new one."""
+def settle_companions(start: dict[str, int], companions: dict[str, Any], say: Callable[[str], None]) -> dict[str, int]:
+    """Each companion's version in the candidate release: the start release's when GEPA left its
+    text as it was (GEPA's copy deleted), else GEPA's new version."""
     out = {}
     for n, produced in companions.items():
-        same = [v for v in prompts.versions(n)
-                if int(v.version) != int(produced.version) and v.template.strip() == produced.template.strip()]
-        if same:
-            keep = min(same, key=lambda v: int(v.version))
-            drop_versions(n, [produced], f"v{keep.version} already holds this text", say)
-            out[n] = int(keep.version)
+        kept = prompts.version(n, start[n]) if n in start else None
+        if kept is not None and kept.template.strip() == produced.template.strip():
+            drop_versions(n, [produced], f"v{kept.version} already holds this text", say)
+            out[n] = int(kept.version)
         else:
             out[n] = int(produced.version)
     return out
@@ -226,7 +230,8 @@ def keep_or_drop(ctx: StageContext, run: Any, search: Search, result: Any, budge
     tracking.log(metrics=metrics)
     outcome = OptimizeResult(**metrics, **search.judge_info, seed_version=search.seed_version, run_id=run.info.run_id,
                              train_rows=len(search.train), val_rows=len(search.val))
-    twins = earlier_twins(name, produced, ctx.pipeline_id, search.seed_version, run.info.start_time)
+    twins = earlier_twins(name, produced, ctx.pipeline_id, search.seed_version, run.info.start_time,
+                          lambda v: TAG_RELEASE not in v.tags or release.texts(ctx.cfg, v.version) == texts)
 
     def drop_all() -> None:  # optimize_prompts registers its result unconditionally; keep the registry clean
         drop_versions(name, [produced, *twins], "no candidate to keep", ctx.say)
@@ -244,8 +249,7 @@ def keep_or_drop(ctx: StageContext, run: Any, search: Search, result: Any, budge
         ctx.say(f"{why}; nothing registered")
         tracking.log(tags={TAG_OUTCOME: "no_improvement"})
         return finish(ctx, replace(outcome, outcome="no_improvement", reason=why))
-    released = settle_companions(companions, ctx.say)
-    twins = [t for t in twins if t.tags.get(TAG_RELEASE) in (None, release.tag_value(released))] if released else twins
+    released = settle_companions(release.of(ctx.cfg, search.seed_version), companions, ctx.say)
     if twins:  # keep the oldest copy, so a rerun adds no duplicate
         drop_versions(name, [produced, *twins[1:]], f"v{twins[0].version} already holds this text", ctx.say)
         produced = twins[0]

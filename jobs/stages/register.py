@@ -32,29 +32,23 @@ def run(ctx: StageContext) -> RegisterResult:
         return done
     with stage_run(ctx, inputs) as run:
         released = {n: seed_version_of(ctx, n, t)[0] for n, t in seeds.items()}
+        existing = {alias: prompts.by_alias(name, alias) for alias in ("baseline", "production")}
+        for alias, found in existing.items():  # a companion new to this pipeline joins what is live
+            for n, v in release.adopt(cfg, alias, found.version, released).items() if found and seeds else ():
+                ctx.say(f"'{alias}' v{found.version} is released with '{n}' v{v}")
         seed_version, created = seed_version_of(ctx, name, text, released if seeds else None)
         aliases = {}
-        for alias in ("baseline", "production"):
-            found = prompts.by_alias(name, alias)
+        for alias, found in existing.items():
             if found is None:
                 release.point(cfg, alias, seed_version)
                 ctx.say(f"alias '{alias}' -> {release.describe(cfg, seed_version)}")
-            else:
-                missing(ctx, alias, int(found.version))
             aliases[alias] = int(found.version) if found is not None else seed_version
         tracking.log(params={"prompt_name": name, "seed_version": seed_version, "created": created})
-        ctx.say(f"production -> v{aliases['production']}; prompt: {ctx.store.prompt_link(name)}")
+        ctx.say(f"production -> {release.describe(cfg, aliases['production'])}; prompt: {ctx.store.prompt_link(name)}")
         return finish(ctx, RegisterResult(prompt_name=name, seed_version=seed_version, created=created,
                                           production_version=aliases["production"],
-                                          baseline_version=aliases["baseline"], run_id=run.info.run_id))
-
-
-def missing(ctx: StageContext, alias: str, version: int) -> None:
-    """A companion added to a pipeline whose first prompt has the alias already gets it too."""
-    for n, v in release.of(ctx.cfg, version).items():
-        if prompts.by_alias(n, alias) is None:
-            prompts.set_alias(n, alias, v)
-            ctx.say(f"alias '{alias}' of '{n}' -> v{v}")
+                                          baseline_version=aliases["baseline"], companions=released,
+                                          run_id=run.info.run_id))
 
 
 def seed_version_of(ctx: StageContext, name: str, text: str,

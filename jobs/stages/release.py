@@ -56,20 +56,39 @@ def tag_value(versions: dict[str, int]) -> str:
     return json.dumps({k: int(v) for k, v in sorted(versions.items())}, sort_keys=True)
 
 
+def tagged(cfg: Any, version: Any) -> dict[str, int]:
+    """{companion name: version} as the first prompt's version records it (possibly incomplete)."""
+    return json.loads(prompts.version(str(cfg.prompt.name), version).tags.get(TAG_RELEASE) or "{}")
+
+
 def of(cfg: Any, version: Any) -> dict[str, int]:
-    """{companion name: version} released with this version of the first prompt. A version from
-    before a companion was added names none: it is released with that companion's production."""
+    """{companion name: version} released with this version of the first prompt."""
     wanted = companions(cfg)
     if not wanted:
         return {}
-    tagged = json.loads(prompts.version(str(cfg.prompt.name), version).tags.get(TAG_RELEASE) or "{}")
-    out = {}
-    for name in wanted.values():
-        if name not in tagged and (found := prompts.by_alias(name, "production")) is None:
-            raise UserError(f"prompt '{cfg.prompt.name}' v{version} names no version of '{name}', which has no "
-                            "production alias either; run register first")
-        out[name] = int(tagged[name]) if name in tagged else int(found.version)
-    return out
+    recorded = tagged(cfg, version)
+    lacking = [n for n in wanted.values() if n not in recorded]
+    if lacking:
+        raise UserError(f"prompt '{cfg.prompt.name}' v{version} names no version of {', '.join(lacking)}: it was "
+                        "registered before that prompt was a companion; run register, which records one for the "
+                        "versions production and baseline point at")
+    return {n: int(recorded[n]) for n in wanted.values()}
+
+
+def adopt(cfg: Any, alias: str, version: Any, seeds: dict[str, int]) -> dict[str, int]:
+    """A companion added to a pipeline whose first prompt has ``alias`` already: the version it
+    points at is recorded as released with the companion's ``alias`` version (its seed's, and
+    the alias set, when it has none). Returns {name: version} it recorded anew."""
+    recorded, added = tagged(cfg, version), {}
+    for n, seed in seeds.items():
+        found = prompts.by_alias(n, alias)
+        if found is None:  # the companion's alias follows the first prompt's
+            prompts.set_alias(n, alias, int(recorded.get(n, seed)))
+        if n not in recorded:
+            added[n] = int(found.version) if found is not None else int(seed)
+    if added:
+        prompts.tag_version(str(cfg.prompt.name), version, {TAG_RELEASE: tag_value({**recorded, **added})})
+    return added
 
 
 def uris(cfg: Any, version: Any) -> dict[str, str]:
@@ -88,25 +107,43 @@ def texts(cfg: Any, version: Any) -> dict[str, str]:
 
 def describe(cfg: Any, version: Any) -> str:
     """'v3' for one prompt; 'v3 (responder v2)' with companions."""
-    released = of(cfg, version)
+    return label(cfg, {**of(cfg, version), str(cfg.prompt.name): int(version)})
+
+
+def label(cfg: Any, versions: dict[str, int]) -> str:
+    """``describe`` of a release given as {name: version}."""
     roles = {n: r for r, n in companions(cfg).items()}
-    return f"v{int(version)}" + (f" ({', '.join(f'{roles[n]} v{v}' for n, v in released.items())})" if released else "")
+    others = [f"{roles.get(n, n)} v{v}" for n, v in versions.items() if n != str(cfg.prompt.name)]
+    return f"v{int(versions[str(cfg.prompt.name)])}" + (f" ({', '.join(others)})" if others else "")
+
+
+def current(cfg: Any, alias: str) -> dict[str, int]:
+    """{name: version} ``alias`` points at for every prompt of the agent (a prompt without it is left out)."""
+    names = [str(cfg.prompt.name), *companions(cfg).values()]
+    return {n: int(found.version) for n in names if (found := prompts.by_alias(n, alias)) is not None}
 
 
 def point(cfg: Any, alias: str, version: Any) -> dict[str, int]:
-    """Point ``alias`` of every prompt of the release at its version, the first prompt last:
-    all or none (a failure moves back what had moved). Returns {name: version} moved to."""
+    """Point ``alias`` of every prompt of the release at its version; see ``move``."""
+    return move(cfg, alias, {**of(cfg, version), str(cfg.prompt.name): int(version)})
+
+
+def move(cfg: Any, alias: str, target: dict[str, int]) -> dict[str, int]:
+    """Point ``alias`` of each prompt at its version in ``target``, the first prompt last: all or
+    none, since a failure puts back what had moved. Returns ``target``."""
     name = str(cfg.prompt.name)
-    target = {**of(cfg, version), name: int(version)}
+    target = {**{n: int(v) for n, v in target.items() if n != name}, name: int(target[name])}
     before = {n: prompts.by_alias(n, alias) for n in target}
     moved: list[str] = []
     try:
         for n, v in target.items():
-            prompts.set_alias(n, alias, v)
+            prompts.set_alias(n, alias, int(v))
             moved.append(n)
     except Exception:
         for n in moved:
-            if before[n] is not None:
+            if before[n] is None:
+                prompts.delete_alias(n, alias)
+            else:
                 prompts.set_alias(n, alias, int(before[n].version))
         raise
     return target

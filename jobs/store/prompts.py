@@ -46,6 +46,12 @@ def set_alias(name: str, alias: str, version: int) -> None:
     mlflow.genai.set_prompt_alias(name, alias=alias, version=int(version))
 
 
+def delete_alias(name: str, alias: str) -> None:
+    import mlflow
+
+    mlflow.genai.delete_prompt_alias(name, alias=alias)
+
+
 def version(name: str, number: Any) -> Any:
     from mlflow import MlflowClient
 
