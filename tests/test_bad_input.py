@@ -161,6 +161,16 @@ NOT_UTF8_SEED = b"You help.\n\x80"
      "judge.feedback_value_type 'int' is unknown; use one of"),
     ("categorical judge without categories", "compare", lambda t: ["judge.feedback_value_type=categorical", "judge.categories=null"],
      "judge.categories is empty"),
+    ("pass threshold off the judge's scale", "evaluate",
+     lambda t: ["judge.feedback_value_type=float", "judge.scale=[1,5]", "judge.pass_threshold=7"],
+     "judge.pass_threshold=7 is outside judge.scale [1, 5]; no value of the judge can reach it"),
+    ("Likert threshold on a judge with no scale", "evaluate", lambda t: ["judge.feedback_value_type=float", "judge.pass_threshold=4"],
+     "judge.pass_threshold=4 is outside judge.scale [0, 1]; no value of the judge can reach it: set judge.pass_threshold "
+     "between 0 and 1, or declare the judge's range as judge.scale, e.g. [1, 5]"),
+    ("label off the judge's scale", "feedback",
+     lambda t: ["feedback=file", "judge.feedback_value_type=float", "judge.scale=[1,5]", "judge.pass_threshold=4",
+                f"feedback.path={write(t, 'sc.csv', 'trace_id,value' + chr(10) + 't1,4' + chr(10) + 't2,7' + chr(10))}"],
+     "sc.csv:3: value 7 is outside the judge's scale 1 to 5 (judge.scale); give a value on that scale"),
     ("judge instructions that never show the response", "evaluate", lambda t: ["judge.instructions=Be fair."],
      "judge.instructions must mention {{ outputs }}"),
     # the agent and the relations between inputs

@@ -180,3 +180,83 @@ def test_value_type_for_make_judge():
     assert judges.value_type(cfg("bool")) is bool
     assert judges.value_type(cfg("float")) is float
     assert judges.value_type(cfg("categorical", categories=CATS)) == Literal["good", "partial", "poor"]
+
+
+# ------------------------------------------------------------------ a numeric judge's declared scale (judge.scale)
+LIKERT = {"scale": [1, 5], "pass_threshold": 4}
+
+
+def test_a_numeric_judge_declares_its_scale_and_its_threshold_lies_on_it():
+    kind = kind_of(cfg("float", **LIKERT))
+    assert kind == Numeric(low=1.0, high=5.0, threshold=4.0)
+    assert (kind.passed(4.0), kind.passed(3.9), kind.score(3.0)) == (True, False, 0.5)
+    assert kind.rubric_value(3, 4) == 4.0 and kind.rubric_value(0, 3) == 1.0  # the rubric expert labels on 1-5
+    assert kind.widget() == {"input": "numeric", "min_value": 1.0, "max_value": 5.0}  # the review queue's question
+    assert reviews.describe(reviews.schema_input(cfg("float", **LIKERT))) == "a number from 1.0 to 5.0"
+    assert kind_of(cfg("float")) == Numeric(low=0.0, high=1.0, threshold=0.5)  # no scale: 0..1, as before
+    assert kind_of(cfg("bool", **LIKERT)) == PassFail()  # other kinds ignore it
+
+
+@pytest.mark.parametrize("settings,message", [
+    ({"scale": [1, 5], "pass_threshold": 0.5},
+     "judge.pass_threshold=0.5 is outside judge.scale [1, 5]; no value of the judge can reach it: "
+     "set judge.pass_threshold between 1 and 5"),
+    ({"pass_threshold": 4.0}, "judge.pass_threshold=4 is outside judge.scale [0, 1]; no value of the judge can reach "
+     "it: set judge.pass_threshold between 0 and 1, or declare the judge's range as judge.scale, e.g. [1, 5]"),
+    ({"scale": [5, 1], "pass_threshold": 3}, "judge.scale [5, 1] needs low < high, like [1, 5]"),
+    ({"scale": [1], "pass_threshold": 1}, "judge.scale=[1] must be two numbers [low, high], like [1, 5]"),
+])
+def test_a_threshold_off_the_scale_or_a_bad_scale_is_refused(settings, message):
+    with pytest.raises(UserError) as e:
+        judges.check(cfg("float", **settings))
+    assert str(e.value) == message
+
+
+def test_labels_off_the_scale_are_refused_with_the_line():
+    assert labels.coerce("4", "float", None, "l.csv:3", [1, 5]) == 4.0
+    with pytest.raises(UserError) as e:
+        labels.coerce("7", "float", None, "l.csv:3", [1, 5])
+    assert str(e.value) == "l.csv:3: value 7 is outside the judge's scale 1 to 5 (judge.scale); give a value on that scale"
+    with pytest.raises(UserError, match=r"l.jsonl:2: value 4 is outside the judge's scale 0 to 1"):
+        labels.parse_file('{"trace_id": "a", "value": 0.5}\n{"trace_id": "b", "value": 4}\n', "l.jsonl", "j", "float",
+                          None, "file")  # no scale: 0..1
+
+
+def test_the_judges_instructions_state_its_scale_and_the_simulator_answers_on_it():
+    from jobs.sim.roles import on_declared_scale
+
+    text = judges.instructions(cfg("float", **LIKERT))
+    assert text.startswith("Grade {{ outputs }}") and "on a scale from 1 to 5, where 1 is the worst" in text
+    assert judges.instructions(cfg("bool")) == "Grade {{ outputs }}"  # other kinds: as configured
+    assert on_declared_scale(0.75, text) == 4.0 and on_declared_scale(0.0, text) == 1.0
+    assert on_declared_scale(0.5, "Grade it.", {"type": "number", "minimum": 0, "maximum": 10}) == 5.0
+    assert on_declared_scale(0.333, "Grade it.") == 0.333  # nothing declared: 0..1
+
+
+def test_agreement_on_the_scale():
+    from jobs.eval import stats
+
+    assert stats.mean_absolute_error([1, 3, 5], [2, 3, 3]) == 1.0 and stats.mean_absolute_error([], []) is None
+    assert stats.quadratic_weighted_kappa([1, 2, 3, 4, 5], [1, 2, 3, 4, 5], 1, 5) == 1.0
+    assert abs(stats.quadratic_weighted_kappa([1, 2, 3, 4, 5], [5, 4, 3, 2, 1], 1, 5) + 1.0) < 1e-9
+    assert stats.quadratic_weighted_kappa([3, 3], [3, 3], 1, 5) is None  # one point only: undefined
+    # a near miss costs less than a far one: 4 for 5 keeps most of the agreement
+    near = stats.quadratic_weighted_kappa([1, 2, 3, 4, 4], [1, 2, 3, 4, 5], 1, 5)
+    far = stats.quadratic_weighted_kappa([1, 2, 3, 4, 1], [1, 2, 3, 4, 5], 1, 5)
+    assert 0.8 < near < 1.0 and far < near
+
+
+def test_aligns_headline_gives_a_numeric_judges_agreement_on_its_scale_with_its_n():
+    from types import SimpleNamespace
+
+    from jobs.core.results import AlignResult
+
+    evidence = SimpleNamespace(min_holdout_labels=10)
+    result = AlignResult(measured=True, kappa_before=0.667, kappa_after=1.0, accuracy_before=0.833, accuracy_after=1.0,
+                         holdout_scored=12, labels=28, judge_version=1, scale_mae_before=0.278, scale_mae_after=0.0,
+                         scale_qwk_before=0.877, scale_qwk_after=1.0, scale_n_before=12, scale_n_after=12)
+    line = result.headline(evidence)[0]
+    assert "kappa 0.667 -> 1.000" in line
+    assert ("on the judge's scale: mean absolute error 0.278 -> 0.000, weighted kappa 0.877 -> 1.000 (n=12 -> 12)"
+            in line)
+    assert "on the judge's scale" not in AlignResult(measured=True, kappa_before=0.5, holdout_scored=12).headline(evidence)[0]

@@ -235,9 +235,10 @@ class JudgeSettings:
     instructions: str = MISSING  # what the judge checks
     feedback_value_type: str = "bool"  # bool | float | categorical
     categories: list[str] | None = None  # allowed values, best first, when categorical
-    pass_threshold: float = 0.5  # a float value at or above this counts as a pass
+    pass_threshold: float = 0.5  # a float value at or above this counts as a pass; must lie on judge.scale
+    scale: list[float] | None = None  # a float judge's range [low, high], e.g. [1, 5]; null: [0, 1]
     model: str | None = None  # judge model URI; null uses openai:/<model.judge_model>
-    builtin_scorers: list[str] = field(default_factory=list)  # extra built-in MLflow scorers
+    builtin_scorers: list[Any] = field(default_factory=list)  # extra built-in MLflow scorers: a class name, or {class: Guidelines, guidelines: [...]}
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Judge kinds: what a judge's ``feedback_value_type`` means, one small type per kind.
 
-A judge gives pass/fail (``bool``), a number in a range (``float``; the range is 0..1 today,
-held as the kind's ``low``/``high``) or one of its categories, best first (``categorical``).
+A judge gives pass/fail (``bool``), a number in a range (``float``; ``judge.scale: [low, high]``,
+0..1 when not given, held as the kind's ``low``/``high``; ``pass_threshold`` must lie on it) or
+one of its categories, best first (``categorical``).
 Every question the pipeline asks of a value type is answered by its kind: how to parse an
 expert's label, whether a value passes, its score in [0, 1] for the optimizer, whether it is
 too close to call, the rubric expert's value for the checks met, the reviewer's widget (plain
@@ -77,6 +78,10 @@ class JudgeKind:
         """The reviewer's widget as plain data: ``input`` names it, the rest are its settings."""
         raise NotImplementedError
 
+    def describe_scale(self) -> str:
+        """A sentence on the judge's scale for its instructions; empty for kinds without one."""
+        return ""
+
     def _passed(self, value: Any) -> bool:
         raise NotImplementedError
 
@@ -136,17 +141,32 @@ class Numeric(JudgeKind):
 
     @classmethod
     def from_config(cls, judge_cfg: Any) -> JudgeKind:
+        low, high = scale_of(judge_cfg)
         threshold = judge_cfg.get("pass_threshold", 0.5)
-        return cls(threshold=0.5 if threshold is None else float(threshold))
+        threshold = 0.5 if threshold is None else float(threshold)
+        if not low <= threshold <= high:
+            declare = "" if judge_cfg.get("scale") is not None else ", or declare the judge's range as judge.scale, e.g. [1, 5]"
+            raise UserError(f"judge.pass_threshold={threshold:g} is outside judge.scale [{low:g}, {high:g}]; no value "
+                            f"of the judge can reach it: set judge.pass_threshold between {low:g} and {high:g}{declare}")
+        return cls(low=low, high=high, threshold=threshold)
+
+    def describe_scale(self) -> str:
+        """The sentence the judge's instructions end with (the simulator's judge reads it)."""
+        return (f"Give the result as a number on a scale from {self.low:g} to {self.high:g}, where {self.low:g} is the "
+                f"worst and {self.high:g} the best.")
 
     def value_type(self) -> Any:
         return float
 
     def parse(self, value: Any, where: str) -> Any:
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise UserError(f"{where}: value '{value}' is not a number; the judge's feedback type is float") from None
+        if not self.low <= number <= self.high:
+            raise UserError(f"{where}: value {number:g} is outside the judge's scale {self.low:g} to {self.high:g} "
+                            "(judge.scale); give a value on that scale")
+        return number
 
     def borderline(self, value: Any, margin: float) -> bool:
         return abs(float(value) - self.threshold) <= margin
@@ -209,6 +229,27 @@ class Categorical(JudgeKind):
         if str(value) not in self.options:
             return None
         return 1.0 - self.options.index(str(value)) / max(1, len(self.options) - 1)
+
+
+def scale_of(judge_cfg: Any) -> tuple[float, float]:
+    """A numeric judge's declared range ``judge.scale: [low, high]``; [0, 1] when not given."""
+    scale = judge_cfg.get("scale")
+    if scale is None:
+        return 0.0, 1.0
+    try:
+        low, high = (float(x) for x in scale)
+    except (TypeError, ValueError):
+        raise UserError(f"judge.scale={scale} must be two numbers [low, high], like [1, 5]") from None
+    if not low < high:
+        raise UserError(f"judge.scale [{low:g}, {high:g}] needs low < high, like [1, 5]")
+    return low, high
+
+
+def instructions(judge_cfg: Any) -> str:
+    """The judge's instructions as the judge (and a reviewer) is given them: a numeric judge's end
+    with its scale (``describe_scale``), so it answers on the range its threshold and labels use."""
+    scale = kind_of(judge_cfg).describe_scale()
+    return f"{str(judge_cfg.get('instructions')).rstrip()}\n{scale}\n" if scale else str(judge_cfg.get("instructions"))
 
 
 KINDS: dict[str, type[JudgeKind]] = {k.NAME: k for k in (PassFail, Numeric, Categorical)}

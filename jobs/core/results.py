@@ -22,6 +22,26 @@ def _few(n: Any, floor: Any, what: str) -> str | None:
     return f"WARNING: this rests on {n} {what}, fewer than {floor} (evidence.*); read it as a hint, not a result"
 
 
+def scorer_lines(counts: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per other scorer: ``safety: 24 judged, 0 errors``, with the first error when it failed."""
+    out = []
+    for name, c in counts.items():
+        line = f"{name}: {c.get('judged', 0)} judged, {c.get('errors', 0)} errors"
+        out.append(line + (f" (first: {' '.join(str(c['first_error']).split())[:200]})" if c.get("errors") else ""))
+    return out
+
+
+def scorer_failures(*counts: dict[str, dict[str, Any]]) -> str:
+    """``; scorer errors: Safety 24`` when another scorer failed on some row (summed over the
+    given arms), else "": a figure's "0 errors" never stands alone while a scorer failed."""
+    failed: dict[str, int] = {}
+    for arm in counts:
+        for name, c in (arm or {}).items():
+            if c.get("errors"):
+                failed[name] = failed.get(name, 0) + int(c["errors"])
+    return ("; scorer errors: " + ", ".join(f"{k} {v}" for k, v in failed.items())) if failed else ""
+
+
 def fmt(x: float | None, digits: int = 3) -> str:
     """A figure for people: ``undefined`` when it could not be computed."""
     return "undefined" if x is None else f"{x:.{digits}f}"
@@ -70,13 +90,14 @@ class EvaluateResult(StageResult):
     prompt_version: int | None = None
     split: str | None = None
     reviewable: int | None = None  # traces tagged for expert review
+    scorers: dict[str, dict[str, Any]] = field(default_factory=dict)  # other scorer -> judged, errors, first_error
 
     def agent_rows(self) -> int:
         return int(self.rows or 0)
 
     def headline(self, evidence: Any) -> tuple[str | None, str | None]:
         return (f"v{self.prompt_version}: train pass rate {fmt(self.pass_rate)} on {self.scored} judged rows "
-                f"({self.errors} errors)",
+                f"({self.errors} errors{scorer_failures(self.scorers)})" + "".join(f"\n{'':>11}{line}" for line in scorer_lines(self.scorers)),
                 _few(self.scored, evidence.min_rows, "judged rows"))
 
 
@@ -109,6 +130,13 @@ class AlignResult(StageResult):
     holdout_scored: int | None = None  # held-out labels both judges scored
     labels: int | None = None
     holdout: int | None = None
+    # a numeric judge only: agreement on its scale (judge.scale), on scale_n_* held-out value pairs
+    scale_mae_before: float | None = None  # mean |judge - expert|, in the scale's units
+    scale_mae_after: float | None = None
+    scale_qwk_before: float | None = None  # quadratic weighted kappa on the scale
+    scale_qwk_after: float | None = None
+    scale_n_before: int | None = None
+    scale_n_after: int | None = None
 
     def headline(self, evidence: Any) -> tuple[str | None, str | None]:
         if self.measured is False:
@@ -117,8 +145,17 @@ class AlignResult(StageResult):
                  else f"base judge kept ({self.reason or ''})")
         n = self.holdout_scored if self.holdout_scored is not None else self.holdout
         return (f"judge-expert agreement on {n} held-out labels (of {self.labels}): kappa {fmt(self.kappa_before)} -> "
-                f"{fmt(self.kappa_after)}, accuracy {fmt(self.accuracy_before)} -> {fmt(self.accuracy_after)}; {judge}",
+                f"{fmt(self.kappa_after)}, accuracy {fmt(self.accuracy_before)} -> {fmt(self.accuracy_after)}"
+                f"{self.scale_words()}; {judge}",
                 _few(n, evidence.min_holdout_labels, "held-out expert labels"))
+
+    def scale_words(self) -> str:
+        """A numeric judge's agreement on its scale, for the headline; empty for other kinds."""
+        if self.scale_n_before is None:
+            return ""
+        return (f"; on the judge's scale: mean absolute error {fmt(self.scale_mae_before)} -> "
+                f"{fmt(self.scale_mae_after)}, weighted kappa {fmt(self.scale_qwk_before)} -> "
+                f"{fmt(self.scale_qwk_after)} (n={self.scale_n_before} -> {self.scale_n_after})")
 
 
 @dataclass
@@ -181,6 +218,7 @@ class CompareResult(StageResult):
     regressed: list[str] = field(default_factory=list)
     improved: list[str] = field(default_factory=list)
     scorer_means: dict[str, dict[str, float]] = field(default_factory=dict)  # arm -> scorer -> mean
+    scorer_counts: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # arm -> scorer -> judged, errors, first_error
     chart: str | None = None
     mlflow_comparison: dict[str, Any] | None = None  # mlflow.genai.compare_evaluations on the same runs
 
@@ -194,8 +232,14 @@ class CompareResult(StageResult):
                 f"{fmt(self.candidate_pass_rate)} (v{self.candidate_version}) on {self.questions} questions x "
                 f"{self.n_repeats} runs, gain {self.delta:+.3f} CI [{self.ci_low:+.3f}, {self.ci_high:+.3f}], "
                 f"McNemar p={self.p_value:.4f}, {self.regressions} regressed, errors {self.baseline_errors}/"
-                f"{self.candidate_errors}; judge {self.judge_name} v{self.judge_version}{self._cross_check()}\n"
-                f"{'':>11}chart: {self.chart}", _few(self.questions, evidence.min_questions, "held-out questions"))
+                f"{self.candidate_errors}{scorer_failures(*self.scorer_counts.values())}; judge {self.judge_name} "
+                f"v{self.judge_version}{self._cross_check()}\n"
+                f"{'':>11}chart: {self.chart}{self._scorer_lines()}",
+                _few(self.questions, evidence.min_questions, "held-out questions"))
+
+    def _scorer_lines(self) -> str:
+        return "".join(f"\n{'':>11}{arm}: {line}" for arm in ("baseline", "candidate")
+                       for line in scorer_lines(self.scorer_counts.get(arm) or {}))
 
     def _cross_check(self) -> str:
         m = self.mlflow_comparison or {}

@@ -44,10 +44,15 @@ def model_uri(judge_cfg: Any, endpoint: Any) -> str:
     return str(judge_cfg.get("model") or endpoint.uri(endpoint.judge_model))
 
 
+def instructions(judge_cfg: Any) -> str:
+    """The judge's instructions with a numeric judge's scale (see ``judge_kinds.instructions``)."""
+    return judge_kinds.instructions(judge_cfg)
+
+
 def build(judge_cfg: Any, endpoint: Any):
     from mlflow.genai.judges import make_judge
 
-    return make_judge(name=str(judge_cfg.name), instructions=str(judge_cfg.instructions),
+    return make_judge(name=str(judge_cfg.name), instructions=instructions(judge_cfg),
                       feedback_value_type=value_type(judge_cfg), model=model_uri(judge_cfg, endpoint))
 
 
@@ -58,15 +63,39 @@ def assessment_name(scorer: Any) -> str:
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", str(scorer)).lower()
 
 
-def builtin_scorers(names: list[str], endpoint: Any) -> list[Any]:
+def builtin_name(spec: Any) -> str:
+    """A ``judge.builtin_scorers`` entry's name: the class name (``Safety``), or a mapping's
+    ``name`` (its ``class`` when it has none): ``{class: Guidelines, name: Polite, guidelines: [...]}``."""
+    if isinstance(spec, str):
+        return spec
+    return str(spec.get("name") or spec.get("class") or "")
+
+
+def builtin_scorers(names: list[Any], endpoint: Any) -> list[Any]:
+    """The built-in MLflow scorers ``judge.builtin_scorers`` lists: a class name (``Safety``), or
+    a mapping with ``class`` and the scorer's own settings (``guidelines: [...]`` for
+    ``Guidelines``) and optionally ``name``. Each records under ``assessment_name`` of its name."""
     import mlflow.genai.scorers as scorers
 
     out = []
-    for name in names:
-        cls = getattr(scorers, str(name), None)
-        if cls is None:
-            raise UserError(f"judge.builtin_scorers: MLflow has no scorer '{name}'; see mlflow.genai.scorers")
-        out.append(cls(model=endpoint.uri(endpoint.judge_model)))
+    for spec in names:
+        if isinstance(spec, str):
+            cls_name, settings = spec, {}
+        else:
+            from omegaconf import OmegaConf
+
+            settings = OmegaConf.to_container(spec) if OmegaConf.is_config(spec) else dict(spec)
+            cls_name = str(settings.pop("class", None) or settings.pop("name", ""))
+        cls = getattr(scorers, cls_name, None)
+        if cls is None or not isinstance(cls, type):
+            raise UserError(f"judge.builtin_scorers: MLflow has no scorer '{cls_name}'; see mlflow.genai.scorers "
+                            "(give a class name, or {class: Guidelines, guidelines: [...]})")
+        if "name" in settings:
+            settings["name"] = assessment_name(settings["name"])
+        try:
+            out.append(cls(model=endpoint.uri(endpoint.judge_model), **settings))
+        except (TypeError, ValueError) as e:
+            raise UserError(f"judge.builtin_scorers: {cls_name}({', '.join(settings)}): {e}") from None
     return out
 
 

@@ -29,14 +29,20 @@ class Label:
     where: str  # file:line, for messages
 
 
-def coerce(value: Any, kind: str, categories: Iterable[str] | None, where: str) -> Any:
-    """A label's value as the judge's kind (``kind`` is its feedback_value_type) parses it."""
-    return kind_of({"feedback_value_type": kind, "categories": list(categories or [])}).parse(value, where)
+def coerce(value: Any, kind: str, categories: Iterable[str] | None, where: str,
+           scale: Iterable[float] | None = None) -> Any:
+    """A label's value as the judge's kind (``kind`` is its feedback_value_type) parses it; a
+    float judge's label must lie on its ``scale`` ([0, 1] when None)."""
+    scale = None if scale is None else list(scale)
+    return kind_of({"feedback_value_type": kind, "categories": list(categories or []), "scale": scale,
+                    "pass_threshold": scale[0] if scale else None}).parse(value, where)
 
 
 def parse_file(text: str, source: str, judge_name: str, kind: str, categories: Iterable[str] | None,
-               default_expert: str, max_record_bytes: int | None = None) -> tuple[str, list[Label]]:
-    """Parse a label file. Returns the key column ('trace_id' or 'question_id') and the labels."""
+               default_expert: str, max_record_bytes: int | None = None,
+               scale: Iterable[float] | None = None) -> tuple[str, list[Label]]:
+    """Parse a label file. Returns the key column ('trace_id' or 'question_id') and the labels;
+    a float judge's values outside its ``scale`` are refused with their file:line."""
     check_line_sizes(text, source, max_record_bytes)
     if source.lower().endswith(".csv"):
         reader = csv.DictReader(io.StringIO(text))
@@ -60,7 +66,7 @@ def parse_file(text: str, source: str, judge_name: str, kind: str, categories: I
             raise UserError(f"{where}: mixes {col} with {key_col}; key every row the same way")
         if row.get("value") in (None, ""):
             raise UserError(f"{where}: value is missing; give the expert's verdict")
-        labels.append(Label(str(row[col]), coerce(row["value"], kind, categories, where),
+        labels.append(Label(str(row[col]), coerce(row["value"], kind, categories, where, scale),
                             str(row.get("rationale") or ""), str(row.get("expert") or default_expert), where))
     return key_col or "trace_id", labels
 
@@ -132,7 +138,8 @@ def rubric_verdict(criteria: list[Criterion], response: str, expectations: dict[
 
 
 def rubric_value(judge_cfg: Any, met: int, checked: int) -> Any:
-    """The expert's verdict in the judge's own value type: pass/fail for a bool judge, the share
-    of checks met for a float judge, and for a categorical one the best category when every
+    """The expert's verdict in the judge's own value type: pass/fail for a bool judge, for a float
+    judge the share of checks met placed on its scale (low + share x (high - low), judge.scale),
+    and for a categorical one the best category when every
     check holds, the worst below half, a middle one in between."""
     return kind_of(judge_cfg).rubric_value(met, checked)

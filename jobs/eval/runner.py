@@ -31,6 +31,7 @@ class RowOutcome:
     rationale: str | None
     error: str | None
     scores: dict[str, Any] = field(default_factory=dict)  # values of the other scorers
+    score_errors: dict[str, str] = field(default_factory=dict)  # other scorer -> why it gave no value on this row
 
     @property
     def ok(self) -> bool:
@@ -42,9 +43,22 @@ def _value(row: Any, col: str | None) -> Any:
     return None if value is not None and value != value else value  # NaN -> None
 
 
-def outcomes_from(df: Any, judge_name: str, traces: dict[str, Any]) -> dict[str, RowOutcome]:
+def _feedback_errors(trace: Any) -> dict[str, str]:
+    """Each assessment name's first feedback error on the trace."""
+    out: dict[str, str] = {}
+    for a in trace.info.assessments or []:
+        fb = getattr(a, "feedback", None)
+        if fb is not None and fb.error is not None:
+            out.setdefault(a.name, str(fb.error.error_message or fb.error.error_code))
+    return out
+
+
+def outcomes_from(df: Any, judge_name: str, traces: dict[str, Any], others: list[str] | tuple[str, ...] = ()
+                  ) -> dict[str, RowOutcome]:
     """Read ``result_df`` into one outcome per record it holds, matched by the record-id
-    trace tag. A record with no row, no trace or no judge value is absent from the result."""
+    trace tag. A record with no row, no trace or no judge value is absent from the result.
+    ``others`` are the assessment names of the other scorers: on a row whose agent call
+    succeeded, one that gave no value is that scorer's error (its message, or "no value")."""
     cols = {c[: -len("/value")]: c for c in df.columns if c.endswith("/value")}
     out: dict[str, RowOutcome] = {}
     for _, row in df.iterrows():
@@ -63,9 +77,34 @@ def outcomes_from(df: Any, judge_name: str, traces: dict[str, Any]) -> dict[str,
         if value is None and error is None and state == "OK":
             continue  # no judge value: treat as lost and evaluate again
         scores = {name: _value(row, col) for name, col in cols.items() if name != judge_name}
+        failed = _feedback_errors(trace)
+        score_errors = {} if state != "OK" else {
+            name: failed.get(name) or "no value" for name in others
+            if name != judge_name and (scores.get(name) is None or name in failed)}
         out[rid] = RowOutcome(rid, row.get("trace_id"), state, value, rationale,
-                              error or (None if state == "OK" else "agent error"), scores)
+                              error or (None if state == "OK" else "agent error"), scores, score_errors)
     return out
+
+
+def scorer_counts(outcomes: dict[str, RowOutcome], names: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Per other scorer (``names``: assessment name -> the config's name, which keys the
+    result), over the rows whose agent call succeeded: how many it judged, how many it failed
+    on, and the first failure's message."""
+    out: dict[str, dict[str, Any]] = {}
+    rows = [o for o in outcomes.values() if o.state == "OK"]
+    for name, shown in names.items():
+        failed = [o.score_errors[name] for o in rows if name in o.score_errors]
+        out[shown] = {"judged": len(rows) - len(failed), "errors": len(failed), "first_error": failed[0] if failed else None}
+    return out
+
+
+def other_scorers(cfg: Any) -> dict[str, str]:
+    """The other scorers' assessment names (what MLflow records their values under) -> the
+    names the config gives them (``safety`` -> ``Safety``)."""
+    from jobs.eval.judges import assessment_name, builtin_name
+
+    names = [builtin_name(s) for s in cfg.judge.builtin_scorers or []]
+    return {assessment_name(n): n for n in names}
 
 
 def evaluate_complete(records: list[Record], run_once: Callable[[list[Record]], dict[str, RowOutcome]],
@@ -135,13 +174,14 @@ def evaluate_records(cfg: Any, endpoint: Any, experiment_id: str, pipeline_id: s
     judge_name = str(cfg.judge.name)
 
     guarded = [skip_failed_rows(s) for s in scorers]  # a failed agent call is an error, never judged
+    others = [str(s.name) for s in scorers if str(s.name) != judge_name]
 
     def run_once(batch: list[Record]) -> dict[str, RowOutcome]:
         res = mlflow.genai.evaluate(data=[r.as_eval_row() for r in batch], predict_fn=predict, scorers=guarded)
         store_traces.flush()
         found = {t.info.trace_id: t for t in store_traces.search(experiment_id, "", run_id=run_id, max_results=10000,
                                                                  include_spans=False)}
-        return outcomes_from(res.result_df, judge_name, found)
+        return outcomes_from(res.result_df, judge_name, found, others)
 
     workers_var = "MLFLOW_GENAI_EVAL_MAX_WORKERS"  # MLflow reads its row concurrency from the environment
     saved = os.environ.get(workers_var)

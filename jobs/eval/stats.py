@@ -1,4 +1,5 @@
-"""Agreement statistics between a judge and experts (binary pass/fail)."""
+"""Agreement statistics between a judge and experts: on pass/fail (kappa), and for a numeric
+judge on its scale (mean absolute error, quadratic weighted kappa)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,41 @@ def cohen_kappa(judge: Sequence[bool], expert: Sequence[bool]) -> float | None:
     if pe >= 1.0:
         return None
     return (po - pe) / (1 - pe)
+
+
+# ---------------------------------------------------------------- agreement on a numeric scale
+def mean_absolute_error(judge: Sequence[float], expert: Sequence[float]) -> float | None:
+    """Mean |judge - expert| over the pairs, in the scale's own units; None with no pairs."""
+    pairs = list(zip(judge, expert))
+    return sum(abs(float(j) - float(e)) for j, e in pairs) / len(pairs) if pairs else None
+
+
+def quadratic_weighted_kappa(judge: Sequence[float], expert: Sequence[float], low: float, high: float,
+                             steps: int | None = None) -> float | None:
+    """Cohen's kappa with quadratic weights on a numeric scale from ``low`` to ``high``, its
+    values binned to ``steps`` evenly spaced points (default: the whole numbers of the scale
+    when its ends are whole, else 5), each value rounded to the nearest point. None when there
+    are no pairs or both raters gave one and the same single point (chance agreement total)."""
+    pairs = list(zip(judge, expert))
+    if not pairs or not low < high:
+        return None
+    if steps is None:
+        steps = int(high - low) + 1 if float(low).is_integer() and float(high).is_integer() and high - low <= 20 else 5
+    steps = max(2, steps)
+
+    def point(x: float) -> int:
+        return min(steps - 1, max(0, round((float(x) - low) / (high - low) * (steps - 1))))
+
+    binned = [(point(j), point(e)) for j, e in pairs]
+    n = len(binned)
+    weight = [[(i - k) ** 2 / (steps - 1) ** 2 for k in range(steps)] for i in range(steps)]
+    judge_marg = [sum(1 for j, _ in binned if j == i) / n for i in range(steps)]
+    expert_marg = [sum(1 for _, e in binned if e == i) / n for i in range(steps)]
+    observed = sum(weight[j][e] for j, e in binned) / n
+    expected = sum(weight[i][k] * judge_marg[i] * expert_marg[k] for i in range(steps) for k in range(steps))
+    if expected == 0:
+        return None
+    return 1 - observed / expected
 
 
 # ---------------------------------------------------------------- paired comparison

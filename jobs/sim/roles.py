@@ -8,6 +8,9 @@ Roles, recognised in this order:
 * ``judge``: the ``response_format`` schema has a ``result`` field, or the system message
   is MLflow's judge prompt. It grades the response in the user message against the
   behaviours its instructions name and answers ``{"result", "rationale"}``.
+* ``scorer``: one of MLflow's built-in judges (Safety, Guidelines, Correctness, ...): the
+  prompt asks for a ``result`` of "yes" or "no"; it gets that string, decided by the profile
+  (see ``builtin_verdict``).
 * ``memalign``: MemAlign's guideline distillation. It turns the "Missing: ..." clauses of
   the experts' rationales into guidelines, skipping those the judge already checks.
 * ``gepa``: GEPA's reflection prompt. It adds to the current instruction the sentence for
@@ -32,6 +35,7 @@ import re
 from collections import Counter
 from typing import Any
 
+from jobs.eval import expectations as rules
 from jobs.eval.judges import category_for
 from jobs.sim.profile import INJECTION_RE, LEAK_MARKER, Profile, listed_labels, rationale, render
 
@@ -49,7 +53,7 @@ def text_of(message: dict[str, Any]) -> str:
     return content or ""
 
 
-ROLES = ("agent", "memalign", "gepa", "dspy", "judge", "route", "chat")  # what role_of tells apart
+ROLES = ("agent", "memalign", "gepa", "dspy", "scorer", "judge", "route", "chat")  # what role_of tells apart
 
 
 def role_of(req: dict[str, Any]) -> str:
@@ -65,6 +69,8 @@ def role_of(req: dict[str, Any]) -> str:
         return "gepa"
     if "Your output fields are" in system:
         return "dspy"
+    if yes_no_prompt(everything) and "You are an expert judge" not in system:  # not a make_judge judge's prompt
+        return "scorer"
     if "result" in (schema.get("properties") or {}) or "You are an expert judge" in system:
         return "judge"
     if listed_labels(system):
@@ -230,6 +236,23 @@ def judge_verdict(profile: Profile, instructions: str, user_text: str) -> tuple[
     return not missing, (len(met) / total if total else 1.0), rationale(met, missing)
 
 
+_SCALE_RE = re.compile(r"scale (?:of|from) (-?\d+(?:\.\d+)?) (?:to|-) (-?\d+(?:\.\d+)?)", re.I)
+
+
+def on_declared_scale(score: float, instructions: str, result_spec: dict[str, Any] | None = None) -> float:
+    """A 0..1 score placed on the scale the request declares: the response schema's
+    ``minimum``/``maximum`` for ``result``, else a "scale from <low> to <high>" sentence in the
+    judge's instructions; 0..1 when neither states one. The request is all it knows."""
+    spec = result_spec or {}
+    if isinstance(spec.get("minimum"), (int, float)) and isinstance(spec.get("maximum"), (int, float)):
+        low, high = float(spec["minimum"]), float(spec["maximum"])
+    elif m := _SCALE_RE.search(instructions or ""):
+        low, high = float(m.group(1)), float(m.group(2))
+    else:
+        return round(score, 3)
+    return round(low + score * (high - low), 3) if low < high else round(score, 3)
+
+
 def _instructions(system: str) -> str:
     # Judge criteria are read from the instructions only, not from MLflow's boilerplate.
     m = re.search(r"Your task:(.*)", system, re.S)
@@ -248,10 +271,91 @@ def judge_reply(profile: Profile, req: dict[str, Any]) -> str:
     if result_spec.get("enum"):
         value: Any = category_for(result_spec["enum"], score)
     elif kind in ("number", "integer") or re.search(r"result \((?:float|int)", system):
-        value = round(score, 3)
+        value = on_declared_scale(score, _instructions(system), result_spec)
     else:
         value = passed
     return json.dumps({"result": value, "rationale": why})
+
+
+# ---------------------------------------------------------------- MLflow's built-in judges
+# MLflow's built-in scorers (Safety, Guidelines, ExpectationsGuidelines, Correctness,
+# RelevanceToQuery, RetrievalGroundedness) send one prompt that asks for
+# ``{"rationale": ..., "result": "yes|no"}`` and parse ``result`` as a CategoricalRating, so
+# they get the string "yes" or "no", never a bool. Each is told apart by the tags its prompt
+# wraps the text in; the verdicts come from the profile, as the domain judge's do.
+_YES_NO_RE = re.compile(r'"result":\s*"[^"\n]*\byes\b[^"\n]*\bno\b', re.I)
+
+
+def yes_no_prompt(text: str) -> bool:
+    """Whether ``text`` is a built-in judge's prompt: it asks for a ``result`` of yes or no."""
+    return _YES_NO_RE.search(text or "") is not None
+
+
+def _tag(text: str, name: str) -> str | None:
+    m = re.search(rf"<{name}>(.*?)</{name}>", text, re.S)
+    return m.group(1).strip() if m else None
+
+
+def _words(text: str) -> set[str]:
+    return {w for w in re.findall(r"[a-z0-9]+", (text or "").lower()) if len(w) > 3}
+
+
+def unsafe(profile: Profile, text: str) -> str | None:
+    """Why ``text`` is unsafe for the profile, or None: it leaks the system prompt, or it
+    matches one of the profile's ``unsafe`` patterns."""
+    if LEAK_MARKER in (text or ""):
+        return "the response reveals the system prompt"
+    for p in profile.unsafe:
+        if p.search(text or ""):
+            return f"the response matches the unsafe pattern {p.pattern!r}"
+    return None
+
+
+def builtin_verdict(profile: Profile, prompt: str) -> tuple[bool, str]:
+    """The verdict (yes?) and the reason of a built-in judge's ``prompt``."""
+    guidelines = _tag(prompt, "guidelines")
+    if guidelines is not None:  # Guidelines, ExpectationsGuidelines
+        context = prompt.split("</guidelines>", 1)[-1]
+        response = _tag(context, "response") or _tag(context, "outputs") or context
+        exp = profile.expectations({})
+        missing = []
+        for g in re.findall(r"<guideline>(.*?)</guideline>", guidelines, re.S) or [guidelines]:
+            # a guideline has no expectations to go by: an injection guard holds for every reply
+            missing += [b.missing for b in profile.judged(g) if (b.applies(exp) or b.guards_injection)
+                        and not b.check.holds(response, exp, g)]
+            if (why := unsafe(profile, response)) and profile.judged(g) == [] and re.search(r"\bsafe|harm|leak", g, re.I):
+                missing.append(why)
+        if missing:
+            return False, "Missing: " + "; ".join(dict.fromkeys(missing)) + "."
+        return True, "Every guideline that applies is met."
+    claim = _tag(prompt, "claim")
+    document = _tag(prompt, "document")
+    if claim is not None and document is not None:
+        answer = _tag(claim, "answer")
+        if answer is not None:  # RetrievalGroundedness: the answer's words are in the retrieved document
+            unsupported = sorted(_words(answer) - _words(document) - _words(_tag(claim, "question") or ""))
+            if len(unsupported) > max(3, len(_words(answer)) // 2):
+                return False, "Not supported by the document: " + ", ".join(unsupported[:8]) + "."
+            return True, "The answer is supported by the retrieved document."
+        facts = [f.strip() for f in re.split(r"\n\s*-\s+", "\n" + claim) if f.strip()]  # Correctness
+        unstated = [f for f in facts if not rules.fact_stated(f, document)]
+        if unstated:
+            return False, "The response is not correct. Not stated: " + "; ".join(unstated) + "."
+        return True, "The response is correct: it states " + ("; ".join(facts) or "nothing asked") + "."
+    question, answer = _tag(prompt, "question"), _tag(prompt, "answer")
+    if question is not None and answer is not None:  # RelevanceToQuery
+        if unsafe(profile, answer) or not answer.strip():
+            return False, "The answer does not address the question."
+        return True, "The answer addresses the question."
+    text = _tag(prompt, "text")  # Safety
+    why = unsafe(profile, text if text is not None else prompt)
+    return (False, f"Unsafe: {why}.") if why else (True, "The content is safe.")
+
+
+def scorer_reply(profile: Profile, req: dict[str, Any]) -> str:
+    """A built-in MLflow judge's verdict: ``{"rationale", "result": "yes" | "no"}``."""
+    ok, why = builtin_verdict(profile, "\n".join(text_of(m) for m in req.get("messages") or []))
+    return json.dumps({"rationale": f"Let's think step by step. {why}", "result": "yes" if ok else "no"})
 
 
 # ---------------------------------------------------------------- reflection roles
@@ -329,7 +433,7 @@ def dspy_reply(profile: Profile, req: dict[str, Any]) -> str:
         kind_text = kind.group(1) if kind else ""
         options = re.findall(r"'([^']*)'", kind_text) if kind_text.startswith("Literal") else []
         value: Any = category_for(options, score) if options else \
-            round(score, 3) if kind_text in ("float", "int") else passed
+            on_declared_scale(score, instr) if kind_text in ("float", "int") else passed
         values = {"result": value, "rationale": why}
     for f in fields:
         values.setdefault(f, "n/a")

@@ -276,7 +276,8 @@ class Handler(QuietJSONHandler):
                                                                          s.settings.drop_rate)}
         else:
             reply = {
-                "judge": roles.judge_reply, "memalign": roles.memalign_reply, "gepa": roles.gepa_reply,
+                "judge": roles.judge_reply, "scorer": roles.scorer_reply, "memalign": roles.memalign_reply,
+                "gepa": roles.gepa_reply,
                 "dspy": roles.dspy_reply, "chat": roles.chat_reply,
             }[role](s.profile, req)
             if malformed:

@@ -5,7 +5,9 @@ use the judge version this stage records.
 
 Agreement is measured only on at least ``aligner.min_holdout`` held-out labels with both
 classes (pass and fail) among them; otherwise the stage records that agreement could not be
-measured, registers nothing, and the gate refuses on that judge."""
+measured, registers nothing, and the gate refuses on that judge. A numeric judge's agreement is
+also reported on its scale (``judge.scale``): mean absolute error and quadratic weighted kappa
+of its values against the experts', each with the number of held-out pairs."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from typing import Any
 from jobs.config.schemas import settings
 from jobs.core.contract import TAG_ALIGN_MEASURED, TAG_PIPELINE, TAG_QUESTION, TAG_REVIEW_FROM
 from jobs.core.errors import UserError
+from jobs.core.judge_kinds import Numeric, kind_of
 from jobs.core.results import AlignResult
 from jobs.eval import judges, stats
 from jobs.eval.pipeline_judge import NOT_ENOUGH
@@ -65,9 +68,11 @@ def split(traces: list[Any], expert: dict[str, bool], holdout_fraction: float, s
     return align_part, holdout
 
 
-def agreement(judge: Any, judge_cfg: Any, traces: list[Any], expert: dict[str, bool]) -> dict[str, Any]:
-    """Score held-out traces with a judge and compare with the experts."""
-    said, truth, errors = [], [], 0
+def agreement(judge: Any, judge_cfg: Any, traces: list[Any], expert: dict[str, bool],
+              on_scale: dict[str, float] | None = None) -> dict[str, Any]:
+    """Score held-out traces with a judge and compare with the experts: on pass/fail, and for a
+    numeric judge (``on_scale``: the experts' values) on its scale too (see ``scale_agreement``)."""
+    said, truth, errors, values = [], [], 0, []
     for t in traces:
         try:
             fb = judge(**judge_fields(t))
@@ -80,8 +85,37 @@ def agreement(judge: Any, judge_cfg: Any, traces: list[Any], expert: dict[str, b
             continue
         said.append(verdict)
         truth.append(expert[t.info.trace_id])
-    return {"accuracy": stats.accuracy(said, truth), "kappa": stats.cohen_kappa(said, truth),
-            "confusion": stats.confusion(said, truth), "n": len(said), "errors": errors, "verdicts": said}
+        if on_scale is not None:
+            values.append((float(fb.value), on_scale[t.info.trace_id]))
+    out = {"accuracy": stats.accuracy(said, truth), "kappa": stats.cohen_kappa(said, truth),
+           "confusion": stats.confusion(said, truth), "n": len(said), "errors": errors, "verdicts": said}
+    if on_scale is not None:
+        out["scale"] = scale_agreement(kind_of(judge_cfg), values)
+    return out
+
+
+def scale_agreement(kind: Any, pairs: list[tuple[float, float]]) -> dict[str, Any]:
+    """A numeric judge's agreement on its own scale: mean absolute error (in the scale's units)
+    and quadratic weighted kappa, on ``n`` held-out (judge, expert) value pairs."""
+    said, truth = [j for j, _ in pairs], [e for _, e in pairs]
+    return {"n": len(pairs), "low": kind.low, "high": kind.high, "mae": stats.mean_absolute_error(said, truth),
+            "qwk": stats.quadratic_weighted_kappa(said, truth, kind.low, kind.high)}
+
+
+def on_scale(judge_cfg: Any, labelled: list[Any], name: str) -> dict[str, float] | None:
+    """The experts' values on a numeric judge's scale, by trace id; None for other kinds."""
+    if not isinstance(kind_of(judge_cfg), Numeric):
+        return None
+    return {t.info.trace_id: float(expert_value(t, name)) for t in labelled}
+
+
+def scale_line(m: dict[str, Any]) -> str:
+    """``, on the 1-5 scale: MAE 0.52, weighted kappa 0.61 (n=10)`` for a numeric judge; else empty."""
+    sc = m.get("scale")
+    if not sc:
+        return ""
+    return (f"; on the scale {sc['low']:g}-{sc['high']:g}: mean absolute error {stats.fmt(sc['mae'])}, "
+            f"quadratic weighted kappa {stats.fmt(sc['qwk'])} (n={sc['n']})")
 
 
 def evidence_gap(holdout: list[Any], expert: dict[str, bool], min_holdout: int) -> str | None:
@@ -136,7 +170,9 @@ def run(ctx: StageContext) -> AlignResult:
         raise UserError(f"{cfg.aligner.name} needs at least {cfg.aligner.min_labels} labelled traces to align on, but "
                         f"pipeline {pid} has {len(align_part)} after holding out {len(holdout)} of {len(labelled)}; "
                         "collect more expert labels or lower aligner.holdout_fraction")
-    inputs = tracking.inputs_hash(sorted(expert.items()), dict(cfg.judge), dict(cfg.aligner), cfg.model.judge_model)
+    values = on_scale(cfg.judge, labelled, name)  # a numeric judge's labels on its scale count too
+    inputs = tracking.inputs_hash(sorted(expert.items()), dict(cfg.judge), dict(cfg.aligner), cfg.model.judge_model,
+                                  *([sorted(values.items())] if values else []))
     if (done := reuse(ctx, inputs)) is not None:
         return done
     if (gap := evidence_gap(holdout, expert, int(cfg.aligner.min_holdout))) is not None:
@@ -152,12 +188,14 @@ def align(ctx: StageContext, inputs: str, base: Any, labelled: list[Any], align_
     cfg, name = ctx.cfg, str(ctx.cfg.judge.name)
     with stage_run(ctx, inputs) as run:
         ctx.say(f"{len(labelled)} expert labels: aligning on {len(align_part)}, measuring on {len(holdout)} held out")
-        before = agreement(base, cfg.judge, holdout, expert)
+        values = on_scale(cfg.judge, labelled, name)
+        before = agreement(base, cfg.judge, holdout, expert, values)
         ctx.say(f"before: accuracy {stats.fmt(before['accuracy'])}, kappa {stats.fmt(before['kappa'])} on "
-                f"{before['n']} held-out labels ({cfg.aligner.name} next)")
+                f"{before['n']} held-out labels{scale_line(before)} ({cfg.aligner.name} next)")
         aligned = base.align(traces=align_part, optimizer=ctx.settings("aligner").build(endpoint))
-        after = agreement(aligned, cfg.judge, holdout, expert)
-        ctx.say(f"after:  accuracy {stats.fmt(after['accuracy'])}, kappa {stats.fmt(after['kappa'])} on {after['n']}")
+        after = agreement(aligned, cfg.judge, holdout, expert, values)
+        ctx.say(f"after:  accuracy {stats.fmt(after['accuracy'])}, kappa {stats.fmt(after['kappa'])} on "
+                f"{after['n']}{scale_line(after)}")
         changed_text = str(getattr(aligned, "instructions", "")) != str(getattr(base, "instructions", ""))
         register, reason = should_register(float(cfg.aligner.min_gain), before, after, changed_text)
         version = None
@@ -180,6 +218,10 @@ def log_agreement(ctx: StageContext, before: dict, after: dict, aligned: Any, la
     """The agreement figures and tables on the run, the table printed; returns the figures."""
     figures = {"accuracy_before": before["accuracy"], "kappa_before": before["kappa"],
                "accuracy_after": after["accuracy"], "kappa_after": after["kappa"]}
+    for label, m in (("before", before), ("after", after)):  # a numeric judge: agreement on its scale too
+        if sc := m.get("scale"):
+            figures.update({f"scale_mae_{label}": sc["mae"], f"scale_qwk_{label}": sc["qwk"],
+                            f"scale_n_{label}": sc["n"]})
     tracking.log(metrics={**{k: v for k, v in figures.items() if v is not None},
                           "judge_errors": before["errors"] + after["errors"]},
                  params={"aligner": ctx.cfg.aligner.name, "labels": labels, "holdout": holdout},

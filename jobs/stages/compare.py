@@ -19,12 +19,12 @@ from typing import Any
 
 from jobs.core.contract import TAG_ARM, TAG_SPLIT
 from jobs.core.errors import UserError
-from jobs.core.results import CompareResult
+from jobs.core.results import CompareResult, scorer_lines
 from jobs.eval import agent, datasets, judges, stats
 from jobs.eval.agent import REPEAT_KEY
 from jobs.eval.datasets import Record
 from jobs.eval.pipeline_judge import recorded_judge
-from jobs.eval.runner import RowOutcome, compare_evaluations, evaluate_records
+from jobs.eval.runner import RowOutcome, compare_evaluations, evaluate_records, other_scorers, scorer_counts
 from jobs.stages import release
 from jobs.stages import shards as shards_
 from jobs.stages.common import failure_cause, finish, log_lineage, nothing_measured, recorded, reuse, stage_run
@@ -262,6 +262,11 @@ def measure(ctx: StageContext, run: Any, plan: Plan, judge_info: dict, outcomes:
     tracking.log_files(texts={"per_question.csv": per_question_csv(plan.records, base, cand, agent.input_key(cfg.agent))})
     log_chart(ctx, plan, judge_info, base, cand, s)
     print(compact_table(s, {"baseline": base_err, "candidate": cand_err}, len(plan.rows)))
+    counts = {arm: scorer_counts(outcomes[arm], other_scorers(cfg)) for arm in ARMS}
+    tracking.log(metrics={f"{arm}_{k}_errors": float(v["errors"]) for arm in ARMS for k, v in counts[arm].items()})
+    for arm in ARMS:
+        for line in scorer_lines(counts[arm]):
+            print(f"{arm}: {line}")
     print(comparison_line(cross))
     link = ctx.store.run_link(run.info.run_id)
     ctx.say(f"run: {link}  (chart: compare.png, table: per_question.csv)")
@@ -270,7 +275,7 @@ def measure(ctx: StageContext, run: Any, plan: Plan, judge_info: dict, outcomes:
         **judge_info, n_repeats=int(c.n_repeats), questions=s["questions"], rows_per_arm=len(plan.rows),
         **{k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()},
         pairs=s["pairs"], regressed=s["regressed"], improved=s["improved"],
-        scorer_means={arm: scorer_means(outcomes[arm]) for arm in ARMS}, mlflow_comparison=cross,
+        scorer_means={arm: scorer_means(outcomes[arm]) for arm in ARMS}, scorer_counts=counts, mlflow_comparison=cross,
         chart=f"{link}/artifacts/compare.png", run_id=run.info.run_id)
 
 

@@ -8,9 +8,9 @@ from typing import Any
 
 from jobs.core.contract import TAG_REVIEW, TAG_SPLIT
 from jobs.core.faults import pause_point
-from jobs.core.results import EvaluateResult
+from jobs.core.results import EvaluateResult, scorer_failures, scorer_lines
 from jobs.eval import agent, datasets, judges
-from jobs.eval.runner import evaluate_records
+from jobs.eval.runner import evaluate_records, other_scorers, scorer_counts
 from jobs.stages import release
 from jobs.stages import shards as shards_
 from jobs.stages.common import failure_cause, finish, log_lineage, nothing_measured, recorded, reuse, stage_run
@@ -84,10 +84,13 @@ def summarize(ctx: StageContext, run: Any, outcomes: dict, rows: int, retried: i
         traces.set_tags(o.trace_id, {TAG_REVIEW: "pending"})
     metrics = {"rows": rows, "scored": len(ok), "errors": errors, "retried_rows": retried,
                "pass_rate": passes / len(ok) if ok else 0.0}
-    tracking.log(metrics=metrics)
+    counts = scorer_counts(outcomes, other_scorers(cfg))
+    tracking.log(metrics={**metrics, **{f"{k}_errors": float(c["errors"]) for k, c in counts.items()}})
     ctx.say(f"{split}: {passes}/{len(ok)} passed {cfg.judge.name} (pass rate {metrics['pass_rate']:.2f}), "
-            f"{errors} errors, {retried} rows re-evaluated")
+            f"{errors} errors{scorer_failures(counts)}, {retried} rows re-evaluated")
+    for line in scorer_lines(counts):
+        ctx.say(line)
     ctx.say(f"run: {ctx.store.run_link(run.info.run_id)}")
     ctx.say(f"traces: {ctx.store.traces_link()}")
     return EvaluateResult(**metrics, run_id=run.info.run_id, prompt_version=version, split=split,
-                          reviewable=len(ok))
+                          reviewable=len(ok), scorers=counts)

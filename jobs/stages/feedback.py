@@ -17,6 +17,7 @@ from jobs.core.contract import TAG_PIPELINE, TAG_QUESTION, TAG_REVIEW
 from jobs.core.errors import UserError
 from jobs.core.faults import pause_point
 from jobs.core.files import read_text
+from jobs.core.judge_kinds import Numeric, kind_of
 from jobs.core.results import FeedbackResult
 from jobs.eval import datasets, judges, labels
 from jobs.stages.common import command, finish, recorded, reuse, stage_run
@@ -45,7 +46,14 @@ def read_label_file(cfg: Any) -> tuple[str, list[labels.Label]]:
     path = str(cfg.feedback.path)
     text = read_text(path, "label file", float(cfg.limits.max_file_mb))
     return labels.parse_file(text, path, str(cfg.judge.name), str(cfg.judge.feedback_value_type),
-                             cfg.judge.get("categories"), str(cfg.feedback.expert_id), int(cfg.limits.max_record_kb * 1024))
+                             cfg.judge.get("categories"), str(cfg.feedback.expert_id), int(cfg.limits.max_record_kb * 1024),
+                             scale=kind_scale(cfg.judge))
+
+
+def kind_scale(judge_cfg: Any) -> list[float] | None:
+    """A float judge's declared range (judge.scale, [0, 1] when not given); None for other kinds."""
+    kind = kind_of(judge_cfg)
+    return [kind.low, kind.high] if isinstance(kind, Numeric) else None
 
 
 def review_traces(experiment_id: str, pipeline_id: str, evaluate_run_id: str) -> list[Any]:
@@ -202,5 +210,9 @@ def record(ctx: StageContext, run: Any, source: str, planned: list, found: list[
     ctx.say(f"{written} expert labels written as '{name}' ({skipped} already there) from {source}; "
             f"expert pass rate {metrics['expert_pass_rate']:.2f}, "
             f"raw judge-expert agreement {metrics['raw_agreement_with_judge']:.2f}")
+    if (scale := kind_scale(judge_cfg)) is not None and planned:  # a numeric judge: the labels on its scale
+        values = [float(v) for _t, v, _w, _e in planned]
+        ctx.say(f"expert labels on the judge's scale {scale[0]:g}-{scale[1]:g}: mean {sum(values) / len(values):.2f}, "
+                f"from {min(values):g} to {max(values):g} (n={len(values)})")
     ctx.say(f"traces: {ctx.store.traces_link()}")
     return finish(ctx, FeedbackResult(**metrics, run_id=run.info.run_id, source=source))

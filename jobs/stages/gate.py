@@ -67,8 +67,23 @@ def evaluate_gates(compare: CompareResult, g: Any, align_result: AlignResult | N
     for hard in g.get("hard_gates") or []:
         scorer = str(hard["scorer"])  # as configured (Safety); compare keys its means as MLflow logs them (safety)
         mean = means.get(scorer, means.get(judges.assessment_name(scorer)))
-        gates.append(_gate(f"hard:{scorer}", mean, ">=", float(hard["min"])))
+        gates.append(_gate(f"hard:{scorer}", mean, ">=", float(hard["min"]), unmeasured(compare, scorer)))
     return gates + judge_gate(align_result, g)
+
+
+def unmeasured(compare: CompareResult, scorer: str) -> str:
+    """Why a scorer's candidate mean may be missing or rest on fewer rows: the rows it failed on
+    in each arm and the first error, from compare's per-scorer counts ("" when it failed on none)."""
+    counts = compare.scorer_counts or {}
+    parts, first = [], None
+    for arm in ("candidate", "baseline"):
+        c = (counts.get(arm) or {}).get(scorer) or (counts.get(arm) or {}).get(judges.assessment_name(scorer))
+        if c and c.get("errors"):
+            parts.append(f"{c['errors']} of {c['errors'] + c['judged']} {arm} rows failed")
+            first = first or c.get("first_error")
+    if not parts:
+        return ""
+    return f"{scorer} {', '.join(parts)}; first error: {' '.join(str(first).split())[:300]}"
 
 
 def decide(gates: list[Gate]) -> tuple[str, list[str]]:
@@ -83,7 +98,7 @@ def check(cfg: Any) -> None:
     scorer the gate could only refuse, so the config is refused before the first stage."""
     if cfg.gate.get("rollback"):
         return  # a rollback decides nothing
-    listed = [str(s) for s in cfg.judge.get("builtin_scorers") or []]
+    listed = [judges.builtin_name(s) for s in cfg.judge.get("builtin_scorers") or []]
     measured = {judges.assessment_name(s) for s in listed}
     for i, hard in enumerate(cfg.gate.get("hard_gates") or []):
         scorer = str(hard["scorer"])

@@ -75,12 +75,12 @@ def of(cfg: Any, version: Any) -> dict[str, int]:
     return {n: int(recorded[n]) for n in wanted.values()}
 
 
-def adopt(cfg: Any, alias: str, version: Any, seeds: dict[str, int]) -> dict[str, int]:
+def adopt(cfg: Any, alias: str, version: Any, seed_versions: dict[str, int]) -> dict[str, int]:
     """A companion added to a pipeline whose first prompt has ``alias`` already: the version it
     points at is recorded as released with the companion's ``alias`` version (its seed's, and
     the alias set, when it has none). Returns {name: version} it recorded anew."""
     recorded, added = tagged(cfg, version), {}
-    for n, seed in seeds.items():
+    for n, seed in seed_versions.items():
         found = prompts.by_alias(n, alias)
         if found is None:  # the companion's alias follows the first prompt's
             prompts.set_alias(n, alias, int(recorded.get(n, seed)))

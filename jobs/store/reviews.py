@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from jobs.core.errors import UserError
-from jobs.core.judge_kinds import kind_of
+from jobs.core.judge_kinds import instructions, kind_of
 from jobs.store.traces import human_feedback_names
 
 INSTRUCTION_MAX = 1000  # MLflow's limit on a label schema's instruction
@@ -27,7 +27,7 @@ def check_judge(judge_cfg: Any) -> None:
 
 
 def instruction(judge_cfg: Any) -> str:
-    text = " ".join(str(judge_cfg.instructions).split())
+    text = " ".join(instructions(judge_cfg).split())  # a numeric judge's with its scale
     return text if len(text) <= INSTRUCTION_MAX else text[: INSTRUCTION_MAX - 1] + "…"
 
 
@@ -65,7 +65,9 @@ def ensure_label_schema(experiment_id: str, judge_cfg: Any) -> tuple[Any, bool]:
 
 
 def _options(widget: Any) -> Any:
-    return getattr(widget, "options", None)
+    """What a question asks beyond its type: the categories, or a number's range (a 0-1 question
+    is not reused for a 1-5 judge)."""
+    return tuple(getattr(widget, k, None) for k in ("options", "min_value", "max_value"))
 
 
 def describe(widget: Any) -> str:
