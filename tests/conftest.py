@@ -30,6 +30,7 @@ ARTIFACT_BUCKET = "promptgate-artifacts"
 DATA_BUCKET = "promptgate-data"
 FAKE_API_KEY = "sk-promptgate-FAKE-7f3a9c2e41d8b6a05e1f"  # recognisable; the secrets scan looks for it
 S3_KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+MODEL_OPTIONS = ", ".join(sorted(p.stem for p in (ROOT / "conf/model").glob("*.yaml")))  # as Hydra lists them
 SESSION_PROMPT = "baseball-hitting-assistant"  # the prompt the session pipeline registers (conf default)
 BASEBALL_PROFILE = str(ROOT / "jobs/domains/baseball/sim_profile.yaml")  # what the session simulator knows
 

@@ -13,7 +13,7 @@ import pytest
 
 from jobs.core.paths import ROOT
 from jobs.core.servers import free_port
-from tests.conftest import SESSION_PROMPT, labelled_traces, new_pipeline_id, printed_result
+from tests.conftest import MODEL_OPTIONS, SESSION_PROMPT, labelled_traces, new_pipeline_id, printed_result
 
 pytestmark = pytest.mark.integration
 PROMPT = SESSION_PROMPT
@@ -153,7 +153,7 @@ NOT_UTF8_SEED = b"You help.\n\x80"
     ("added key a schema lacks", "evaluate", lambda t: ["+evaluate.max_worker=2"],
      "config: evaluate.max_worker is not a key of EvaluateSettings; did you mean evaluate.max_workers?"),
     ("unknown model option", "evaluate", lambda t: ["model=doesnotexist"],
-     "config: model=doesnotexist: no such option; use one of llamacpp, openai, openai_compatible, sim"),
+     "config: model=doesnotexist: no such option; use one of " + MODEL_OPTIONS),
     ("unknown on_missing", "evaluate", lambda t: ["evaluate.on_missing=maybe"], "evaluate.on_missing 'maybe' is unknown; use fail or record"),
     # the judge
     ("judge name with a space", "evaluate", lambda t: ["judge.name=my judge"], "judge.name 'my judge' must be letters, digits"),

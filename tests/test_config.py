@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 from jobs.config.schemas import register_schemas, settings
 from jobs.core.errors import UserError
 from jobs.core.paths import CONF_DIR
+from tests.conftest import MODEL_OPTIONS
 
 GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir())
 
@@ -113,7 +114,7 @@ def test_a_typo_in_a_users_own_option_file_fails_at_composition(tmp_path):
     ("prompt.companions={responder:{name:r,seed_text:x}}",
      "prompt.companions.responder is not a key yet; add it as +prompt.companions.responder=<value>"),
     ("evaluate.max_workerz=2", "evaluate.max_workerz is not a key; did you mean evaluate.max_workers?"),
-    ("model=doesnotexist", "model=doesnotexist: no such option; use one of llamacpp, openai, openai_compatible, sim"),
+    ("model=doesnotexist", "model=doesnotexist: no such option; use one of " + MODEL_OPTIONS),
     ("experiment=nope", "experiment=nope: no such option; use one of baseball, shop"),
     ("aligner=nope", "aligner=nope: no such option; use one of memalign, simba"),
     ("gate.min_judge_kappa=high", "give a number"),
@@ -161,7 +162,7 @@ def test_a_config_folder_that_does_not_exist_is_a_user_error(monkeypatch, tmp_pa
 
 
 @pytest.mark.parametrize("override,says", [
-    ("model=doesnotexist", "model=doesnotexist: no such option; use one of llamacpp, openai, openai_compatible, sim"),
+    ("model=doesnotexist", "model=doesnotexist: no such option; use one of " + MODEL_OPTIONS),
     ("aligner=nope", "aligner=nope: no such option; use one of memalign, simba"),  # not the *_schema configs
     ("evaluate.max_workerz=2", "evaluate.max_workerz is not a key; did you mean evaluate.max_workers?"),
     ("optimzer.max_metric_calls=10", "optimzer.max_metric_calls is not a key; did you mean optimizer.max_metric_calls?"),

@@ -19,9 +19,10 @@ import pytest
 from openai import OpenAI
 
 from jobs.gateway.cache import DiskStore, open_store
-from jobs.gateway.client import Session, client_timeout_s
+from jobs.gateway.client import CLIENT_MARGIN_S, Session
 from jobs.gateway.server import GAVE_UP, JSON_NOTE, MISS_LOG_ENV, GatewaySettings, is_malformed, retry_verdict
 from jobs.gateway.server import make_server as make_gateway
+from jobs.llm.endpoints import call_timeout_s
 from jobs.sim.server import SimSettings, fingerprint
 from jobs.sim.server import make_server as make_sim
 from tests.conftest import BASEBALL_PROFILE
@@ -450,12 +451,13 @@ def test_the_retry_policy_and_the_worst_case_wait(stack):
     settings = GatewaySettings(upstream="", max_retries=2, backoff_s=1.0, timeout_s=10, retry_after_max_s=3,
                                connect_timeout_s=5)
     assert settings.worst_case_s == 3 * (5 + 10) + 3 + 3
-    gw_cfg = SimpleNamespace(cache_uri="c", max_retries=2, backoff_s=1.0, timeout_s=10, retry_after_max_s=3)
-    assert client_timeout_s(gw_cfg) == 3 * (10 + 10) + 3 + 3 + 10  # the connect timeout's default, and the margin
     _, gw = stack()
     sid, _ = open_session(gw)
     shown = get(f"{gw}/gateway/sessions/{sid}")["worst_case_s"]
     assert shown == GatewaySettings(upstream="", max_retries=6, backoff_s=0.001, timeout_s=5).worst_case_s
+    session = Session(gw, sid, "evaluate")  # what a stage's clients wait: the session's worst case and a margin
+    assert call_timeout_s(SimpleNamespace(request_timeout_s=1.0), session) == shown + CLIENT_MARGIN_S
+    assert call_timeout_s(SimpleNamespace(request_timeout_s=900.0), session) == 900.0  # a longer own timeout stands
 
 
 def test_max_tokens_by_kind_caps_replies_that_set_none(stack):

@@ -105,13 +105,6 @@ def gateway_settings(gw: Any, upstream: str = "") -> Any:
                            retry_after_max_s=float(getattr(gw, "retry_after_max_s", d.retry_after_max_s)))
 
 
-def client_timeout_s(gw: Any) -> float:
-    """How long a stage's client should wait for one call: the longest the gateway can take
-    (every attempt timing out, every backoff at its longest) plus a margin, so the gateway,
-    which counts and reports, is the one that gives up."""
-    return gateway_settings(gw).worst_case_s + CLIENT_MARGIN_S
-
-
 def start_gateway(upstream: str, gw: Any, api_key_env: str, timeout_s: float = 20,
                   api_key: str | None = None) -> tuple[subprocess.Popen, str]:
     """Start a gateway on a free loopback port; returns the process and its base URL. The

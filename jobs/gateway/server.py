@@ -16,7 +16,7 @@ Retries live here only: 429, 502, 503, 504, timeouts and broken connections are 
 ``max_retries`` times with backoff (``Retry-After`` honoured up to ``retry_after_max_s``); a 500
 is retried only while its body changes (the same body twice is a request the server will never
 take); every other 4xx is final. ``GatewaySettings.worst_case_s`` is the longest one call can
-wait here; clients set their timeout above it (``client.client_timeout_s``).
+wait here; clients set their timeout above it (``jobs.llm.endpoints.call_timeout_s``).
 
 ``capabilities.max_concurrency``: sessions share one gateway, so it keeps one limit, the
 smallest positive one any session asked for; it holds while the gateway runs. A call waiting
