@@ -70,7 +70,7 @@ def _errors(df, name: str) -> list[str]:
     return out
 
 
-def test_builtin_scorers_through_mlflow_evaluate_on_the_simulator(judge_env):
+def test_scorers_through_mlflow_evaluate_on_the_simulator(judge_env):
     from mlflow.genai.scorers import Correctness, ExpectationsGuidelines, Guidelines, RelevanceToQuery, Safety
 
     scorers = [Safety(model=MODEL), Guidelines(name="polite", guidelines=["Be polite"], model=MODEL), Correctness(model=MODEL),
@@ -104,7 +104,7 @@ def test_a_failing_builtin_scorer_reports_its_error(judge_env):
 from tests.conftest import new_pipeline_id, stage_result  # noqa: E402
 from tests.test_failures import OWN, own_sim, small_set  # noqa: E402
 
-SCORERS = "judge.builtin_scorers=[Safety,{class: Guidelines, guidelines: ['The response must stay under 80 words.']}]"
+SCORERS = "judge.scorers=[Safety,{class: Guidelines, guidelines: ['The response must stay under 80 words.']}]"
 
 
 def _evaluate_stage(servers, client, tmp_path, *extra, **env):
@@ -212,7 +212,7 @@ def test_compare_measures_safety_and_guidelines_and_the_gate_reads_them(servers,
 def test_compare_counts_a_failing_scorer_and_the_gate_names_it(servers, mlflow_client, tmp_path):
     """compare on the simulator with Safety failing on every row (its own sim, fail=scorer=400):
     per arm its errors are counted and printed, and the hard gate's refusal names them."""
-    pid, common = _compare_pipeline(servers, mlflow_client, tmp_path, "judge.builtin_scorers=[Safety]")
+    pid, common = _compare_pipeline(servers, mlflow_client, tmp_path, "judge.scorers=[Safety]")
     proc = servers.stage("compare", *common, *own_sim(fail="scorer=400"), **OWN)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = [x for x in proc.stdout.splitlines() if "Safety" in x]

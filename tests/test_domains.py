@@ -163,7 +163,7 @@ LIBRARY_CONFIGS = {
     "judge/shelf_quality.yaml": "name: shelf_quality\ninstructions: 'Score {{ outputs }} for {{ inputs }}: it names the "
                                 "shelf, or declines when {{ expectations }} says the book is unknown.'\n"
                                 "feedback_value_type: float\ncategories: null\npass_threshold: 0.99\nmodel: null\n"
-                                "builtin_scorers: []\n",
+                                "scorers: []\n",
     "experiment/library.yaml": "# @package _global_\ndefaults:\n  - override /agent: library\n"
                                "  - override /judge: shelf_quality\n  - override /dataset: library\n"
                                "experiment_name: library\nprompt:\n  name: {prompt}\n  seed_text: You help readers "

@@ -115,8 +115,8 @@ COMMANDS = [(where, cmd) for where, cmd in SHOWN if cmd not in SKIPPED]  # a pla
 def test_the_docs_show_the_overrides_this_test_reads():
     shown = {cmd for _, cmd in SHOWN}
     assert SKIPPED <= shown  # a placeholder command that is no longer shown is dropped from SKIPPED
-    assert {'make run ARGS="judge.builtin_scorers=[Safety] \'gate.hard_gates=[{scorer: Safety, min: 1.0}]\'"',
-            'make run ARGS="gate=strict judge.builtin_scorers=[Safety]"'} <= shown
+    assert {'make run ARGS="judge.scorers=[Safety] \'gate.hard_gates=[{scorer: Safety, min: 1.0}]\'"',
+            'make run ARGS="gate=strict judge.scorers=[Safety]"'} <= shown
     assert any(where.startswith("conf/") for where, _ in COMMANDS)
     assert len(COMMANDS) >= 25
 
@@ -145,7 +145,7 @@ def test_the_hard_gate_override_unquoted_is_split_by_the_shell(tmp_path):
     assert tight[3:5] == ["gate.hard_gates=[scorer:Safety]", "gate.hard_gates=[min:1.0]"]
     with pytest.raises(UserError, match="bad override"):
         composes(spaced)
-    quoted, _ = argv_of('make run ARGS="\'gate.hard_gates=[{scorer: Safety, min: 1.0}]\' judge.builtin_scorers=[Safety]"',
+    quoted, _ = argv_of('make run ARGS="\'gate.hard_gates=[{scorer: Safety, min: 1.0}]\' judge.scorers=[Safety]"',
                         tmp_path)
-    assert quoted[3:5] == ["gate.hard_gates=[{scorer: Safety, min: 1.0}]", "judge.builtin_scorers=[Safety]"]
+    assert quoted[3:5] == ["gate.hard_gates=[{scorer: Safety, min: 1.0}]", "judge.scorers=[Safety]"]
     composes(quoted)

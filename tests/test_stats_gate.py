@@ -91,7 +91,7 @@ def test_gate_refuses_a_judge_without_valid_agreement(align, reason):
 
 def test_a_hard_gate_reads_the_mean_compare_keys_by_mlflows_name():
     """Compare keys a built-in scorer's mean by the name MLflow logs it under (``safety``); a
-    hard gate names the class (``Safety``), as judge.builtin_scorers does."""
+    hard gate names the class (``Safety``), as judge.scorers does."""
     gate = OmegaConf.merge(GATE, {"hard_gates": [{"scorer": "Safety", "min": 1.0},
                                                  {"scorer": "RelevanceToQuery", "min": 0.8}]})
     logged = {**GOOD, "scorer_means": {"candidate": {"safety": 1.0, "relevance_to_query": 0.9}}}
@@ -110,15 +110,15 @@ def test_assessment_name_is_the_name_mlflow_gives_the_scorer(name):
 
 
 def pipeline_cfg(gate: dict, scorers: list[str]):
-    return OmegaConf.create({"gate": {**OmegaConf.to_container(GATE), **gate}, "judge": {"builtin_scorers": scorers}})
+    return OmegaConf.create({"gate": {**OmegaConf.to_container(GATE), **gate}, "judge": {"scorers": scorers}})
 
 
 @pytest.mark.parametrize("gate_file,scorers,message", [
-    ("strict", [], "gate.hard_gates[0]: scorer 'Safety' is not in judge.builtin_scorers [], so compare never measures "
-                   "it and the gate could only refuse; add it: judge.builtin_scorers=[Safety]"),
-    ("strict", ["Correctness"], "gate.hard_gates[0]: scorer 'Safety' is not in judge.builtin_scorers ['Correctness'], "
+    ("strict", [], "gate.hard_gates[0]: scorer 'Safety' is not in judge.scorers [], so compare never measures "
+                   "it and the gate could only refuse; add it: judge.scorers=[Safety]"),
+    ("strict", ["Correctness"], "gate.hard_gates[0]: scorer 'Safety' is not in judge.scorers ['Correctness'], "
                                 "so compare never measures it and the gate could only refuse; add it: "
-                                "judge.builtin_scorers=[Correctness,Safety]"),
+                                "judge.scorers=[Correctness,Safety]"),
     ("strict", ["Safety"], None),
     ("strict", ["safety"], None),  # MLflow's own name for it counts too
     ("default", [], None),

@@ -238,7 +238,7 @@ class JudgeSettings:
     pass_threshold: float = 0.5  # a float value at or above this counts as a pass; must lie on judge.scale
     scale: list[float] | None = None  # a float judge's range [low, high], e.g. [1, 5]; null: [0, 1]
     model: str | None = None  # judge model URI; null uses openai:/<model.judge_model>
-    builtin_scorers: list[Any] = field(default_factory=list)  # extra built-in MLflow scorers: a class name, or {class: Guidelines, guidelines: [...]}
+    scorers: list[Any] = field(default_factory=list)  # extra built-in MLflow scorers: a class name, or {class: Guidelines, guidelines: [...]}
 
 
 @dataclass

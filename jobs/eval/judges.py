@@ -63,16 +63,16 @@ def assessment_name(scorer: Any) -> str:
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", str(scorer)).lower()
 
 
-def builtin_name(spec: Any) -> str:
-    """A ``judge.builtin_scorers`` entry's name: the class name (``Safety``), or a mapping's
+def scorer_name(spec: Any) -> str:
+    """A ``judge.scorers`` entry's name: the class name (``Safety``), or a mapping's
     ``name`` (its ``class`` when it has none): ``{class: Guidelines, name: Polite, guidelines: [...]}``."""
     if isinstance(spec, str):
         return spec
     return str(spec.get("name") or spec.get("class") or "")
 
 
-def builtin_scorers(names: list[Any], endpoint: Any) -> list[Any]:
-    """The built-in MLflow scorers ``judge.builtin_scorers`` lists: a class name (``Safety``), or
+def further_scorers(names: list[Any], endpoint: Any) -> list[Any]:
+    """The built-in MLflow scorers ``judge.scorers`` lists: a class name (``Safety``), or
     a mapping with ``class`` and the scorer's own settings (``guidelines: [...]`` for
     ``Guidelines``) and optionally ``name``. Each records under ``assessment_name`` of its name."""
     import mlflow.genai.scorers as scorers
@@ -88,14 +88,14 @@ def builtin_scorers(names: list[Any], endpoint: Any) -> list[Any]:
             cls_name = str(settings.pop("class", None) or settings.pop("name", ""))
         cls = getattr(scorers, cls_name, None)
         if cls is None or not isinstance(cls, type):
-            raise UserError(f"judge.builtin_scorers: MLflow has no scorer '{cls_name}'; see mlflow.genai.scorers "
+            raise UserError(f"judge.scorers: MLflow has no scorer '{cls_name}'; see mlflow.genai.scorers "
                             "(give a class name, or {class: Guidelines, guidelines: [...]})")
         if "name" in settings:
             settings["name"] = assessment_name(settings["name"])
         try:
             out.append(cls(model=endpoint.uri(endpoint.judge_model), **settings))
         except (TypeError, ValueError) as e:
-            raise UserError(f"judge.builtin_scorers: {cls_name}({', '.join(settings)}): {e}") from None
+            raise UserError(f"judge.scorers: {cls_name}({', '.join(settings)}): {e}") from None
     return out
 
 

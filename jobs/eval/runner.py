@@ -101,9 +101,9 @@ def scorer_counts(outcomes: dict[str, RowOutcome], names: dict[str, str]) -> dic
 def other_scorers(cfg: Any) -> dict[str, str]:
     """The other scorers' assessment names (what MLflow records their values under) -> the
     names the config gives them (``safety`` -> ``Safety``)."""
-    from jobs.eval.judges import assessment_name, builtin_name
+    from jobs.eval.judges import assessment_name, scorer_name
 
-    names = [builtin_name(s) for s in cfg.judge.builtin_scorers or []]
+    names = [scorer_name(s) for s in cfg.judge.scorers or []]
     return {assessment_name(n): n for n in names}
 
 

@@ -166,7 +166,7 @@ def run(ctx: StageContext) -> CompareResult | ShardResult:
     with llm(ctx) as endpoint:
         agent.build_predict_fn(cfg.agent, endpoint, release.uris(cfg, candidate_version))  # refused: before any run
         judge, judge_info = recorded_judge(cfg.judge, tracking.result_of(align_run), ctx.store.experiment_id, endpoint)
-        scorers = [judge] + judges.builtin_scorers(list(cfg.judge.builtin_scorers), endpoint)
+        scorers = [judge] + judges.further_scorers(list(cfg.judge.scorers), endpoint)
 
         def evaluate_arm(run_id: str, arm: str, arm_rows: list[Record]) -> tuple[dict[str, RowOutcome], int]:
             return evaluate_records(cfg, endpoint, ctx.store.experiment_id, ctx.pipeline_id, run_id, arm_rows,

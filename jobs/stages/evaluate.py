@@ -40,7 +40,7 @@ def run(ctx: StageContext) -> EvaluateResult | ShardResult:
     prompt_uris = release.uris(cfg, version)
     with llm(ctx) as endpoint:
         agent.build_predict_fn(cfg.agent, endpoint, prompt_uris)  # an agent that refuses its prompts: before any run
-        scorers = [judges.build(cfg.judge, endpoint)] + judges.builtin_scorers(list(cfg.judge.builtin_scorers), endpoint)
+        scorers = [judges.build(cfg.judge, endpoint)] + judges.further_scorers(list(cfg.judge.scorers), endpoint)
 
         def evaluate_rows(run_id: str, rows: list) -> tuple[dict, int]:
             return evaluate_records(cfg, endpoint, ctx.store.experiment_id, ctx.pipeline_id, run_id, rows, prompt_uris,

@@ -94,18 +94,18 @@ def decide(gates: list[Gate]) -> tuple[str, list[str]]:
 
 def check(cfg: Any) -> None:
     """The gate reads only MLflow; its thresholds are checked by the root schema (GateSettings).
-    A hard gate's scorer must be one compare measures (judge.builtin_scorers): on any other
+    A hard gate's scorer must be one compare measures (judge.scorers): on any other
     scorer the gate could only refuse, so the config is refused before the first stage."""
     if cfg.gate.get("rollback"):
         return  # a rollback decides nothing
-    listed = [judges.builtin_name(s) for s in cfg.judge.get("builtin_scorers") or []]
+    listed = [judges.scorer_name(s) for s in cfg.judge.get("scorers") or []]
     measured = {judges.assessment_name(s) for s in listed}
     for i, hard in enumerate(cfg.gate.get("hard_gates") or []):
         scorer = str(hard["scorer"])
         if judges.assessment_name(scorer) not in measured:
-            raise UserError(f"gate.hard_gates[{i}]: scorer '{scorer}' is not in judge.builtin_scorers {listed}, so "
+            raise UserError(f"gate.hard_gates[{i}]: scorer '{scorer}' is not in judge.scorers {listed}, so "
                             f"compare never measures it and the gate could only refuse; add it: "
-                            f"judge.builtin_scorers=[{','.join([*listed, scorer])}]")
+                            f"judge.scorers=[{','.join([*listed, scorer])}]")
 
 
 def compare_result(ctx: StageContext) -> tuple[Any, CompareResult, AlignResult | None]:
