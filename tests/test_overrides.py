@@ -21,6 +21,7 @@ from jobs.config.entry import CONFIG_PATH_ENV, hydra_argv, split_args
 from jobs.core.contract import SPECS
 from jobs.core.errors import UserError
 from jobs.core.paths import CONF_DIR
+from jobs.eval import judges
 from jobs.pipeline import pipeline_overrides
 from jobs.stages import gate
 
@@ -28,7 +29,7 @@ ROOT = CONF_DIR.parent
 SOURCES = [ROOT / "README.md", *sorted(CONF_DIR.rglob("*.yaml")), *sorted((ROOT / "examples").glob("*/README.md")),
            *sorted((ROOT / "examples").glob("*/conf/**/*.yaml"))]
 ENV = r"(?:[A-Z_]+=[^\s\"']+\s+)*"  # VAR=value prefixes
-MAKE = re.compile(ENV + r"make\s+[\w-]+(?:\s+[A-Z_]+=(?:\"[^\"]*\"|[^\s\"`|#]+))*")
+MAKE = re.compile(ENV + r"make\s+[\w-]+(?:\s+[A-Z_]+=(?:\"(?:[^\"\\]|\\.)*\"|[^\s\"`|#]+))*")  # \" inside "..." kept
 PYTHON = re.compile(r"(?:\.venv/bin/)?python -m jobs\.[\w.]+(?:[ \t]+(?:\"[^\"]*\"|'[^']*'|[^\s\"'`|#]+))*")
 PLACEHOLDER = re.compile(r"<[^<>\n]*>")
 SKIPPED = {  # shown with a folder that is the reader's own: tests/test_domains.py composes such a domain
@@ -99,7 +100,9 @@ def composes(argv: list[str]) -> None:
     assert argv[1] == "-m" and argv[2].startswith("jobs."), argv
     module, args = argv[2].removeprefix("jobs."), argv[3:]
     if module == "pipeline":
-        gate.check(compose(pipeline_overrides(args)[0]))
+        cfg = compose(pipeline_overrides(args)[0])
+        gate.check(cfg)
+        judges.check(cfg.judge)  # judge.scorers' entries, as make run checks them before its first stage
     elif module in SPECS:
         hydra_argv(module, args)  # what stage_main does before Hydra: every override composed, each sweep point too
         if module == "gate":
@@ -116,7 +119,9 @@ def test_the_docs_show_the_overrides_this_test_reads():
     shown = {cmd for _, cmd in SHOWN}
     assert SKIPPED <= shown  # a placeholder command that is no longer shown is dropped from SKIPPED
     assert {'make run ARGS="judge.scorers=[Safety] \'gate.hard_gates=[{scorer: Safety, min: 1.0}]\'"',
-            'make run ARGS="gate=strict judge.scorers=[Safety]"'} <= shown
+            'make run ARGS="gate=strict judge.scorers=[Safety]"',
+            'make run ARGS="\'judge.scorers=[ToolCallCorrectness, ToolCallEfficiency, {name: concise, instructions: '
+            '\\"Is the response in {{ outputs }} under 80 words?\\"}]\'"'} <= shown
     assert any(where.startswith("conf/") for where, _ in COMMANDS)
     assert len(COMMANDS) >= 25
 

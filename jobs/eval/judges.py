@@ -1,4 +1,4 @@
-"""Judges from config: ``make_judge`` fields plus optional built-in MLflow scorers."""
+"""Judges from config: ``make_judge`` fields, plus further scorers (MLflow built-ins or custom judges)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,71 @@ from jobs.core.judge_kinds import kind_of
 
 
 def check(judge_cfg: Any) -> None:
+    """The domain judge and every ``judge.scorers`` entry, before anything heavy is imported:
+    a UserError naming the key and the fix (see ``check_scorers``)."""
+    _check_judge(judge_cfg, "judge")
+    check_scorers(judge_cfg)
+
+
+def _check_judge(judge_cfg: Any, where: str) -> None:
+    """A make_judge judge's fields (the domain judge at ``judge``, a custom one at ``judge.scorers[i]``)."""
     name = str(judge_cfg.get("name") or "")
     if not name or not name.replace("_", "").replace("-", "").isalnum():
-        raise UserError(f"judge.name '{name}' must be letters, digits, '_' or '-'; expert feedback uses this exact name")
-    kind_of(judge_cfg)  # an unknown value type, or a categorical judge without categories, is refused
-    instructions = str(judge_cfg.instructions or "")
+        raise UserError(f"{where}.name '{name}' must be letters, digits, '_' or '-'; "
+                        + ("expert feedback uses this exact name" if where == "judge" else "its values are recorded under it"))
+    try:
+        kind_of(judge_cfg)  # an unknown value type, or a categorical judge without categories, is refused
+    except UserError as e:
+        if where == "judge":
+            raise
+        raise UserError(str(e).replace("judge.", f"{where}.")) from None
+    instructions = str(judge_cfg.get("instructions") or "")
     if "{{ outputs }}" not in instructions and "{{ trace }}" not in instructions:
-        raise UserError("judge.instructions must mention {{ outputs }} (or {{ trace }}) so the judge sees the response")
+        raise UserError(f"{where}.instructions must mention {{{{ outputs }}}} (or {{{{ trace }}}}) so the judge sees the response")
+
+
+CUSTOM_KEYS = ("name", "instructions", "feedback_value_type", "categories", "scale", "pass_threshold", "model")
+CUSTOM_EXAMPLE = "{name: concise, instructions: 'Is the response in {{ outputs }} under 80 words?'}"
+
+
+def is_custom(spec: Any) -> bool:
+    """Whether a ``judge.scorers`` entry is a custom judge (a mapping with ``instructions``)."""
+    return not isinstance(spec, str) and spec.get("instructions") is not None
+
+
+def check_scorers(judge_cfg: Any) -> None:
+    """Each ``judge.scorers`` entry: an MLflow class name, a mapping with ``class`` (and that
+    scorer's settings), or a custom judge (``name`` and ``instructions``, with the domain judge's
+    optional fields), never both ``class`` and ``instructions`` nor neither. A custom judge gets
+    the domain judge's checks. Every entry records under a name of its own."""
+    taken = {assessment_name(str(judge_cfg.get("name") or "")): "the domain judge (judge.name)"}
+    for i, spec in enumerate(judge_cfg.get("scorers") or []):
+        where = f"judge.scorers[{i}]"
+        if not isinstance(spec, str):
+            if not hasattr(spec, "get") or not hasattr(spec, "keys"):
+                raise UserError(f"{where} is {spec!r}; give an MLflow scorer's class name ([Safety]), "
+                                f"{{class: Guidelines, guidelines: [...]}} or a custom judge {CUSTOM_EXAMPLE}")
+            has_class, has_instructions = spec.get("class") is not None, spec.get("instructions") is not None
+            if has_class and has_instructions:
+                raise UserError(f"{where} has both class and instructions; give class for an MLflow scorer "
+                                "({class: Guidelines, guidelines: [...]}) or instructions for a custom judge "
+                                f"{CUSTOM_EXAMPLE}, not both")
+            if not has_class and not has_instructions:
+                raise UserError(f"{where} has neither class nor instructions; give class for an MLflow scorer "
+                                f"({{class: Guidelines, guidelines: [...]}}) or a custom judge {CUSTOM_EXAMPLE}")
+            if has_instructions:
+                unknown = sorted(set(map(str, spec.keys())) - set(CUSTOM_KEYS))
+                if unknown:
+                    raise UserError(f"{where}: a custom judge has no key(s) {unknown}; allowed: {', '.join(CUSTOM_KEYS)}")
+                _check_judge(spec, where)
+        name = scorer_name(spec)
+        if not name:
+            raise UserError(f"{where} has no name; give a class name ([Safety]) or name: ...")
+        recorded = assessment_name(name)
+        if recorded in taken:
+            raise UserError(f"{where}: the name '{name}' is already {taken[recorded]}'s (both would be recorded as "
+                            f"'{recorded}'); give {where} a name of its own (name: ...)")
+        taken[recorded] = where
 
 
 def value_type(judge_cfg: Any) -> Any:
@@ -50,9 +108,10 @@ def instructions(judge_cfg: Any) -> str:
 
 
 def build(judge_cfg: Any, endpoint: Any):
+    """A make_judge judge from its config fields: the domain judge, or a custom judge of ``judge.scorers``."""
     from mlflow.genai.judges import make_judge
 
-    return make_judge(name=str(judge_cfg.name), instructions=instructions(judge_cfg),
+    return make_judge(name=str(judge_cfg.get("name")), instructions=instructions(judge_cfg),
                       feedback_value_type=value_type(judge_cfg), model=model_uri(judge_cfg, endpoint))
 
 
@@ -64,32 +123,43 @@ def assessment_name(scorer: Any) -> str:
 
 
 def scorer_name(spec: Any) -> str:
-    """A ``judge.scorers`` entry's name: the class name (``Safety``), or a mapping's
-    ``name`` (its ``class`` when it has none): ``{class: Guidelines, name: Polite, guidelines: [...]}``."""
+    """A ``judge.scorers`` entry's name: the class name (``Safety``), or a mapping's ``name``
+    (its ``class`` when it has none): ``{class: Guidelines, name: Polite, guidelines: [...]}``,
+    ``{name: concise, instructions: ...}``."""
     if isinstance(spec, str):
         return spec
     return str(spec.get("name") or spec.get("class") or "")
 
 
 def further_scorers(names: list[Any], endpoint: Any) -> list[Any]:
-    """The built-in MLflow scorers ``judge.scorers`` lists: a class name (``Safety``), or
-    a mapping with ``class`` and the scorer's own settings (``guidelines: [...]`` for
-    ``Guidelines``) and optionally ``name``. Each records under ``assessment_name`` of its name."""
+    """The scorers ``judge.scorers`` lists beside the domain judge (``check`` has checked them):
+
+    * an MLflow built-in class name (``Safety``; ``ToolCallCorrectness`` and ``ToolCallEfficiency``
+      read the agent's TOOL spans from its trace);
+    * a mapping with ``class``, the scorer's own settings (``guidelines: [...]`` for
+      ``Guidelines``) and optionally ``name``;
+    * a custom judge: a mapping with ``name`` and ``instructions`` and the domain judge's optional
+      fields (``feedback_value_type``, ``categories``, ``scale``, ``pass_threshold``, ``model``),
+      built by ``build`` with MLflow's ``make_judge``.
+
+    Each records under ``assessment_name`` of its name."""
     import mlflow.genai.scorers as scorers
+    from omegaconf import OmegaConf
 
     out = []
     for spec in names:
         if isinstance(spec, str):
             cls_name, settings = spec, {}
         else:
-            from omegaconf import OmegaConf
-
             settings = OmegaConf.to_container(spec) if OmegaConf.is_config(spec) else dict(spec)
-            cls_name = str(settings.pop("class", None) or settings.pop("name", ""))
+            if is_custom(settings):
+                out.append(build(OmegaConf.create({**settings, "name": assessment_name(settings["name"])}), endpoint))
+                continue
+            cls_name = str(settings.pop("class", None) or "")
         cls = getattr(scorers, cls_name, None)
         if cls is None or not isinstance(cls, type):
             raise UserError(f"judge.scorers: MLflow has no scorer '{cls_name}'; see mlflow.genai.scorers "
-                            "(give a class name, or {class: Guidelines, guidelines: [...]})")
+                            f"(give a class name, {{class: Guidelines, guidelines: [...]}} or a custom judge {CUSTOM_EXAMPLE})")
         if "name" in settings:
             settings["name"] = assessment_name(settings["name"])
         try:

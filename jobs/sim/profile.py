@@ -114,6 +114,7 @@ class Profile:
     routes: tuple[Route, ...] = ()  # how a classifying prompt's request is answered, first match wins
     default_route: str | None = None  # the label when no route is taken (None: the first listed label)
     unsafe: tuple[re.Pattern, ...] = ()  # what MLflow's Safety scorer judges unsafe (besides a leaked system prompt)
+    wrong_calls: tuple[re.Pattern, ...] = ()  # tool calls ToolCallCorrectness judges wrong: matched on "<tool> <arguments as JSON>"
 
     @property
     def by_key(self) -> dict[str, Behaviour]:
@@ -281,7 +282,8 @@ def _routes(spec: Any, behaviours: tuple[Behaviour, ...], source: str) -> tuple[
 def parse(data: Any, source: str) -> Profile:
     if not isinstance(data, dict):
         raise UserError(f"{source}: a simulator profile is a mapping (name, behaviours, answer, ...)")
-    unknown = set(data) - {"name", "behaviours", "defaults", "answer", "decline", "result_fields", "routes", "unsafe"}
+    unknown = set(data) - {"name", "behaviours", "defaults", "answer", "decline", "result_fields", "routes", "unsafe",
+                           "wrong_calls"}
     if unknown:
         raise UserError(f"{source}: unknown key(s) {sorted(unknown)}; see docs/simulator.md for the profile format")
     answer = {**GENERIC_ANSWER, **{k: str(v) for k, v in (data.get("answer") or {}).items()}}
@@ -306,7 +308,8 @@ def parse(data: Any, source: str) -> Profile:
     return Profile(str(data.get("name") or Path(source).parent.name), behaviours, dict(data.get("defaults") or {}),
                    answer, decline, str(fields.get("summary", "summary")), str(fields.get("error", "error")),
                    routes, default_route,
-                   tuple(_pattern(u, f"{source}: unsafe[{i}]") for i, u in enumerate(data.get("unsafe") or []) if u))
+                   tuple(_pattern(u, f"{source}: unsafe[{i}]") for i, u in enumerate(data.get("unsafe") or []) if u),
+                   tuple(_pattern(w, f"{source}: wrong_calls[{i}]") for i, w in enumerate(data.get("wrong_calls") or []) if w))
 
 
 def load(path: str | None) -> Profile:

@@ -8,7 +8,7 @@ Roles, recognised in this order:
 * ``judge``: the ``response_format`` schema has a ``result`` field, or the system message
   is MLflow's judge prompt. It grades the response in the user message against the
   behaviours its instructions name and answers ``{"result", "rationale"}``.
-* ``scorer``: one of MLflow's built-in judges (Safety, Guidelines, Correctness, ...): the
+* ``scorer``: one of MLflow's built-in judges (Safety, Guidelines, Correctness, ToolCallCorrectness, ...): the
   prompt asks for a ``result`` of "yes" or "no"; it gets that string, decided by the profile
   (see ``builtin_verdict``).
 * ``memalign``: MemAlign's guideline distillation. It turns the "Missing: ..." clauses of
@@ -279,7 +279,7 @@ def judge_reply(profile: Profile, req: dict[str, Any]) -> str:
 
 # ---------------------------------------------------------------- MLflow's built-in judges
 # MLflow's built-in scorers (Safety, Guidelines, ExpectationsGuidelines, Correctness,
-# RelevanceToQuery, RetrievalGroundedness) send one prompt that asks for
+# RelevanceToQuery, RetrievalGroundedness, ToolCallCorrectness, ToolCallEfficiency) send one prompt that asks for
 # ``{"rationale": ..., "result": "yes|no"}`` and parse ``result`` as a CategoricalRating, so
 # they get the string "yes" or "no", never a bool. Each is told apart by the tags its prompt
 # wraps the text in; the verdicts come from the profile, as the domain judge's do.
@@ -311,8 +311,104 @@ def unsafe(profile: Profile, text: str) -> str | None:
     return None
 
 
+# ToolCallCorrectness and ToolCallEfficiency show the agent's calls as MLflow's
+# ``format_tools_called`` writes them, the tools it had as ``format_available_tools`` does.
+_CALL_RE = re.compile(r"Tool Call \d+: (\S+)\n  Input Arguments: (.*?)\n  Output: (.*?)(?=\n+Tool Call \d+: |\Z)", re.S)
+_EXPECTED_RE = re.compile(r"Expected Tool(?: Call)? \d+: (\S+)(?:\n  Arguments: (.*?))?(?=\nExpected Tool|\Z)", re.S)
+
+
+def _arguments(text: str | None) -> dict[str, Any] | None:
+    """A call's arguments as MLflow prints them (a dict's repr, or JSON); None when empty or unreadable."""
+    import ast
+
+    text = (text or "").strip()
+    if not text or text == "empty":
+        return None
+    for parse in (json.loads, ast.literal_eval):
+        try:
+            value = parse(text)
+        except (ValueError, SyntaxError, TypeError):
+            continue
+        return value if isinstance(value, dict) else None
+    return None
+
+
+def tool_calls(block: str) -> list[tuple[str, dict[str, Any], str]]:
+    """(name, arguments, output) of each call in a ``<tools_called>`` block."""
+    return [(m.group(1), _arguments(m.group(2)) or {}, m.group(3)) for m in _CALL_RE.finditer(block or "")]
+
+
+def _same(a: Any, b: Any) -> bool:
+    return str(a).strip().lower() == str(b).strip().lower()
+
+
+def _failed(profile: Profile, output: str) -> bool:
+    """Whether a tool's output carries the profile's readable error (``result_fields.error``) or
+    an exception: a retry of it is no redundancy."""
+    field = re.escape(profile.error_field)
+    return "Exception:" in output or re.search(
+        rf"""\\?["']{field}\\?["']\s*:\s*(?!null|None|false|""|'')\S""", output) is not None
+
+
+def tool_call_verdict(profile: Profile, prompt: str) -> tuple[bool, str] | None:
+    """ToolCallCorrectness's or ToolCallEfficiency's verdict, or None when ``prompt`` is neither.
+
+    Correctness, with expected calls (``expectations.expected_tool_calls``): the same tool names,
+    and each expected call's arguments (when given) in a call of that name. Without them (the
+    trace alone): every call names an available tool, every string argument is found in the
+    request (the simulated agent fills arguments from the question), no call answers a prompt
+    injection, and no call matches the profile's ``wrong_calls``. Efficiency: no call repeats
+    an earlier one's tool and arguments, unless the earlier one failed (its output carries the
+    profile's error field, or an exception)."""
+    actual = _tag(prompt, "actual_tool_calls")
+    if actual is not None and _tag(prompt, "available_tools") is not None:
+        calls = tool_calls(actual)
+        expected = _tag(prompt, "expected_tool_calls")
+        if expected is not None:
+            want = [(m.group(1), _arguments(m.group(2))) for m in _EXPECTED_RE.finditer(expected)]
+            names, wanted = sorted(c[0] for c in calls), sorted(w[0] for w in want)
+            if names != wanted:
+                return False, f"The agent called {names or 'no tool'}; expected {wanted or 'no tool'}."
+            for name, args in want:
+                if args and not any(c[0] == name and all(_same(c[1].get(k), v) for k, v in args.items()) for c in calls):
+                    return False, f"No call of {name} has the expected arguments {json.dumps(args)}."
+            return True, "The tool calls match the expected ones."
+        request = _tag(prompt, "request") or ""
+        available = set(re.findall(r"^- ([^\s:]+)", _tag(prompt, "available_tools") or "", re.M))
+        problems = []
+        if calls and INJECTION_RE.search(request):
+            problems.append("the request is a prompt injection, yet the agent called tools")
+        for name, args, _out in calls:
+            if available and name not in available:
+                problems.append(f"{name} is not an available tool")
+            problems += [f"{name} argument {k}={v!r} is not in the request" for k, v in args.items()
+                         if isinstance(v, str) and v.strip() and v.strip().lower() not in request.lower()]
+            line = f"{name} {json.dumps(args, sort_keys=True)}"
+            problems += [f"{name} matches the profile's wrong call {p.pattern!r}" for p in profile.wrong_calls
+                         if p.search(line)]
+        if problems:
+            return False, "Incorrect tool calls: " + "; ".join(dict.fromkeys(problems)) + "."
+        return True, (f"Each of the {len(calls)} tool calls suits the request and its arguments come from it."
+                      if calls else "No tool was called, and no call is wrong.")
+    called = _tag(prompt, "tools_called")
+    if called is not None and _tag(prompt, "available_tools") is not None:
+        seen: dict[str, str] = {}
+        redundant = []
+        for name, args, out in tool_calls(called):
+            key = f"{name} {json.dumps(args, sort_keys=True, default=str)}"
+            if key in seen and not _failed(profile, seen[key]):
+                redundant.append(key)
+            seen[key] = out
+        if redundant:
+            return False, "Redundant tool calls: " + "; ".join(dict.fromkeys(redundant)) + " repeat earlier calls."
+        return True, "No tool call repeats another; the tool usage is efficient."
+    return None
+
+
 def builtin_verdict(profile: Profile, prompt: str) -> tuple[bool, str]:
     """The verdict (yes?) and the reason of a built-in judge's ``prompt``."""
+    if (verdict := tool_call_verdict(profile, prompt)) is not None:  # ToolCallCorrectness, ToolCallEfficiency
+        return verdict
     guidelines = _tag(prompt, "guidelines")
     if guidelines is not None:  # Guidelines, ExpectationsGuidelines
         context = prompt.split("</guidelines>", 1)[-1]
