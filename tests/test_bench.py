@@ -20,3 +20,32 @@ def test_the_named_limit_follows_the_measured_load():
     assert limit(Measured(10, server_cores=0.9, stage_cores=0.4, machine_cores=0.6 * CORES)).startswith("the tracking server")
     assert limit(Measured(10, server_cores=0.2, stage_cores=0.3, machine_cores=0.3 * CORES)).startswith("waiting")
     assert ratio(3, 2) == "1.50x" and ratio(1, 0) == "n/a"
+
+
+GATE_ARGS = ["--aa-sims", "20", "--power-sims", "10", "--bootstrap", "50",
+             "--gated-aa-sims", "20", "--gated-power-sims", "10", "--gated-bootstrap", "50"]
+
+
+def test_bench_gate_prints_both_designs_and_exits_0_when_aa_holds(capsys):
+    from bench.gate_bench import main
+
+    rc = main(GATE_ARGS)
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert out.startswith("Default gate:") and "\nGated design: the default gate + hard_gates on Safety" in out
+    assert "slices injection (8 questions, topic=injection)" in out and "refunds (6 questions, topic=refunds)" in out
+    assert "Why Holm on the no-regression tests:" in out
+    gated = out.split("\nGated design:")[1]
+    rows = [line.split() for line in gated.splitlines() if line.strip().startswith(("A/A", "+"))]
+    assert [r[:3] for r in rows] == [["A/A", "+0", "40"], ["+10", "pts", "40"], ["+20", "pts", "40"], ["+30", "pts", "40"]]
+    assert [r[3] for r in rows] == ["20", "10", "10", "10"]  # each figure with its number of simulations
+    assert "false promotion <= alpha: yes;  power at +20 pts >= 0.80:" in gated
+    assert "good candidates (+20) refused by a no-regression gate <= regression_alpha:" in gated
+
+
+def test_bench_gate_exits_1_when_the_gated_designs_aa_rate_exceeds_alpha(capsys, monkeypatch):
+    import bench.gate_bench as bench
+
+    monkeypatch.setattr(bench, "gated_rates", lambda n_sims, seed, **kw: (1.0, 0.0, 0.0))
+    assert bench.main(GATE_ARGS) == 1
+    assert "false promotion <= alpha: NO" in capsys.readouterr().out.split("\nGated design:")[1]

@@ -53,7 +53,11 @@ def test_mlflow_compare_evaluations_agrees_on_the_same_runs(decided):
     else:  # MLflow's chi-square approximation of the same McNemar test
         assert m["method"] == "mcnemar_chi2" and m["p_value"] == pytest.approx(r["p_value"], rel=0.5, abs=0.01)
     assert m["ci_low"] <= m["diff"] <= m["ci_high"]
-    assert "MLflow compare_evaluations (cross-check)" in procs["compare"].stdout
+    line = next(x for x in procs["compare"].stdout.splitlines() if x.startswith("MLflow compare_evaluations"))
+    print(line)
+    assert line.startswith("MLflow compare_evaluations (cross-check, on hitting_quality_passed: the judge's pass/fail")
+    if r["baseline_errors"] == r["candidate_errors"] == 0:
+        assert line.endswith("the same gain"), line
 
 
 def test_gate_decision_recorded_matches_printed_and_alias(decided, servers, mlflow_client):

@@ -51,8 +51,36 @@ def test_paired_summary_pairs_runs_and_leaves_errors_out():
     assert s["delta"] == pytest.approx(((1 / 3 - 2 / 3) + (1 - 0) + (1 - 1)) / 3)
 
 
+def test_worse_p_is_a_one_sided_sign_test_on_the_pairs_that_differ():
+    assert stats.worse_p([(1, 1), (0, 0)]) == {"pairs": 2, "worse": 0, "better": 0, "p_worse": 1.0}
+    t = stats.worse_p([(1, 0)] * 5 + [(0.5, 0.5)] * 3)  # ties say nothing
+    assert (t["worse"], t["better"]) == (5, 0) and t["p_worse"] == pytest.approx(0.5 ** 5)
+    assert stats.worse_p([(4, 3), (2, 5), (3, 1)])["p_worse"] == pytest.approx(0.5)  # P(X >= 2 | n=3) on a 1-5 scale
+    assert stats.worse_p([(0, 1)] * 5)["p_worse"] == pytest.approx(1.0)  # better, never worse
+
+
+def test_holm_adjusts_step_down_and_keeps_the_order():
+    adjusted = stats.holm({"a": 0.01, "b": 0.04, "c": 0.03})
+    assert adjusted == pytest.approx({"a": 0.03, "c": 0.06, "b": 0.06})  # 3*0.01, 2*0.03, max(0.06, 1*0.04)
+    assert stats.holm({"a": 0.6, "b": 0.9}) == pytest.approx({"a": 1.0, "b": 1.0})
+    assert stats.holm({}) == {}
+
+
+def test_slice_summary_reads_only_its_questions():
+    base = {"q1": [True, True], "q2": [True, False], "q3": [False, False]}
+    cand = {"q1": [False, False], "q2": [False, False], "q3": [True, True]}
+    t = stats.slice_summary(base, cand, ["q1", "q2"])
+    assert (t["questions"], t["pairs"], t["worse"], t["better"]) == (2, 4, 3, 0)
+    assert t["baseline_pass_rate"] == pytest.approx(0.75) and t["candidate_pass_rate"] == 0.0
+    assert t["delta"] == pytest.approx(-0.75) and t["regressed"] == ["q1", "q2"] and t["p_worse"] == pytest.approx(1 / 8)
+    empty = stats.slice_summary(base, cand, ["q9"])
+    assert empty["questions"] == 0 and empty["candidate_pass_rate"] is None and empty["p_worse"] == 1.0
+
+
+NO_CHANGE = {"pairs": 40, "worse": 0, "better": 0, "p_worse": 1.0}
 GOOD = {"delta": 0.25, "p_value": 0.01, "ci_low": 0.08, "regressions": 1, "baseline_error_rate": 0.0,
-        "candidate_error_rate": 0.02, "scorer_means": {"candidate": {"Safety": 1.0}}}
+        "candidate_error_rate": 0.02, "scorer_means": {"candidate": {"Safety": 1.0}},
+        "scorer_tests": {"Safety": NO_CHANGE}}
 
 
 @pytest.mark.parametrize("change,reason", [
@@ -63,6 +91,9 @@ GOOD = {"delta": 0.25, "p_value": 0.01, "ci_low": 0.08, "regressions": 1, "basel
     ({"candidate_error_rate": 0.2}, "max_error_rate 0.2000 (needs <= 0.1)"),
     ({"scorer_means": {"candidate": {"Safety": 0.9}}}, "hard:Safety 0.9000 (needs >= 1.0)"),
     ({"scorer_means": {"candidate": {}}}, "hard:Safety not measured (needs >= 1.0)"),
+    ({"scorer_tests": {"Safety": {"pairs": 40, "worse": 6, "better": 0, "p_worse": 0.015625}}},
+     "no_regression:Safety 0.0156 (needs >= 0.05): Holm-adjusted one-sided p over 1 tests"),
+    ({"scorer_tests": {}}, "no_regression:Safety not measured (needs >= 0.05): compare recorded no paired values of Safety"),
 ])
 def test_each_gate_refuses_for_its_own_reason(change, reason):
     gate = OmegaConf.merge(GATE, {"hard_gates": [{"scorer": "Safety", "min": 1.0}]})
@@ -94,7 +125,8 @@ def test_a_hard_gate_reads_the_mean_compare_keys_by_mlflows_name():
     hard gate names the class (``Safety``), as judge.scorers does."""
     gate = OmegaConf.merge(GATE, {"hard_gates": [{"scorer": "Safety", "min": 1.0},
                                                  {"scorer": "RelevanceToQuery", "min": 0.8}]})
-    logged = {**GOOD, "scorer_means": {"candidate": {"safety": 1.0, "relevance_to_query": 0.9}}}
+    logged = {**GOOD, "scorer_means": {"candidate": {"safety": 1.0, "relevance_to_query": 0.9}},
+              "scorer_tests": {"Safety": NO_CHANGE, "RelevanceToQuery": NO_CHANGE}}
     assert decide(gates_for(logged, gate, MEASURED)) == ("promote", [])
     logged["scorer_means"]["candidate"]["relevance_to_query"] = 0.5
     assert decide(gates_for(logged, gate, MEASURED))[1] == ["hard:RelevanceToQuery 0.5000 (needs >= 0.8)"]
@@ -109,8 +141,55 @@ def test_assessment_name_is_the_name_mlflow_gives_the_scorer(name):
     assert judges.assessment_name(judges.assessment_name(name)) == judges.assessment_name(name)
 
 
-def pipeline_cfg(gate: dict, scorers: list[str]):
-    return OmegaConf.create({"gate": {**OmegaConf.to_container(GATE), **gate}, "judge": {"scorers": scorers}})
+def test_no_regression_gates_share_one_family_wise_alpha():
+    """Two tests at one-sided p=0.03 each: alone each would refuse at 0.05; Holm over the two
+    (0.06 both) lets a candidate through that neither shows significantly worse."""
+    worse = {"pairs": 40, "worse": 5, "better": 0, "p_worse": 0.03}
+    gate = OmegaConf.merge(GATE, {"hard_gates": [{"scorer": "Safety"}, {"scorer": "Correctness"}]})
+    both = {**GOOD, "scorer_tests": {"Safety": worse, "Correctness": worse}}
+    assert decide(gates_for(both, gate, MEASURED)) == ("promote", [])
+    one = OmegaConf.merge(GATE, {"hard_gates": [{"scorer": "Safety"}]})
+    assert decide(gates_for(both, one, MEASURED))[1] == [
+        "no_regression:Safety 0.0300 (needs >= 0.05): Holm-adjusted one-sided p over 1 tests"]
+    off = OmegaConf.merge(GATE, {"hard_gates": [{"scorer": "Safety", "min": 0.5, "no_regression": False}]})
+    assert [x.name for x in gates_for(both, off, MEASURED) if "Safety" in x.name] == ["hard:Safety"]
+
+
+INJECTION = {"where": "topic=injection", "questions": 6, "pairs": 30, "baseline_pass_rate": 0.2,
+             "candidate_pass_rate": 0.1, "delta": -0.1, "regressed": ["q3"], "worse": 4, "better": 1, "p_worse": 0.1875}
+
+
+def test_a_failing_slice_refuses_a_candidate_whose_overall_gain_passes():
+    gate = OmegaConf.merge(GATE, {"slices": [{"slice": "injection", "min": 0.5}]})
+    decision, reasons = decide(gates_for({**GOOD, "slices": {"injection": INJECTION}}, gate, MEASURED))
+    assert decision == "refuse" and reasons == [
+        "slice:injection 0.1000 (needs >= 0.5): topic=injection: 6 questions, 30 run pairs"]
+    passing = {**INJECTION, "candidate_pass_rate": 0.9}
+    assert decide(gates_for({**GOOD, "slices": {"injection": passing}}, gate, MEASURED)) == ("promote", [])
+    assert decide(gates_for(GOOD, gate, MEASURED))[1][0].startswith(
+        "slice:injection not measured (needs >= 0.5): compare recorded no slice 'injection'; rerun compare with force=true")
+    worse = {**passing, "worse": 8, "better": 0, "p_worse": 0.0039}
+    assert decide(gates_for({**GOOD, "slices": {"injection": worse}}, gate, MEASURED))[1] == [
+        "no_regression:slice:injection 0.0039 (needs >= 0.05): Holm-adjusted one-sided p over 1 tests; "
+        "topic=injection: 6 questions, 30 run pairs"]
+
+
+def test_a_scorer_that_failed_on_some_rows_is_measured_only_within_max_error_rate():
+    gate = OmegaConf.merge(GATE, {"hard_gates": [{"scorer": "Safety", "min": 1.0}]})
+    few = {"judged": 190, "errors": 10, "first_error": "429 Too Many Requests"}  # 5%: within max_error_rate 0.10
+    measured = gates_for({**GOOD, "scorer_counts": {"candidate": {"Safety": few}}}, gate, MEASURED)
+    hard = next(x for x in measured if x.name == "hard:Safety")
+    assert hard.passed and hard.note.startswith("Safety 10 of 200 candidate rows failed (within max_error_rate 0.1)")
+    many = {"judged": 150, "errors": 50, "first_error": "429 Too Many Requests"}
+    decision, reasons = decide(gates_for({**GOOD, "scorer_counts": {"candidate": {"Safety": many}}}, gate, MEASURED))
+    assert decision == "refuse" and reasons == [
+        f"{name} not measured (needs >= {t}): Safety 50 of 200 candidate rows failed; first error: 429 Too Many Requests"
+        for name, t in (("hard:Safety", 1.0), ("no_regression:Safety", 0.05))]
+
+
+def pipeline_cfg(gate: dict, scorers: list[str], slices: dict | None = None):
+    return OmegaConf.create({"gate": {**OmegaConf.to_container(GATE), **gate}, "judge": {"scorers": scorers},
+                             "dataset": {"slices": {"injection": "topic=injection"} if slices is None else slices}})
 
 
 @pytest.mark.parametrize("gate_file,scorers,message", [
@@ -132,3 +211,10 @@ def test_a_hard_gate_on_a_scorer_compare_does_not_measure_is_refused_up_front(ga
         gate_stage.check(cfg)
     assert str(e.value) == message
     gate_stage.check(pipeline_cfg({**cfg.gate, "rollback": True}, scorers))  # a rollback decides nothing
+
+
+def test_a_slice_gate_on_a_slice_the_dataset_does_not_define_is_refused_up_front():
+    strict = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "gate" / "strict.yaml"))
+    with pytest.raises(UserError) as e:
+        gate_stage.check(pipeline_cfg(strict, ["Safety"], slices={"returns": "topic=returns"}))
+    assert str(e.value).startswith("gate.slices[0]: slice 'injection' is not in dataset.slices ['returns']; define it")

@@ -238,7 +238,7 @@ class JudgeSettings:
     pass_threshold: float = 0.5  # a float value at or above this counts as a pass; must lie on judge.scale
     scale: list[float] | None = None  # a float judge's range [low, high], e.g. [1, 5]; null: [0, 1]
     model: str | None = None  # judge model URI; null uses openai:/<model.judge_model>
-    scorers: list[Any] = field(default_factory=list)  # extra built-in MLflow scorers: a class name, or {class: Guidelines, guidelines: [...]}
+    scorers: list[Any] = field(default_factory=list)  # further scorers: an MLflow class name (Safety), {class: Guidelines, guidelines: [...]}, or a custom judge {name: concise, instructions: "...{{ outputs }}..."}
 
 
 @dataclass
@@ -248,6 +248,13 @@ class DatasetSettings:
     input_keys: list[str] = field(default_factory=lambda: ["question"])  # keys every record's inputs must have: a string or chat messages
     required_expectations: list[str] = field(default_factory=list)  # keys every record's expectations must have
     traffic: str | None = None  # fresh questions for the traffic generator (make traffic); null: the held-out ones
+    slices: dict[str, str] = field(default_factory=dict)  # name -> <expectations key>=<value>: compare's per-slice table, gate.slices
+
+    def __post_init__(self) -> None:
+        from jobs.eval.datasets import slice_rule
+
+        for name, where in self.slices.items():
+            slice_rule(name, where)
 
 
 @dataclass
@@ -258,7 +265,9 @@ class GateSettings:
     max_regressions: int = 6  # most questions that may go from pass to fail
     max_error_rate: float = 0.10  # largest share of errored rows in either arm
     min_judge_kappa: float | None = 0.2  # least held-out kappa of the judge compare used; null: no check
-    hard_gates: list[Any] = field(default_factory=list)  # [{scorer, min}]
+    hard_gates: list[Any] = field(default_factory=list)  # [{scorer, min, no_regression}]: a judge.scorers entry's candidate mean
+    slices: list[Any] = field(default_factory=list)  # [{slice, min, no_regression}]: a dataset.slices slice's candidate pass rate
+    regression_alpha: float = 0.05  # family-wise error of the no-regression tests together (Holm)
     fail_on_refuse: bool = False  # exit 3 on refusal
     rollback: bool = False  # move production back to the version before the last promotion
 
@@ -269,9 +278,21 @@ class GateSettings:
             raise UserError(f"gate.min_judge_kappa={self.min_judge_kappa} must be between -1 and 1, or null")
         if self.max_error_rate < 0 or self.max_regressions < 0:
             raise UserError("gate.max_error_rate and gate.max_regressions must not be negative")
-        for i, hard in enumerate(self.hard_gates):
-            if not isinstance(hard, dict) or "scorer" not in hard or "min" not in hard:
-                raise UserError(f"gate.hard_gates[{i}] needs scorer and min, e.g. {{scorer: Safety, min: 1.0}}")
+        if not 0 < self.regression_alpha <= 1:
+            raise UserError(f"gate.regression_alpha={self.regression_alpha} must be in (0, 1]")
+        for key, subject, example in (("hard_gates", "scorer", "{scorer: Safety, min: 1.0}"),
+                                      ("slices", "slice", "{slice: injection, min: 0.8}")):
+            for i, spec in enumerate(getattr(self, key)):
+                where = f"gate.{key}[{i}]"
+                if not isinstance(spec, dict) or subject not in spec:
+                    raise UserError(f"{where} needs {subject}, and min and/or no_regression, e.g. {example}")
+                unknown = sorted(set(spec) - {subject, "min", "no_regression"})
+                if unknown:
+                    raise UserError(f"{where}: unknown key(s) {unknown}; a gate takes {subject}, min, no_regression")
+                if spec.get("min") is None and spec.get("no_regression") is False:
+                    raise UserError(f"{where} checks nothing: give a min, or leave no_regression true")
+                if spec.get("min") is not None and not isinstance(spec["min"], (int, float)):
+                    raise UserError(f"{where}.min={spec['min']!r} must be a number")
 
 
 @dataclass
@@ -388,7 +409,7 @@ class MonitorSettings:
     alpha: float = 0.01  # one-sided p-value below which a drop is flagged
     min_drop: float = 0.10  # smallest drop of the pass rate (against the gate's held-out rate) that counts
     drift_exit_code: int = 3  # exit code of a flagged drift; 0 only tags and reports it
-    borderline: float = 0.15  # float judges: values this close to pass_threshold count as borderline
+    borderline: float = 0.15  # float judges: values this close to pass_threshold go to review, in points of judge.scale
     queue: str = "promptgate-production"  # review queue the failing and borderline traces go to
     sample_rate: float = 1.0  # the share of traces the registered scorer config claims (MLflow's Judges tab)
     max_workers: int = 4  # traces judged at once
@@ -400,8 +421,10 @@ class MonitorSettings:
         _at_least("monitor.max_workers", self.max_workers, 1)
         _between("monitor.alpha", self.alpha, 0, 1, "between 0 and 1")
         _between("monitor.sample_rate", self.sample_rate, 0, 1.0000001, "above 0 and at most 1")
-        if not 0 <= self.min_drop < 1 or not 0 <= self.borderline < 1:
-            raise UserError("monitor.min_drop and monitor.borderline must be at least 0 and below 1")
+        if not 0 <= self.min_drop < 1:
+            raise UserError(f"monitor.min_drop={self.min_drop} must be at least 0 and below 1")
+        if self.borderline < 0:  # its upper bound is the judge's scale (monitor.check)
+            raise UserError(f"monitor.borderline={self.borderline} must be at least 0 (points of judge.scale)")
         if not 0 <= self.drift_exit_code <= 125:
             raise UserError(f"monitor.drift_exit_code={self.drift_exit_code} must be between 0 and 125")
         if len(self.schedule.split()) != 5:

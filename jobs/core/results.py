@@ -42,6 +42,38 @@ def scorer_failures(*counts: dict[str, dict[str, Any]]) -> str:
     return ("; scorer errors: " + ", ".join(f"{k} {v}" for k, v in failed.items())) if failed else ""
 
 
+def scorer_table(counts: dict[str, dict[str, dict[str, Any]]], means: dict[str, dict[str, float]],
+                 tests: dict[str, dict[str, Any]]) -> list[str]:
+    """compare's other scorers, one line each: both arms' means, the one-sided p that the
+    candidate is worse, and each arm's errors (with the first error when one failed)."""
+    names = list(dict.fromkeys([*(counts.get("baseline") or {}), *(counts.get("candidate") or {})]))
+    if not names:
+        return []
+    rows = [f"{'scorer':<22} {'baseline':>8} {'candidate':>9} {'worse p':>8} {'pairs':>6}  errors (baseline, candidate)"]
+    for name in names:
+        c = {arm: (counts.get(arm) or {}).get(name) or {} for arm in ("baseline", "candidate")}
+        m = {arm: (means.get(arm) or {}).get(name) for arm in ("baseline", "candidate")}
+        t = tests.get(name) or {}
+        p = "-" if not t.get("pairs") else f"{t['p_worse']:.4f}"  # no pair: nothing tested
+        errors = ", ".join(f"{c[a].get('errors', 0)}/{c[a].get('errors', 0) + c[a].get('judged', 0)}" for a in c)
+        first = next((c[a]["first_error"] for a in c if c[a].get("errors")), None)
+        rows.append(f"{name:<22} {fmt(m['baseline']):>8} {fmt(m['candidate']):>9} {p:>8} {t.get('pairs', 0):>6}  {errors}"
+                    + (f" (first: {' '.join(str(first).split())[:160]})" if first else ""))
+    return rows
+
+
+def slice_lines(table: dict[str, dict]) -> list[str]:
+    """The per-slice table people read: questions, both arms' pass rates, the gain."""
+    if not table:
+        return []
+    rows = [f"{'slice':<16} {'where':<24} {'questions':>9} {'baseline':>8} {'candidate':>9} {'gain':>7} {'worse p':>8}"]
+    for name, t in table.items():  # "undefined" where no question of the slice was scored in both arms
+        gain = "undefined" if t["delta"] is None else f"{t['delta']:+.3f}"
+        rows.append(f"{name:<16} {t['where']:<24} {t['questions']:>9} {fmt(t['baseline_pass_rate']):>8} "
+                    f"{fmt(t['candidate_pass_rate']):>9} {gain:>7} {t['p_worse']:>8.4f}")
+    return rows
+
+
 def fmt(x: float | None, digits: int = 3) -> str:
     """A figure for people: ``undefined`` when it could not be computed."""
     return "undefined" if x is None else f"{x:.{digits}f}"
@@ -219,6 +251,8 @@ class CompareResult(StageResult):
     improved: list[str] = field(default_factory=list)
     scorer_means: dict[str, dict[str, float]] = field(default_factory=dict)  # arm -> scorer -> mean
     scorer_counts: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # arm -> scorer -> judged, errors, first_error
+    scorer_tests: dict[str, dict[str, Any]] = field(default_factory=dict)  # scorer -> pairs, worse, better, p_worse
+    slices: dict[str, dict[str, Any]] = field(default_factory=dict)  # dataset.slices name -> where, questions, pass rates, delta, p_worse
     chart: str | None = None
     mlflow_comparison: dict[str, Any] | None = None  # mlflow.genai.compare_evaluations on the same runs
 
@@ -238,14 +272,14 @@ class CompareResult(StageResult):
                 _few(self.questions, evidence.min_questions, "held-out questions"))
 
     def _scorer_lines(self) -> str:
-        return "".join(f"\n{'':>11}{arm}: {line}" for arm in ("baseline", "candidate")
-                       for line in scorer_lines(self.scorer_counts.get(arm) or {}))
+        lines = scorer_table(self.scorer_counts, self.scorer_means, self.scorer_tests) + slice_lines(self.slices)
+        return "".join(f"\n{'':>11}{line}" for line in lines)
 
     def _cross_check(self) -> str:
         m = self.mlflow_comparison or {}
         if m.get("status") != "ok":
             return ""
-        return (f"\n{'':>11}MLflow compare_evaluations on the same runs: diff {m['diff']:+.3f} "
+        return (f"\n{'':>11}MLflow compare_evaluations on the same runs' {m.get('measures', 'judge values')}: diff {m['diff']:+.3f} "
                 f"CI [{m['ci_low']:+.3f}, {m['ci_high']:+.3f}], {m['method']} p={m['p_value']:.4f}")
 
 

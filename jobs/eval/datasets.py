@@ -300,3 +300,41 @@ def shared_questions(a: list[Record], b: list[Record], key: str) -> list[tuple[R
         if match is not None:
             pairs.append((match, r))
     return pairs
+
+
+# ---------------------------------------------------------------- slices
+def slice_rule(name: str, where: Any) -> tuple[str, str]:
+    """A slice's ``key=value`` rule as (expectations key, value), or a UserError naming it."""
+    key, eq, value = str(where).partition("=")
+    if not eq or not key.strip() or not value.strip():
+        raise UserError(f"dataset.slices.{name}: '{where}' must be <expectations key>=<value>, e.g. topic=injection")
+    return key.strip(), value.strip()
+
+
+def shown_value(value: Any) -> str:
+    """An expectation's value as a slice rule writes it: true/false for booleans."""
+    return json.dumps(value) if isinstance(value, bool) else str(value)
+
+
+def slice_members(records: list[Record], slices: dict[str, Any]) -> dict[str, list[str]]:
+    """The ids of the records in each slice (``dataset.slices``: name -> ``key=value``, the
+    record's expectations[key] shown as ``value``)."""
+    out = {}
+    for name, where in (slices or {}).items():
+        key, value = slice_rule(name, where)
+        out[str(name)] = [r.id for r in records if key in r.expectations and shown_value(r.expectations[key]) == value]
+    return out
+
+
+def check_slices(records: list[Record], slices: dict[str, Any], split: str, gated: Iterable[str]) -> None:
+    """Every slice a gate holds (``gated``) has at least one record of ``split``: a rule that
+    matches nothing is a typo (or a key the set lacks), and a gate on it could only refuse.
+    Other slices may be empty in a small set: the table shows them with 0 questions."""
+    for name, members in slice_members(records, slices).items():
+        if not members and name in set(gated):
+            key, value = slice_rule(name, slices[name])
+            seen = sorted({shown_value(r.expectations[key]) for r in records if key in r.expectations
+                           and not isinstance(r.expectations[key], (list, dict))})[:12]
+            raise UserError(f"dataset.slices.{name}: no {split} record has expectations {key}={value}, so its gate "
+                            "(gate.slices) could only refuse"
+                            + (f"; values of {key} there: {', '.join(seen)}" if seen else f"; no {split} record has {key}"))

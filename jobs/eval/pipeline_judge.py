@@ -43,3 +43,28 @@ def judge_version(judge_cfg: Any, experiment_id: str, endpoint: Any, name: str, 
 
     judge = load_memalign_memory(scorers.load(name, int(version), experiment_id))
     return judge, {"judge_name": name, "judge_version": int(version)}
+
+
+def verdict_name(judge_name: str) -> str:
+    """The assessment that holds a judge's pass/fail verdict on each compare row."""
+    return f"{judge_name}_passed"
+
+
+def with_verdict(judge: Any, judge_cfg: Any) -> Any:
+    """The judge as a scorer that also records its verdict (``judges.passed``) as a boolean
+    feedback ``<judge>_passed``: the outcome compare decides on, in the form MLflow's
+    ``compare_evaluations`` pairs with McNemar's test, whatever the judge's kind (a 1-5 score or
+    a category is not what the gate counts; its pass is)."""
+    from mlflow.entities import Feedback
+    from mlflow.genai.scorers import scorer
+
+    @scorer(name=judge.name)
+    def judged_with_verdict(inputs: Any = None, outputs: Any = None, expectations: Any = None, trace: Any = None) -> Any:
+        feedback = judge.run(inputs=inputs, outputs=outputs, expectations=expectations, trace=trace)
+        verdict = judges.passed(judge_cfg, feedback.value) if getattr(feedback, "error", None) is None else None
+        if verdict is None:
+            return feedback
+        return [feedback, Feedback(name=verdict_name(judge.name), value=bool(verdict),
+                                   rationale=f"{judge.name} {feedback.value!r}: {'pass' if verdict else 'fail'}")]
+
+    return judged_with_verdict

@@ -150,6 +150,48 @@ def paired_summary(base: dict[str, list[bool | None]], cand: dict[str, list[bool
     }
 
 
+def worse_p(pairs: Sequence[tuple[float, float]]) -> dict:
+    """One-sided exact sign test that the candidate is worse than the baseline on paired values
+    (baseline, candidate): under "no difference" a pair that differs is equally likely to go
+    either way, so the p-value is P(at least ``worse`` of the ``worse + better`` differing pairs
+    go down). Ties say nothing and are dropped; on 0/1 values this is McNemar's test, one-sided."""
+    worse = sum(1 for b, c in pairs if c < b)
+    better = sum(1 for b, c in pairs if c > b)
+    if worse + better == 0:
+        p = 1.0
+    else:
+        from scipy.stats import binomtest
+
+        p = float(binomtest(worse, worse + better, 0.5, alternative="greater").pvalue)
+    return {"pairs": len(pairs), "worse": worse, "better": better, "p_worse": p}
+
+
+def holm(pvalues: dict[str, float]) -> dict[str, float]:
+    """Holm's step-down adjusted p-values: rejecting each test whose adjusted p is below alpha
+    keeps the chance of any false rejection in the family at most alpha, whatever the tests'
+    dependence."""
+    ordered = sorted(pvalues.items(), key=lambda kv: kv[1])
+    m, running, out = len(ordered), 0.0, {}
+    for i, (name, p) in enumerate(ordered):
+        running = max(running, min(1.0, (m - i) * p))
+        out[name] = running
+    return out
+
+
+def slice_summary(base: dict[str, list[bool | None]], cand: dict[str, list[bool | None]],
+                  questions: Sequence[str]) -> dict:
+    """One slice of the held-out set (``questions``): both arms' pass rates over its scored runs,
+    the gain (as ``paired_summary``), the questions that regressed, and the one-sided test that
+    the candidate is worse on its run pairs (``worse_p``)."""
+    qs = [q for q in questions if q in base]
+    s = paired_summary({q: base[q] for q in qs}, {q: cand.get(q, []) for q in qs}, n_boot=1)
+    t = worse_p([(float(x), float(y)) for q in qs for x, y in zip(base[q], cand.get(q, []))
+                 if x is not None and y is not None])
+    return {"questions": s["questions"], "pairs": s["pairs"], "baseline_pass_rate": s["base_pass_rate"] if s["pairs"] else None,
+            "candidate_pass_rate": s["cand_pass_rate"] if s["pairs"] else None, "delta": s["delta"] if s["pairs"] else None,
+            "regressed": s["regressed"], "worse": t["worse"], "better": t["better"], "p_worse": t["p_worse"]}
+
+
 # ---------------------------------------------------------------- production drift
 def lower_rate_p(passes: int, n: int, ref_passes: int, ref_n: int) -> float:
     """One-sided Fisher exact p-value that a window of ``n`` traces with ``passes`` passes has a

@@ -19,11 +19,11 @@ from typing import Any
 
 from jobs.core.contract import TAG_ARM, TAG_SPLIT
 from jobs.core.errors import UserError
-from jobs.core.results import CompareResult, scorer_lines
+from jobs.core.results import CompareResult, scorer_table, slice_lines
 from jobs.eval import agent, datasets, judges, stats
 from jobs.eval.agent import REPEAT_KEY
 from jobs.eval.datasets import Record
-from jobs.eval.pipeline_judge import recorded_judge
+from jobs.eval.pipeline_judge import recorded_judge, verdict_name, with_verdict
 from jobs.eval.runner import RowOutcome, compare_evaluations, evaluate_records, other_scorers, scorer_counts
 from jobs.stages import release
 from jobs.stages import shards as shards_
@@ -40,6 +40,8 @@ def check(cfg: Any) -> None:
     agent.check(cfg)
     split = str(cfg.compare.split)
     held = datasets.from_config(cfg, split)
+    datasets.check_slices(held, dict(cfg.dataset.get("slices") or {}), split,
+                          [str(g["slice"]) for g in cfg.gate.get("slices") or []])
     if split == "train":
         raise UserError("compare.split=train: compare must prove the gain on questions the optimizer did not see; "
                         "use compare.split=heldout")
@@ -68,15 +70,45 @@ def by_question(outcomes: dict[str, RowOutcome], judge_cfg: Any, n_repeats: int)
     return per, errors
 
 
-def scorer_means(outcomes: dict[str, RowOutcome]) -> dict[str, float]:
+def as_number(v: Any) -> float | None:
+    """A scorer's value as a number: booleans and yes/no ratings as 1/0; None for anything else
+    (a categorical rating has no mean)."""
+    if isinstance(v, (bool, int, float)):
+        return float(v)
+    if isinstance(v, str) and v.lower() in ("yes", "no", "true", "false"):
+        return 1.0 if v.lower() in ("yes", "true") else 0.0
+    return None
+
+
+def scorer_means(outcomes: dict[str, RowOutcome], names: dict[str, str]) -> dict[str, float]:
+    """Each other scorer's mean over the rows it gave a number on, keyed by the config's name
+    (``names``: assessment name -> config name, as ``scorer_counts``)."""
     sums: dict[str, list[float]] = {}
     for o in outcomes.values():
         for name, v in o.scores.items():
-            if isinstance(v, (bool, int, float)):
-                sums.setdefault(name, []).append(float(v))
-            elif isinstance(v, str) and v.lower() in ("yes", "no", "true", "false"):
-                sums.setdefault(name, []).append(1.0 if v.lower() in ("yes", "true") else 0.0)
+            if name in names and (x := as_number(v)) is not None:
+                sums.setdefault(names[name], []).append(x)
     return {k: sum(v) / len(v) for k, v in sums.items() if v}
+
+
+def scorer_tests(outcomes: dict[str, dict[str, RowOutcome]], names: dict[str, str]) -> dict[str, dict]:
+    """Per other scorer, the one-sided paired test that the candidate is worse, over the run
+    pairs (question, repeat k of both arms: the same sampling seed) both arms gave a number on."""
+    base, cand = outcomes["baseline"], outcomes["candidate"]
+    out = {}
+    for name, shown in names.items():
+        pairs = [(b, c) for rid, o in base.items() if rid in cand
+                 and (b := as_number(o.scores.get(name))) is not None
+                 and (c := as_number(cand[rid].scores.get(name))) is not None]
+        out[shown] = stats.worse_p(pairs)
+    return out
+
+
+def slice_table(records: list[Record], slices: dict[str, Any], base: dict, cand: dict) -> dict[str, dict]:
+    """Each ``dataset.slices`` slice's figures (``stats.slice_summary``), with its rule."""
+    members = datasets.slice_members(records, slices)
+    return {name: {"where": str(slices[name]), **stats.slice_summary(base, cand, ids)} for name, ids in members.items()}
+
 
 
 def per_question_csv(records: list[Record], base: dict, cand: dict, key: str) -> str:
@@ -97,26 +129,34 @@ def per_question_csv(records: list[Record], base: dict, cand: dict, key: str) ->
 
 
 def mlflow_comparison(baseline_run: str, candidate_run: str, judge_name: str, level: float) -> dict[str, Any]:
-    """MLflow's paired comparison of the two arms' evaluation runs, for the judge."""
+    """MLflow's paired comparison of the two arms' evaluation runs, asked about the outcome the
+    gate decides on: the judge's pass/fail verdict per run pair (``<judge>_passed``)."""
     try:
         found = compare_evaluations(baseline_run, candidate_run, level)
     except Exception as e:  # noqa: BLE001 - an experimental API: a failure is recorded, the decision is promptgate's
         return {"status": f"failed: {type(e).__name__}: {' '.join(str(e).split())[:300]}"}
-    s = found.scorers.get(judge_name)
+    verdict = verdict_name(judge_name)
+    s = found.scorers.get(verdict)
     if s is None:
-        return {"status": "not compared: the judge's values are not numbers MLflow can pair"}
-    return {"status": s.status, "method": s.method, "n_paired": s.n_paired, "discordant": s.n_nonzero,
-            "baseline_mean": s.baseline_mean, "candidate_mean": s.candidate_mean, "diff": s.diff,
-            "ci_low": s.ci_low, "ci_high": s.ci_high, "p_value": s.p_value,
+        return {"status": f"not compared: MLflow found no {verdict} values in both runs"}
+    return {"status": s.status, "measures": f"{verdict}: the judge's pass/fail per run pair", "method": s.method,
+            "n_paired": s.n_paired, "discordant": s.n_nonzero, "baseline_mean": s.baseline_mean,
+            "candidate_mean": s.candidate_mean, "diff": s.diff, "ci_low": s.ci_low, "ci_high": s.ci_high,
+            "p_value": s.p_value,
             "unpaired": len(found.unpaired_baseline_trace_ids) + len(found.unpaired_candidate_trace_ids)}
 
 
-def comparison_line(m: dict[str, Any]) -> str:
+def comparison_line(m: dict[str, Any], s: dict) -> str:
+    """MLflow's figures beside promptgate's on the same quantity, and whether they agree."""
     if m.get("status") != "ok":
         return f"MLflow compare_evaluations: {m.get('status')}"
-    return (f"MLflow compare_evaluations (cross-check): diff {m['diff']:+.3f} over {m['n_paired']} run pairs, "
-            f"BCa CI [{m['ci_low']:+.3f}, {m['ci_high']:+.3f}], {m['method']} p={m['p_value']:.4f}, "
-            f"{m['unpaired']} unpaired")
+    same = abs(m["diff"] - s["delta"]) < 1e-9 and m["n_paired"] == s["pairs"]
+    return (f"MLflow compare_evaluations (cross-check, on {m['measures']}): diff {m['diff']:+.3f} over "
+            f"{m['n_paired']} run pairs, BCa CI [{m['ci_low']:+.3f}, {m['ci_high']:+.3f}], {m['method']} "
+            f"p={m['p_value']:.4f}, {m['unpaired']} unpaired; promptgate {s['delta']:+.3f} over {s['pairs']} pairs, "
+            f"exact McNemar p={s['p_value']:.4f}: " + ("the same gain" if same else
+                                                       "the gains differ: promptgate averages per question, "
+                                                       "MLflow per run pair, and some runs errored"))
 
 
 def compact_table(s: dict, errors: dict[str, int], rows: int) -> str:
@@ -127,6 +167,20 @@ def compact_table(s: dict, errors: dict[str, int], rows: int) -> str:
         f"gain {s['delta']:+.3f}  CI [{s['ci_low']:+.3f}, {s['ci_high']:+.3f}]  McNemar p={s['p_value']:.4f}  "
         f"regressed {len(s['regressed'])} {s['regressed'][:6]}  improved {len(s['improved'])}",
     ])
+
+
+def gain_metrics(s: dict, base_err: int, cand_err: int, rows: int) -> dict[str, float]:
+    """The figures compare logs from ``stats.paired_summary`` and each arm's errors over ``rows``."""
+    return {"baseline_pass_rate": s["base_pass_rate"], "candidate_pass_rate": s["cand_pass_rate"],
+            "delta": s["delta"], "ci_low": s["ci_low"], "ci_high": s["ci_high"], "p_value": s["p_value"],
+            "regressions": len(s["regressed"]), "improvements": len(s["improved"]),
+            "baseline_errors": base_err, "candidate_errors": cand_err,
+            "baseline_error_rate": base_err / rows, "candidate_error_rate": cand_err / rows}
+
+
+def recorded_figures(metrics: dict[str, float]) -> dict[str, Any]:
+    """The figures as the result records them, and the gate reads them back: floats to 4 places."""
+    return {k: round(float(v), 4) if isinstance(v, float) else v for k, v in metrics.items()}
 
 
 @dataclass(frozen=True)
@@ -156,6 +210,7 @@ def run(ctx: StageContext) -> CompareResult | ShardResult:
     work = {k: v for k, v in dict(c).items() if k not in ("shards", "shard")}  # how the work is split changes no outcome
     inputs = tracking.inputs_hash(name, baseline_version, candidate_version,
                                   align_run.info.run_id if align_run else "base", work, dict(cfg.judge),
+                                  dict(cfg.dataset.get("slices") or {}),
                                   [r.as_eval_row() for r in records], str(cfg.model.provider), cfg.model.agent_model)
     if (done := reuse(ctx, inputs)) is not None:
         return done
@@ -166,7 +221,7 @@ def run(ctx: StageContext) -> CompareResult | ShardResult:
     with llm(ctx) as endpoint:
         agent.build_predict_fn(cfg.agent, endpoint, release.uris(cfg, candidate_version))  # refused: before any run
         judge, judge_info = recorded_judge(cfg.judge, tracking.result_of(align_run), ctx.store.experiment_id, endpoint)
-        scorers = [judge] + judges.further_scorers(list(cfg.judge.scorers), endpoint)
+        scorers = [with_verdict(judge, cfg.judge)] + judges.further_scorers(list(cfg.judge.scorers), endpoint)
 
         def evaluate_arm(run_id: str, arm: str, arm_rows: list[Record]) -> tuple[dict[str, RowOutcome], int]:
             return evaluate_records(cfg, endpoint, ctx.store.experiment_id, ctx.pipeline_id, run_id, arm_rows,
@@ -247,11 +302,7 @@ def measure(ctx: StageContext, run: Any, plan: Plan, judge_info: dict, outcomes:
         failed = [o for arm in ARMS for o in outcomes[arm].values() if not o.ok]
         nothing_measured(ctx, f"compare judged 0 of {len(plan.rows)} (question, repeat) pairs in both arms "
                               f"(errors: baseline {base_err}, candidate {cand_err}): {failure_cause(ctx, failed)}")
-    metrics = {"baseline_pass_rate": s["base_pass_rate"], "candidate_pass_rate": s["cand_pass_rate"],
-               "delta": s["delta"], "ci_low": s["ci_low"], "ci_high": s["ci_high"], "p_value": s["p_value"],
-               "regressions": len(s["regressed"]), "improvements": len(s["improved"]),
-               "baseline_errors": base_err, "candidate_errors": cand_err,
-               "baseline_error_rate": base_err / len(plan.rows), "candidate_error_rate": cand_err / len(plan.rows)}
+    metrics = gain_metrics(s, base_err, cand_err, len(plan.rows))
     tracking.log(metrics=metrics)
     cross = mlflow_comparison(arm_runs["baseline"], arm_runs["candidate"], judge_info["judge_name"],
                               float(c.ci_level)) if int(c.shards) == 1 else {
@@ -262,20 +313,26 @@ def measure(ctx: StageContext, run: Any, plan: Plan, judge_info: dict, outcomes:
     tracking.log_files(texts={"per_question.csv": per_question_csv(plan.records, base, cand, agent.input_key(cfg.agent))})
     log_chart(ctx, plan, judge_info, base, cand, s)
     print(compact_table(s, {"baseline": base_err, "candidate": cand_err}, len(plan.rows)))
-    counts = {arm: scorer_counts(outcomes[arm], other_scorers(cfg)) for arm in ARMS}
-    tracking.log(metrics={f"{arm}_{k}_errors": float(v["errors"]) for arm in ARMS for k, v in counts[arm].items()})
-    for arm in ARMS:
-        for line in scorer_lines(counts[arm]):
-            print(f"{arm}: {line}")
-    print(comparison_line(cross))
+    names = other_scorers(cfg)
+    counts = {arm: scorer_counts(outcomes[arm], names) for arm in ARMS}
+    means = {arm: scorer_means(outcomes[arm], names) for arm in ARMS}
+    tests = scorer_tests(outcomes, names)
+    slices = slice_table(plan.records, dict(cfg.dataset.get("slices") or {}), base, cand)
+    tracking.log(metrics={**{f"{arm}_{k}_errors": float(v["errors"]) for arm in ARMS for k, v in counts[arm].items()},
+                          **{f"{arm}_{k}_mean": v for arm in ARMS for k, v in means[arm].items()},
+                          **{f"slice.{k}.{arm}_pass_rate": v[f"{arm}_pass_rate"] for k, v in slices.items()
+                             for arm in ARMS if v[f"{arm}_pass_rate"] is not None}})
+    for line in scorer_table(counts, means, tests) + slice_lines(slices):
+        print(line)
+    print(comparison_line(cross, s))
     link = ctx.store.run_link(run.info.run_id)
     ctx.say(f"run: {link}  (chart: compare.png, table: per_question.csv)")
     return CompareResult(
         outcome="compared", baseline_version=plan.versions["baseline"], candidate_version=plan.versions["candidate"],
         **judge_info, n_repeats=int(c.n_repeats), questions=s["questions"], rows_per_arm=len(plan.rows),
-        **{k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()},
+        **recorded_figures(metrics),
         pairs=s["pairs"], regressed=s["regressed"], improved=s["improved"],
-        scorer_means={arm: scorer_means(outcomes[arm]) for arm in ARMS}, scorer_counts=counts, mlflow_comparison=cross,
+        scorer_means=means, scorer_counts=counts, scorer_tests=tests, slices=slices, mlflow_comparison=cross,
         chart=f"{link}/artifacts/compare.png", run_id=run.info.run_id)
 
 

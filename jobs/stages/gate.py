@@ -12,7 +12,7 @@ from jobs.core.contract import GATE_TAG
 from jobs.core.errors import Refused, UserError
 from jobs.core.faults import pause_point
 from jobs.core.results import AlignResult, CompareResult, GateResult
-from jobs.eval import judges
+from jobs.eval import judges, stats
 from jobs.eval.pipeline_judge import judge_agreement
 from jobs.stages import release
 from jobs.stages.common import finish, recorded, reuse, stage_run
@@ -31,7 +31,8 @@ class Gate:
 
     def line(self) -> str:
         shown = "missing" if self.value is None else f"{self.value:.4f}"
-        return f"{'PASS' if self.passed else 'FAIL'}  {self.name:<22} {shown:>9} {self.rule} {self.threshold}"
+        return (f"{'PASS' if self.passed else 'FAIL'}  {self.name:<30} {shown:>9} {self.rule} {self.threshold}"
+                + (f"  ({self.note[:160]})" if self.note else ""))
 
 
 def _gate(name: str, value: float | None, rule: str, threshold: float, note: str = "") -> Gate:
@@ -63,32 +64,84 @@ def evaluate_gates(compare: CompareResult, g: Any, align_result: AlignResult | N
         _gate("max_regressions", compare.regressions, "<=", g.max_regressions),
         _gate("max_error_rate", error_rate, "<=", g.max_error_rate),
     ]
+    floors, regressions = scorer_gates(compare, g)
+    slice_floors, slice_regressions = slice_gates(compare, g)
+    return gates + floors + slice_floors + no_regression(regressions + slice_regressions, g) + judge_gate(align_result, g)
+
+
+Regression = tuple[str, float | None, str]  # (gate name, one-sided p that the candidate is worse, note)
+
+
+def scorer_gates(compare: CompareResult, g: Any) -> tuple[list[Gate], list[Regression]]:
+    """``gate.hard_gates``: each scorer's candidate mean at least ``min``, and its no-regression
+    test. A scorer that failed on more than ``max_error_rate`` of an arm's rows is not measured;
+    on fewer, the figure says how many rows it rests on."""
     means = (compare.scorer_means or {}).get("candidate", {})
+    floors, regressions = [], []
     for hard in g.get("hard_gates") or []:
-        scorer = str(hard["scorer"])  # as configured (Safety); compare keys its means as MLflow logs them (safety)
-        mean = means.get(scorer, means.get(judges.assessment_name(scorer)))
-        gates.append(_gate(f"hard:{scorer}", mean, ">=", float(hard["min"]), unmeasured(compare, scorer)))
-    return gates + judge_gate(align_result, g)
+        scorer = str(hard["scorer"])
+        failed, note = scorer_errors(compare, scorer, float(g.max_error_rate))
+        if hard.get("min") is not None:
+            mean = None if failed else means.get(scorer, means.get(judges.assessment_name(scorer)))
+            floors.append(_gate(f"hard:{scorer}", mean, ">=", float(hard["min"]), note))
+        if hard.get("no_regression", True):
+            test = (compare.scorer_tests or {}).get(scorer)
+            p = None if failed or not test or not test.get("pairs") else float(test["p_worse"])
+            regressions.append((f"no_regression:{scorer}", p, note or ("" if test else f"compare recorded no paired "
+                                                                         f"values of {scorer}")))
+    return floors, regressions
 
 
-def unmeasured(compare: CompareResult, scorer: str) -> str:
-    """Why a scorer's candidate mean may be missing or rest on fewer rows: the rows it failed on
-    in each arm and the first error, from compare's per-scorer counts ("" when it failed on none)."""
+def slice_gates(compare: CompareResult, g: Any) -> tuple[list[Gate], list[Regression]]:
+    """``gate.slices``: each slice's candidate pass rate at least ``min``, and its no-regression test."""
+    floors, regressions = [], []
+    for spec in g.get("slices") or []:
+        name = str(spec["slice"])
+        t = (compare.slices or {}).get(name)
+        note = (f"compare recorded no slice '{name}'; rerun compare with force=true" if t is None
+                else f"{t['where']}: {t['questions']} questions, {t['pairs']} run pairs")
+        if spec.get("min") is not None:
+            floors.append(_gate(f"slice:{name}", None if t is None else t["candidate_pass_rate"], ">=",
+                                float(spec["min"]), note))
+        if spec.get("no_regression", True):
+            p = None if t is None or not t["pairs"] else float(t["p_worse"])
+            regressions.append((f"no_regression:slice:{name}", p, note))
+    return floors, regressions
+
+
+def no_regression(tests: list[Regression], g: Any) -> list[Gate]:
+    """The no-regression gates: each passes unless its test finds the candidate significantly
+    worse. They decide one promotion together, so their p-values are Holm-adjusted: the chance
+    that any of them refuses a candidate that is no worse stays at most ``regression_alpha``.
+    (A false promotion needs the gain test to err, whatever these say: its alpha bounds it.)"""
+    adjusted = stats.holm({name: p for name, p, _ in tests if p is not None})
+    holm = f"Holm-adjusted one-sided p over {len(adjusted)} tests"
+    return [_gate(name, adjusted.get(name), ">=", float(g.regression_alpha), note if name not in adjusted
+                  else f"{holm}; {note}" if note else holm) for name, _, note in tests]
+
+
+def scorer_errors(compare: CompareResult, scorer: str, max_error_rate: float) -> tuple[bool, str]:
+    """(whether the scorer failed on more than ``max_error_rate`` of an arm's rows, so its figures
+    are not measured; why, or what they rest on): the rows it failed on in each arm and the
+    first error, from compare's per-scorer counts ("" when it failed on none)."""
     counts = compare.scorer_counts or {}
-    parts, first = [], None
+    parts, first, failed = [], None, False
     for arm in ("candidate", "baseline"):
         c = (counts.get(arm) or {}).get(scorer) or (counts.get(arm) or {}).get(judges.assessment_name(scorer))
         if c and c.get("errors"):
-            parts.append(f"{c['errors']} of {c['errors'] + c['judged']} {arm} rows failed")
+            rows = c["errors"] + c["judged"]
+            parts.append(f"{c['errors']} of {rows} {arm} rows failed")
             first = first or c.get("first_error")
+            failed = failed or c["errors"] > max_error_rate * rows
     if not parts:
-        return ""
-    return f"{scorer} {', '.join(parts)}; first error: {' '.join(str(first).split())[:300]}"
+        return False, ""
+    return failed, (f"{scorer} {', '.join(parts)}" + ("" if failed else f" (within max_error_rate {max_error_rate})")
+                    + f"; first error: {' '.join(str(first).split())[:300]}")
 
 
 def decide(gates: list[Gate]) -> tuple[str, list[str]]:
     failed = [f"{x.name} {'not measured' if x.value is None else f'{x.value:.4f}'} (needs {x.rule} {x.threshold})"
-              + (f": {x.note}" if x.note and x.value is None else "") for x in gates if not x.passed]
+              + (f": {x.note}" if x.note else "") for x in gates if not x.passed]
     return ("promote" if not failed else "refuse"), failed
 
 
@@ -106,6 +159,12 @@ def check(cfg: Any) -> None:
             raise UserError(f"gate.hard_gates[{i}]: scorer '{scorer}' is not in judge.scorers {listed}, so "
                             f"compare never measures it and the gate could only refuse; add it: "
                             f"judge.scorers=[{','.join([*listed, scorer])}]")
+    slices = dict(cfg.dataset.get("slices") or {})
+    for i, spec in enumerate(cfg.gate.get("slices") or []):
+        if str(spec["slice"]) not in slices:
+            raise UserError(f"gate.slices[{i}]: slice '{spec['slice']}' is not in dataset.slices {sorted(slices)}; "
+                            f"define it in the dataset config (slices: {{{spec['slice']}: <expectations key>=<value>}}) "
+                            f"or with '+dataset.slices.{spec['slice']}=\"<key>=<value>\"'")
 
 
 def compare_result(ctx: StageContext) -> tuple[Any, CompareResult, AlignResult | None]:
