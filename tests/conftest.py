@@ -177,6 +177,16 @@ def new_pipeline_id(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
+def run_pipeline(servers: Servers, pid: str, *overrides: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """The whole pipeline through its driver (``python -m jobs.pipeline``, what ``make run`` runs)
+    under ``pid``; it must end with exit 0."""
+    proc = subprocess.run([sys.executable, "-m", "jobs.pipeline", f"pipeline_id={pid}", *overrides],
+                          env=servers.env(), cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    servers.keep_log(f"pipeline {pid}", proc.stdout, proc.stderr)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
 @pytest.fixture(scope="session")
 def foundation(servers):
     """register -> evaluate -> feedback once for the session, as `make run` runs them."""

@@ -3,27 +3,16 @@ real servers (issue 25, item 5)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
 
 import pytest
 
-from jobs.core.paths import ROOT
-
 from .conftest import COMPARE_OVERRIDES, new_pipeline_id, stage_result
+from .conftest import run_pipeline as pipeline
 
 pytestmark = pytest.mark.integration
 # gates relaxed so that the first pipeline's gain promotes: this test is about what the next one starts from
 RELAXED = ("gate.min_delta=0.0", "gate.alpha=1.0", "gate.ci_low_min=-1.0", *COMPARE_OVERRIDES)
-
-
-def pipeline(servers, pid, *overrides):
-    proc = subprocess.run([sys.executable, "-m", "jobs.pipeline", f"pipeline_id={pid}", *overrides],
-                          env=servers.env(), cwd=ROOT, capture_output=True, text=True, timeout=900)
-    servers.keep_log(f"pipeline {pid}", proc.stdout, proc.stderr)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
 
 
 def test_a_second_pipeline_starts_from_the_first_ones_promotion(servers, mlflow_client):

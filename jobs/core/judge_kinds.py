@@ -181,7 +181,8 @@ class Numeric(JudgeKind):
         return float(value) >= self.threshold
 
     def _score(self, value: Any) -> float | None:
-        return (float(value) - self.low) / (self.high - self.low)
+        # low is 0 and high is 1, whatever the scale; a judge's number off its scale (a 6 on 1-5) is clipped
+        return min(1.0, max(0.0, (float(value) - self.low) / (self.high - self.low)))
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from jobs.core.contract import (
 )
 from jobs.core.errors import Refused, UserError
 from jobs.core.faults import pause_point
-from jobs.core.judge_kinds import kind_of
+from jobs.core.judge_kinds import Numeric, kind_of
 from jobs.core.results import MonitorResult, fmt
 from jobs.eval import judges, stats
 from jobs.eval.pipeline_judge import judge_version
@@ -47,6 +47,19 @@ OVERLAP_MS = 60_000  # traces can be exported after newer ones: look back this f
 
 def check(cfg: Any) -> None:
     judges.check(cfg.judge)
+    borderline_margin(cfg.judge, float(cfg.monitor.borderline))
+
+
+def borderline_margin(judge_cfg: Any, margin: float) -> float:
+    """``monitor.borderline``, in the judge's own units (points of ``judge.scale``): a float judge's
+    value within it of ``pass_threshold`` is too close to call. A margin as wide as the scale would
+    send every trace to review."""
+    kind = kind_of(judge_cfg)
+    if isinstance(kind, Numeric) and margin >= kind.high - kind.low:
+        raise UserError(f"monitor.borderline={margin:g} is as wide as judge.scale [{kind.low:g}, {kind.high:g}], so every "
+                        f"trace would be borderline; it is in the scale's points: set it below {kind.high - kind.low:g}, "
+                        f"e.g. {0.15 * (kind.high - kind.low):g}")
+    return margin
 
 
 def pipeline_id(cfg: Any) -> str:
@@ -148,6 +161,13 @@ def score(ctx: StageContext, judge: Any, to_judge: list[Any], run_id: str, score
         return dict(pool.map(one, to_judge))
 
 
+def for_review(judge_cfg: Any, values: dict[str, Any], margin: float) -> list[str]:
+    """The traces (of trace id -> judge value; None: an error) that go to review: failing ones, and
+    passing ones too close to call, ``margin`` in the judge's own units (``borderline_margin``)."""
+    kind, margin = kind_of(judge_cfg), borderline_margin(judge_cfg, margin)
+    return [tid for tid, v in values.items() if v is not None and (not kind.passed(v) or kind.borderline(v, margin))]
+
+
 def queue_for_review(ctx: StageContext, experiment_id: str, trace_ids: list[str]) -> int:
     """Failing and borderline production traces into the monitor's review queue."""
     if not trace_ids:
@@ -242,8 +262,7 @@ def judge_window(ctx: StageContext, run: Any, traces_in: str, ref: Reference, pr
     m = ctx.cfg.monitor
     verdicts = {tid: judges.passed(ctx.cfg.judge, v) for tid, v in w.values.items() if v is not None}
     errors = sum(1 for v in w.values.values() if v is None)
-    review = [tid for tid, v in w.values.items() if v is not None
-              and (not verdicts[tid] or kind_of(ctx.cfg.judge).borderline(v, float(m.borderline)))]
+    review = for_review(ctx.cfg.judge, w.values, float(m.borderline))
     queued = queue_for_review(ctx, traces_in, review)
     if w.other:
         ctx.say(f"{len(w.other)} traces were answered by another prompt version than production "
