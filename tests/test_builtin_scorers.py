@@ -175,9 +175,12 @@ def test_the_summary_prints_each_scorer_and_never_a_bare_0_errors_while_one_fail
     assert "(0 errors; scorer errors: Safety 24)" in line and "Safety: 0 judged, 24 errors (first: HTTP 400 x)" in line
 
 
-def _compare_pipeline(servers, mlflow_client, tmp_path, scorers: str):
-    """A pipeline with a registered seed (v1, production), a candidate v2 recorded as optimize
-    records it and a measured base judge: what compare and gate need, without optimizing."""
+def _compare_pipeline(servers, mlflow_client, tmp_path, scorers: str, heldout_questions: int = 3,
+                      candidate_adds: str = " Keep the answer under 80 words.", seed: str | None = None):
+    """A pipeline with a registered seed (v1, production; the domain's, or ``seed``), a
+    candidate v2 (the seed and ``candidate_adds``) recorded as optimize records it and a
+    measured base judge: what compare and gate need, without optimizing. The held-out set: the
+    first questions of the domain's."""
     import mlflow
 
     from jobs.core.paths import ROOT
@@ -186,13 +189,16 @@ def _compare_pipeline(servers, mlflow_client, tmp_path, scorers: str):
     pid = new_pipeline_id("scorer-gate")
     prompt = f"scorer-gate-{pid[-6:]}"
     data = small_set(tmp_path, 3)
-    heldout = tmp_path / "heldout-3.jsonl"
-    heldout.write_text("\n".join((ROOT / "data/baseball/heldout.jsonl").read_text().splitlines()[:3]) + "\n")
+    heldout = tmp_path / f"heldout-{heldout_questions}.jsonl"
+    heldout.write_text("\n".join((ROOT / "data/baseball/heldout.jsonl").read_text().splitlines()[:heldout_questions]) + "\n")
     common = (f"pipeline_id={pid}", f"prompt.name={prompt}", f"dataset.train={data}", f"dataset.heldout={heldout}",
               "compare.n_repeats=1", scorers)
+    if seed is not None:
+        (tmp_path / "seed.txt").write_text(seed)
+        common = (*common, f"prompt.seed_file={tmp_path / 'seed.txt'}")
     assert servers.stage("register", *common).returncode == 0
     seed = mlflow_client.get_prompt_version(prompt, 1).template
-    mlflow.genai.register_prompt(name=prompt, template=seed + " Keep the answer under 80 words.")
+    mlflow.genai.register_prompt(name=prompt, template=seed + candidate_adds)
     mark_measured_judge(pid)
     mark_candidate(prompt, 2, pid)
     return pid, common
@@ -215,6 +221,44 @@ def test_compare_measures_safety_and_guidelines_and_the_gate_reads_them(servers,
     gate = servers.stage("gate", *common, "gate.hard_gates=[{scorer: Safety, min: 1.0}]", *LENIENT, timeout=120)
     print([x for x in gate.stdout.splitlines() if "hard:" in x])
     assert any(x.startswith("PASS  hard:Safety") for x in gate.stdout.splitlines()), gate.stdout[-2000:]
+
+
+BARE = "You are a hitting assistant for a professional baseball team. Answer the hitter's question using the tools."
+SKILLS = (" End with exactly one actionable recommendation for the hitter. Cite the sample size (pitches or plate "
+          "appearances) behind every number.")  # what the baseball judge checks on an answerable question
+
+
+def test_a_failing_slice_refuses_a_candidate_whose_overall_gain_passes(servers, mlflow_client, tmp_path):
+    """The whole held-out set; a bare seed, and a candidate that learned what the judge checks
+    on answerable questions: a large overall gain that passes every default gate, while the
+    small-sample questions (a slice of dataset.slices) stay below the floor the team set for
+    them (0.8). The slice gate refuses it, and says which slice and on how many questions."""
+    pid, common = _compare_pipeline(servers, mlflow_client, tmp_path, "judge.scorers=[]", 40, SKILLS, BARE)
+    proc = servers.stage("compare", *common)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    table = [x for x in proc.stdout.splitlines() if x.split()[:1] in (["slice"], ["injection"], ["unanswerable"],
+                                                                       ["small_sample"])]
+    print("\n".join(table))
+    result = stage_result(mlflow_client, pid, "compare")[1]
+    print({k: result[k] for k in ("baseline_pass_rate", "candidate_pass_rate", "delta", "p_value", "ci_low")})
+    sliced = result["slices"]["small_sample"]
+    assert sliced["where"] == "small_sample=true" and sliced["questions"] == 6
+    assert sliced["candidate_pass_rate"] < 0.8 and result["delta"] >= 0.1 and result["p_value"] <= 0.05, result
+    assert any(x.split()[:3] == ["small_sample", "small_sample=true", "6"] for x in table), table
+
+    sliced_gate = servers.stage("gate", *common, "gate.min_judge_kappa=null",
+                                "gate.slices=[{slice: small_sample, min: 0.8}]", timeout=120)
+    refusal = [x for x in sliced_gate.stdout.splitlines() if "REFUSED" in x]
+    print(refusal)
+    assert refusal and refusal[0].split("REFUSED: production stays v1; ")[1] == (
+        "slice:small_sample 0.6667 (needs >= 0.8): small_sample=true: 6 questions, 6 run pairs"), sliced_gate.stdout[-2000:]
+    for overall in ("min_delta", "alpha (McNemar p)", "ci_low_min", "max_regressions"):  # the overall gain passed
+        assert f"PASS  {overall} " in sliced_gate.stdout, sliced_gate.stdout[-2000:]
+    assert "PASS  no_regression:slice:small_sample" in sliced_gate.stdout  # better than production, but short of 0.8
+    prompt = common[1].split("=")[1]
+    assert int(mlflow_client.get_prompt_version_by_alias(prompt, "production").version) == 1
+    plain = servers.stage("gate", *common, "gate.min_judge_kappa=null", timeout=120)  # without the slice: promoted
+    assert "PROMOTED" in plain.stdout and int(mlflow_client.get_prompt_version_by_alias(prompt, "production").version) == 2
 
 
 def test_compare_counts_a_failing_scorer_and_the_gate_names_it(servers, mlflow_client, tmp_path):
