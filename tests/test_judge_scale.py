@@ -10,7 +10,7 @@ import pytest
 
 from jobs.core.contract import TAG_ARM, TAG_SPLIT
 from jobs.core.judge_kinds import kind_of
-from tests.conftest import COMPARE_OVERRIDES, new_pipeline_id, printed_result, run_pipeline, stage_result
+from tests.conftest import new_pipeline_id, printed_result, run_pipeline, stage_result
 
 JUDGE = "hitting_likert"  # a name of its own: the experiment's label schema 'hitting_quality' is the bool judge's
 LIKERT = (f"judge.name={JUDGE}", "judge.feedback_value_type=float", "judge.scale=[1,5]", "judge.pass_threshold=4")
@@ -99,7 +99,7 @@ def test_a_1_to_5_judge_runs_the_whole_pipeline_to_a_gate_decision(servers, mlfl
     import uuid
 
     pid, prompt = new_pipeline_id("likertrun"), f"likert-{uuid.uuid4().hex[:6]}"
-    proc = run_pipeline(servers, pid, f"prompt.name={prompt}", *LIKERT, *COMPARE_OVERRIDES)
+    proc = run_pipeline(servers, pid, f"prompt.name={prompt}", *LIKERT, "compare.n_repeats=1")  # one run: the scale is the subject
     result = {stage: stage_result(mlflow_client, pid, stage)[1]
               for stage in ("evaluate", "feedback", "align", "optimize", "compare", "gate")}
     traces = judged(mlflow_client, pid)
@@ -131,8 +131,8 @@ def test_a_1_to_5_judge_runs_the_whole_pipeline_to_a_gate_decision(servers, mlfl
 
     # compare: both arms judged on 1-5, a pass at 4 on the scale, a pass rate strictly between 0 and 1
     cmp_ = result["compare"]
-    assert cmp_["outcome"] == "compared" and cmp_["judge_name"] == JUDGE and cmp_["n_repeats"] == 2
-    assert cmp_["rows_per_arm"] == 2 * cmp_["questions"] and cmp_["pairs"] > 0
+    assert cmp_["outcome"] == "compared" and cmp_["judge_name"] == JUDGE and cmp_["n_repeats"] == 1
+    assert cmp_["rows_per_arm"] == cmp_["questions"] and cmp_["pairs"] > 0
     for arm in ("baseline", "candidate"):
         judged_ok = arms[arm]
         rate = cmp_[f"{arm}_pass_rate"]
@@ -150,6 +150,10 @@ def test_a_1_to_5_judge_runs_the_whole_pipeline_to_a_gate_decision(servers, mlfl
     assert mlflow_client.get_run(gate["run_id"]).data.tags["promptgate.gate.decision"] == gate["decision"]
     summary = proc.stdout.split("=== promptgate pipeline")[1]
     print(summary)
+    # the summary: MLflow's cross-check on the judge's pass at 4, not its 1-5 mean, and the per-slice table
+    assert f"MLflow compare_evaluations on the same runs' {JUDGE}_passed: the judge's pass/fail per run pair" in summary
+    slices = [line.split() for line in summary.splitlines() if line.split()[:1] in (["injection"], ["unanswerable"])]
+    assert [x[:3] for x in slices] == [["injection", "injection=true", "1"], ["unanswerable", "answerable=false", "4"]]
 
 
 def test_the_monitors_borderline_margin_is_in_the_scales_units():
