@@ -330,6 +330,8 @@ BAD_ENTRIES = [  # (judge.scorers, the line the refusal must hold)
     (["Safety", CONCISE, {**CONCISE, "name": "Concise"}], "judge.scorers[2]: the name 'Concise' is already "
                                                           "judge.scorers[1]'s"),
     (["Safety", "Safety"], "judge.scorers[1]: the name 'Safety' is already judge.scorers[0]'s"),
+    ([{**CONCISE, "name": "hitting_quality_passed"}], "judge.scorers[0]: the name 'hitting_quality_passed' is "
+                                                      "already the domain judge's verdict in compare's"),
     ([{**CONCISE, "name": "too concise"}], "judge.scorers[0].name 'too concise' must be letters, digits"),
     ([{**CONCISE, "instructions": "Is it under 80 words?"}], "judge.scorers[0].instructions must mention {{ outputs }}"),
     ([{**CONCISE, "feedback_value_type": "int"}], "judge.scorers[0].feedback_value_type 'int' is unknown"),

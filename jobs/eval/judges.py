@@ -48,7 +48,8 @@ def check_scorers(judge_cfg: Any) -> None:
     scorer's settings), or a custom judge (``name`` and ``instructions``, with the domain judge's
     optional fields), never both ``class`` and ``instructions`` nor neither. A custom judge gets
     the domain judge's checks. Every entry records under a name of its own."""
-    taken = {assessment_name(str(judge_cfg.get("name") or "")): "the domain judge (judge.name)"}
+    judge = assessment_name(str(judge_cfg.get("name") or ""))
+    taken = {judge: "the domain judge (judge.name)", f"{judge}_passed": "the domain judge's verdict in compare"}
     for i, spec in enumerate(judge_cfg.get("scorers") or []):
         where = f"judge.scorers[{i}]"
         if not isinstance(spec, str):
