@@ -147,7 +147,7 @@ def run(ctx: StageContext) -> FeedbackResult:
     evaluate_run = ctx.store.latest_result(pid, "evaluate")
     if evaluate_run is None:
         recorded(ctx, "evaluate")  # raises: why the last evaluate recorded nothing, or to run it first
-    found = review_traces(ctx.store.experiment_id, pid, evaluate_run.info.run_id) if evaluate_run else []
+    found = review_traces(ctx.store.experiment_id, pid, evaluate_run.info.run_id)
     if not found:
         raise UserError(f"pipeline {pid} has no traces awaiting review; run `{command(ctx, 'evaluate')}` first")
     source = ctx.settings("feedback")
