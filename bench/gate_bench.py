@@ -9,6 +9,9 @@ A second design gates more than the gain: the default gate plus ``hard_gates`` o
 further scorers (two yes/no, one 1-5) and ``slices`` on two slices of the held-out questions,
 each with a floor and a no-regression test (Holm-adjusted together). The scorers are the
 same in both arms in every scenario, so any refusal by their tests is a false regression.
+A third table runs the fixed design and the group-sequential one (jobs.eval.sequential: one
+repeat over every question per look, stopping early for efficacy or futility) side by side on
+the same simulated questions: how often each promotes, and the rows the sequential one spends.
 Each simulated compare is built as compare builds it: verdicts -> ``stats.paired_summary``;
 scorer values per row -> ``compare.scorer_means`` / ``compare.scorer_tests`` (``stats.worse_p``);
 slices (``key=value`` rules on the records' expectations) -> ``compare.slice_table``
@@ -25,12 +28,13 @@ from omegaconf import OmegaConf
 
 from jobs.core.paths import CONF_DIR
 from jobs.core.results import AlignResult, CompareResult
-from jobs.eval import judges, stats
+from jobs.eval import judges, sequential, stats
 from jobs.eval.datasets import Record
 from jobs.eval.runner import RowOutcome, scorer_counts
 from jobs.stages.compare import ARMS, gain_metrics, recorded_figures, scorer_means, scorer_tests, slice_table
 from jobs.stages.gate import decide, evaluate_gates
 
+ROWS_GOAL = 0.6  # the sequential design's mean rows, as a share of the fixed design's, over A/A, +10, +20, +30
 MEASURED_JUDGE = {"measured": True, "judge_version": None, "kappa_before": 0.9, "holdout": 12}  # a judge the experts validated
 
 
@@ -55,12 +59,16 @@ def gain_figures(s: dict) -> dict:
                                     "candidate_error_rate")}
 
 
+def promoted(s: dict, gate: object) -> bool:
+    """Whether the gate promotes on the figures compare would record from the summary ``s``."""
+    return decide(evaluate_gates(CompareResult(**gain_figures(s)), gate, AlignResult(**MEASURED_JUDGE)))[0] == "promote"
+
+
 def one_comparison(rng: np.random.Generator, n_questions: int, gain: float, n_repeats: int, judge_flip: float,
                    gate: object, n_boot: int) -> bool:
     base, cand = verdicts(rng, n_questions, gain, n_repeats, judge_flip)
     s = stats.paired_summary(base, cand, n_boot=n_boot, seed=int(rng.integers(1 << 31)))
-    compare = gain_figures(s)
-    return decide(evaluate_gates(CompareResult(**compare), gate, AlignResult(**MEASURED_JUDGE)))[0] == "promote"
+    return promoted(s, gate)
 
 
 def rate(n_sims: int, **kw: object) -> float:
@@ -178,6 +186,88 @@ def gated_design(a: argparse.Namespace, default_gate: object, n_rep: int) -> tup
     return ok_fpr, ok_fpr and ok_power and ok_noreg
 
 
+LOOK_GATES: dict[tuple[int, float], object] = {}  # (id of the gate, a look's nominal level) -> that gate with it as alpha
+
+
+def look_gate(gate: object, nominal: float) -> object:
+    """The gate at a look of the sequential design: its McNemar test at the look's nominal boundary."""
+    key = (id(gate), nominal)
+    if key not in LOOK_GATES:
+        LOOK_GATES[key] = OmegaConf.merge(gate, {"alpha": nominal})
+    return LOOK_GATES[key]
+
+
+def both_designs(rng: np.random.Generator, n_questions: int, gain: float, n_repeats: int, judge_flip: float,
+                 gate: object, n_boot: int, plan: sequential.SequentialPlan) -> tuple[bool, bool, float, str]:
+    """One simulated compare decided both ways on the same verdicts, drawn as ``one_comparison``
+    draws them (so with the same seed and count the fixed design's decisions are the first
+    table's): (fixed promoted, sequential promoted, sequential rows / fixed rows, how the
+    sequential design stopped). Look k reads the first k runs of every question in both arms;
+    a sequential promotion is the gate's on the stopping look's figures, at that look's boundary."""
+    base, cand = verdicts(rng, n_questions, gain, n_repeats, judge_flip)
+    seed = int(rng.integers(1 << 31))
+    fixed = promoted(stats.paired_summary(base, cand, n_boot=n_boot, seed=seed), gate)
+    for look in range(1, plan.max_looks + 1):
+        b, c = ({q: runs[:look] for q, runs in arm.items()} for arm in (base, cand))
+        s = stats.paired_summary(b, c, n_boot=n_boot, seed=seed)
+        d = sequential.decide_look(look, s, plan, gate)
+        if d.stopped:
+            break
+    seq = d.action == "stop_efficacy" and promoted(s, look_gate(gate, d.boundary.nominal))
+    rows = sum(len(r) for arm in (b, c) for r in arm.values()) / sum(len(r) for arm in (base, cand) for r in arm.values())
+    return fixed, seq, rows, d.action
+
+
+def sequential_rates(n_sims: int, seed: int, **kw: object) -> dict[str, float]:
+    """Over ``n_sims`` simulated compares: each design's promoted share, the sequential design's
+    mean rows as a share of the fixed design's, and the shares it stopped early for efficacy / futility."""
+    rng = np.random.default_rng(seed)
+    runs = [both_designs(rng, **kw) for _ in range(n_sims)]  # type: ignore[arg-type]
+    return {"fixed": sum(r[0] for r in runs) / n_sims, "sequential": sum(r[1] for r in runs) / n_sims,
+            "rows": sum(r[2] for r in runs) / n_sims,
+            "efficacy": sum(r[3] == "stop_efficacy" and r[2] < 1 for r in runs) / n_sims,
+            "futility": sum(r[3] == "stop_futility" for r in runs) / n_sims}
+
+
+def sequential_design(a: argparse.Namespace, gate: object, n_rep: int) -> tuple[bool, bool]:
+    """The fixed and the group-sequential design side by side: (fixed A/A <= alpha, sequential A/A <= alpha)."""
+    alpha = float(gate.alpha)
+    plan = sequential.SequentialPlan(max_looks=n_rep, alpha=alpha, spending=a.spending, boundary=a.boundary,
+                                     futility=a.futility, futility_threshold=a.futility_threshold)
+    print(f"\nSequential design (jobs.eval.sequential): look k = k runs of every question in both arms; {plan.describe()}; "
+          f"a stop for efficacy promotes only if the default gate, with alpha = the look's nominal boundary, "
+          f"promotes on that look's figures; the fixed design is the first table's (same questions, same seeds)")
+    print(f"\n{'look':>5} {'information':>12} {'alpha spent':>12} {'increment':>10} {'|z| bound':>10} {'nominal p':>10}")
+    for x in sequential.boundaries(plan):
+        print(f"{x.look:>5} {x.fraction:>12.0%} {x.spent:>12.6f} {x.increment:>10.6f} {x.z:>10.3f} {x.nominal:>10.6f}")
+    common = {"n_questions": a.questions, "n_repeats": n_rep, "judge_flip": a.judge_flip, "gate": gate,
+              "n_boot": a.bootstrap, "plan": plan}
+    print(f"\n{'true gain':>10} {'questions':>10} {'sims':>6} {'fixed promoted':>15} {'seq promoted':>13} "
+          f"{'seq rows / fixed':>17} {'early efficacy':>15} {'futility':>9}")
+    figures = {}
+    for gain in (0.0, 0.10, 0.20, 0.30):
+        sims = a.seq_aa_sims if gain == 0 else a.seq_power_sims
+        f = figures[gain] = sequential_rates(sims, seed=int(gain * 100) or 1, gain=gain, **common)
+        label = "A/A +0" if gain == 0 else f"+{gain * 100:.0f} pts"
+        note = (f"false promotion rates (goal <= alpha {alpha})" if gain == 0 else
+                "power (goal >= 0.80)" if gain == 0.20 else "power")
+        print(f"{label:>10} {a.questions:>10} {sims:>6} {f['fixed']:>15.3f} {f['sequential']:>13.3f} {f['rows']:>17.3f} "
+              f"{f['efficacy']:>15.3f} {f['futility']:>9.3f}   <- {note}")
+    mean_rows = sum(f["rows"] for f in figures.values()) / len(figures)
+    aa_fixed, aa_seq = figures[0.0]["fixed"] <= alpha, figures[0.0]["sequential"] <= alpha
+    print(f"{'mean':>10} {'':>10} {'':>6} {'':>15} {'':>13} {mean_rows:>17.3f}   <- rows share over the four "
+          f"(goal <= {ROWS_GOAL})")
+
+    def yes(ok: bool) -> str:
+        return "yes" if ok else "NO"
+
+    power = figures[0.20]
+    print(f"\nA/A false promotions <= alpha {alpha}: fixed {yes(aa_fixed)}, sequential {yes(aa_seq)};  power at +20 pts "
+          f">= 0.80 on {a.questions} questions: fixed {yes(power['fixed'] >= 0.80)}, sequential "
+          f"{yes(power['sequential'] >= 0.80)};  average rows share <= {ROWS_GOAL}: {yes(mean_rows <= ROWS_GOAL)}")
+    return aa_fixed, aa_seq
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--questions", type=int, default=40)
@@ -188,6 +278,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gated-aa-sims", type=int, default=1000, help="A/A simulations of the gated design")
     ap.add_argument("--gated-power-sims", type=int, default=400, help="simulations per gain of the gated design")
     ap.add_argument("--gated-bootstrap", type=int, default=1000, help="bootstrap resamples in the gated design")
+    ap.add_argument("--seq-aa-sims", type=int, default=1000, help="A/A simulations of the fixed vs sequential table")
+    ap.add_argument("--seq-power-sims", type=int, default=400, help="simulations per gain of the fixed vs sequential table")
+    ap.add_argument("--spending", choices=sequential.SPENDING, default=sequential.SequentialPlan.spending)
+    ap.add_argument("--boundary", choices=sequential.BOUNDARY, default=sequential.SequentialPlan.boundary)
+    ap.add_argument("--futility", choices=sequential.FUTILITY, default=sequential.SequentialPlan.futility)
+    ap.add_argument("--futility-threshold", type=float, default=sequential.SequentialPlan.futility_threshold)
     a = ap.parse_args(argv)
     gate = OmegaConf.load(CONF_DIR / "gate" / "default.yaml")
     compare = OmegaConf.load(CONF_DIR / "pipeline.yaml").compare
@@ -213,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  -> about {n} held-out questions are needed for 80% power at +20 points")
                 break
     ok_gated_fpr, _ = gated_design(a, gate, n_rep)
-    return 0 if ok_fpr and ok_gated_fpr else 1
+    ok_fixed_aa, ok_seq_aa = sequential_design(a, gate, n_rep)
+    return 0 if ok_fpr and ok_gated_fpr and ok_fixed_aa and ok_seq_aa else 1
 
 
 if __name__ == "__main__":

@@ -23,7 +23,8 @@ def test_the_named_limit_follows_the_measured_load():
 
 
 GATE_ARGS = ["--aa-sims", "20", "--power-sims", "10", "--bootstrap", "50",
-             "--gated-aa-sims", "20", "--gated-power-sims", "10", "--gated-bootstrap", "50"]
+             "--gated-aa-sims", "20", "--gated-power-sims", "10", "--gated-bootstrap", "50",
+             "--seq-aa-sims", "20", "--seq-power-sims", "10"]
 
 
 def test_bench_gate_prints_both_designs_and_exits_0_when_aa_holds(capsys):
@@ -35,12 +36,38 @@ def test_bench_gate_prints_both_designs_and_exits_0_when_aa_holds(capsys):
     assert out.startswith("Default gate:") and "\nGated design: the default gate + hard_gates on Safety" in out
     assert "slices injection (8 questions, topic=injection)" in out and "refunds (6 questions, topic=refunds)" in out
     assert "Why Holm on the no-regression tests:" in out
-    gated = out.split("\nGated design:")[1]
+    gated = out.split("\nGated design:")[1].split("\nSequential design")[0]
     rows = [line.split() for line in gated.splitlines() if line.strip().startswith(("A/A", "+"))]
     assert [r[:3] for r in rows] == [["A/A", "+0", "40"], ["+10", "pts", "40"], ["+20", "pts", "40"], ["+30", "pts", "40"]]
     assert [r[3] for r in rows] == ["20", "10", "10", "10"]  # each figure with its number of simulations
     assert "false promotion <= alpha: yes;  power at +20 pts >= 0.80:" in gated
     assert "good candidates (+20) refused by a no-regression gate <= regression_alpha:" in gated
+    seq = out.split("\nSequential design (jobs.eval.sequential):")[1]
+    assert "Lan-DeMets O'Brien-Fleming-type spending of the two-sided alpha 0.05" in seq
+    looks = [line.split() for line in seq.splitlines() if line.strip()[:1].isdigit()]
+    assert [r[0] for r in looks] == ["1", "2", "3", "4", "5"] and looks[-1][1:3] == ["100%", "0.050000"]
+    rows = [line.split() for line in seq.splitlines() if line.strip().startswith(("A/A", "+", "mean"))]
+    assert [r[:4] for r in rows[:4]] == [["A/A", "+0", "40", "20"], ["+10", "pts", "40", "10"],
+                                         ["+20", "pts", "40", "10"], ["+30", "pts", "40", "10"]]
+    assert rows[4][0] == "mean" and 0 < float(rows[4][1]) <= 1  # the rows share over the four
+    first = [line.split() for line in out.split("\nGated design:")[0].splitlines() if line.strip().startswith(("A/A", "+"))]
+    assert [r[4] for r in rows[:4]] == [r[4] for r in first]  # same seeds and counts: the first table's decisions
+    assert "A/A false promotions <= alpha 0.05: fixed yes, sequential yes;  power at +20 pts >= 0.80 on 40 questions:" in seq
+    assert "average rows share <= 0.6:" in seq
+
+
+def test_bench_gate_exits_1_when_the_sequential_designs_aa_rate_exceeds_alpha(capsys, monkeypatch):
+    import bench.gate_bench as bench
+
+    real = bench.sequential_rates
+
+    def aa_fails(n_sims, seed, **kw):
+        figures = real(n_sims, seed, **kw)
+        return {**figures, "sequential": 1.0} if kw["gain"] == 0 else figures
+
+    monkeypatch.setattr(bench, "sequential_rates", aa_fails)
+    assert bench.main(GATE_ARGS) == 1
+    assert "fixed yes, sequential NO" in capsys.readouterr().out.split("\nSequential design")[1]
 
 
 def test_bench_gate_exits_1_when_the_gated_designs_aa_rate_exceeds_alpha(capsys, monkeypatch):
