@@ -31,7 +31,7 @@ class Gate:
 
     def line(self) -> str:
         shown = "missing" if self.value is None else f"{self.value:.4f}"
-        return (f"{'PASS' if self.passed else 'FAIL'}  {self.name:<30} {shown:>9} {self.rule} {self.threshold}"
+        return (f"{'PASS' if self.passed else 'FAIL'}  {self.name:<34} {shown:>9} {self.rule} {self.threshold}"
                 + (f"  ({self.note[:160]})" if self.note else ""))
 
 
@@ -99,7 +99,7 @@ def slice_gates(compare: CompareResult, g: Any) -> tuple[list[Gate], list[Regres
         name = str(spec["slice"])
         t = (compare.slices or {}).get(name)
         note = (f"compare recorded no slice '{name}'; rerun compare with force=true" if t is None
-                else f"{t['where']}: {t['questions']} questions, {t['pairs']} run pairs")
+                else f"{t['where']}: {t['questions']} question{'' if t['questions'] == 1 else 's'}, {t['pairs']} run pairs")
         if spec.get("min") is not None:
             floors.append(_gate(f"slice:{name}", None if t is None else t["candidate_pass_rate"], ">=",
                                 float(spec["min"]), note))
