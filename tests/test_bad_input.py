@@ -115,8 +115,10 @@ NOT_UTF8_SEED = b"You help.\n\x80"
     ("gateway URL that is not http", "evaluate", lambda t: ["gateway.url=localhost:4000"],
      "gateway.url=localhost:4000: give the gateway's http:// or https:// base URL"),
     ("gate alpha out of range", "gate", lambda t: ["gate.alpha=0"], "gate.alpha=0.0 must be in (0, 1]"),
-    ("hard gate without a minimum", "gate", lambda t: ["gate.hard_gates=[{scorer: Safety}]"],
-     "gate.hard_gates[0] needs scorer and min"),
+    ("hard gate that checks nothing", "gate", lambda t: ["gate.hard_gates=[{scorer: Safety, no_regression: false}]"],
+     "gate.hard_gates[0] checks nothing: give a min, or leave no_regression true"),
+    ("slice gate without a slice", "gate", lambda t: ["gate.slices=[{min: 0.5}]"],
+     "gate.slices[0] needs slice, and min and/or no_regression, e.g. {slice: injection, min: 0.8}"),
     ("zero compare repeats", "compare", lambda t: ["compare.n_repeats=0"], "compare.n_repeats=0 must be at least 1"),
     # files: encodings, permissions, folders, empty and truncated files, sizes
     ("dataset not UTF-8", "evaluate", lambda t: [f"dataset.train={write(t, 'u.jsonl', NOT_UTF8_DATASET)}"],
