@@ -4,8 +4,11 @@ the outcomes: pass rates, the gain with a paired-bootstrap CI, an exact McNemar 
 regressions and improvements, errors per arm. Errors are neither passes nor failures.
 
 Each arm is evaluated in a child run of the compare run, so MLflow's own paired comparison
-(``mlflow.genai.compare_evaluations``) runs on the same two evaluations; its figures are
-recorded next to promptgate's (``mlflow_comparison``) as a cross-check, not as the decision."""
+(``mlflow.genai.compare_evaluations``) runs on the same two evaluations, asked about the
+judge's pass/fail per row (``<judge>_passed``, which compare records beside the judge's value);
+its figures are recorded next to promptgate's (``mlflow_comparison``) as a cross-check, not as
+the decision. Each further scorer (``judge.scorers``) gets its means and a one-sided test of a
+regression, and each ``dataset.slices`` slice its pass rates, gain and the same test."""
 
 from __future__ import annotations
 
@@ -108,7 +111,6 @@ def slice_table(records: list[Record], slices: dict[str, Any], base: dict, cand:
     """Each ``dataset.slices`` slice's figures (``stats.slice_summary``), with its rule."""
     members = datasets.slice_members(records, slices)
     return {name: {"where": str(slices[name]), **stats.slice_summary(base, cand, ids)} for name, ids in members.items()}
-
 
 
 def per_question_csv(records: list[Record], base: dict, cand: dict, key: str) -> str:
