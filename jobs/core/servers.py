@@ -63,14 +63,20 @@ def mlflow_env() -> dict[str, str]:
 def start_mlflow(state_dir: Path, port: int, backend_uri: str | None = None, artifacts: str | None = None,
                  env: dict[str, str] | None = None, timeout_s: float = 120, detach: bool = True,
                  workers: int = 1) -> tuple[subprocess.Popen, str]:
-    """Start ``mlflow server`` on 127.0.0.1:port (one worker unless told) and wait until healthy."""
+    """Start ``mlflow server`` on 127.0.0.1:port (one worker unless told) and wait until healthy.
+
+    uvicorn closes a connection idle for 5 s by default while MLflow's client keeps it in its
+    pool; a write sent on it as it closes fails with "Connection reset by peer", and MLflow does
+    not resend a write the server may have received (an assessment, a trace), so the row comes back
+    without it and is evaluated again. 75 s outlasts the client's idle gaps within a stage."""
     state_dir.mkdir(parents=True, exist_ok=True)
     backend_uri = backend_uri or f"sqlite:///{(state_dir / 'mlflow.db').resolve()}"
     artifacts = artifacts or str((state_dir / "artifacts").resolve())
     log = state_dir / f"mlflow-{port}.log"
     mlflow_bin = Path(sys.executable).parent / "mlflow"
     cmd = [str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
-           "--backend-store-uri", backend_uri, "--artifacts-destination", artifacts]
+           "--backend-store-uri", backend_uri, "--artifacts-destination", artifacts,
+           "--uvicorn-opts", "--timeout-keep-alive 75"]
     url = f"http://127.0.0.1:{port}"
     return start_logged(cmd, log, url + "/health", timeout_s, {**mlflow_env(), **(env or {})}, detach), url
 

@@ -1,7 +1,7 @@
 """The agent contract: how promptgate gets a predict function from any agent.
 
 ``agent._target_`` names a factory. Hydra instantiates it partially with the agent config's
-own settings (every key but promptgate's: ``_target_``, ``input_key``, ``sim_profile``), and
+own settings (every key but promptgate's: ``_target_``, ``input_key``, ``sim_profile``, ``autolog``), and
 promptgate then calls it once per sampling seed with the release's prompts and the model
 endpoint::
 
@@ -36,7 +36,8 @@ from typing import Any
 from jobs.core.errors import UserError
 
 REPEAT_KEY = "repeat"  # an input naming the repeat index; it becomes the agent's sampling seed
-OWN_KEYS = ("_target_", "input_key", "sim_profile")  # promptgate reads these; the rest are the factory's
+AUTOLOG_FLAVORS = ("langchain", "openai")  # the MLflow autolog flavors agent.autolog chooses among
+OWN_KEYS = ("_target_", "input_key", "sim_profile", "autolog")  # promptgate reads these; the rest are the factory's
 BUILT_IN = "jobs.agents.react.react_agent"  # the agent of configs that name a tools_module and no _target_
 
 
@@ -111,7 +112,12 @@ def factory_settings(agent_cfg: Any, factory: Callable[..., Any]) -> dict[str, A
 
 
 def check(cfg: Any) -> None:
-    """The factory imports and takes the config's settings; the agent's input is one the dataset guarantees."""
+    """The factory imports and takes the config's settings; the agent's input is one the dataset
+    guarantees; ``agent.autolog`` names flavors promptgate can set."""
+    flavors = cfg.agent.get("autolog")
+    if flavors is not None and (isinstance(flavors, str) or any(str(f) not in AUTOLOG_FLAVORS for f in flavors)):
+        raise UserError(f"agent.autolog={flavors}: give a list of MLflow autolog flavors that trace your agent, "
+                        f"from {', '.join(AUTOLOG_FLAVORS)} (e.g. agent.autolog=[openai]), or null")
     factory = load_factory(cfg.agent)
     settings = factory_settings(cfg.agent, factory)
     if callable(getattr(factory, "check", None)):
