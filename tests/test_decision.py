@@ -25,7 +25,12 @@ def test_compare_logged_paired_statistics_table_and_chart(decided, mlflow_client
     pid, procs = decided
     r = printed_result(procs["compare"])
     run = mlflow_client.get_run(r["run_id"])
-    assert r["outcome"] == "compared" and r["n_repeats"] == 2 and r["rows_per_arm"] == 80
+    assert r["outcome"] == "compared" and r["n_repeats"] in (1, 2) and r["rows_per_arm"] == 40 * r["n_repeats"]
+    seq = r["sequential"]  # the default design: looks of one repeat each, at most compare.n_repeats=2
+    assert r["design"] == "sequential" and seq["max_looks"] == 2 and seq["looks_run"] == r["n_repeats"]
+    assert [x["look"] for x in seq["looks"]] == list(range(1, r["n_repeats"] + 1))
+    assert seq["rows_spent"] == 2 * r["rows_per_arm"] and seq["rows_planned"] == 160
+    assert seq["action"] in ("stop_efficacy", "stop_futility", "stop_final") and seq["why"] in procs["compare"].stdout
     m = run.data.metrics
     assert m["ci_low"] <= m["delta"] <= m["ci_high"] and 0 <= m["p_value"] <= 1
     assert m["delta"] == pytest.approx(r["delta"], abs=1e-4)

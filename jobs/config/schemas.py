@@ -361,10 +361,35 @@ class EvaluateSettings:
             raise UserError(f"evaluate.on_missing '{self.on_missing}' is unknown; use fail or record")
 
 
+DESIGNS = ("sequential", "fixed")
+
+
+def _one_of(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise UserError(f"{key}={value} is not one of {', '.join(allowed)}; use {key}={allowed[0]}")
+
+
+@dataclass
+class SequentialSettings:
+    spending: str = "obrien_fleming"  # Lan-DeMets spending of gate.alpha over the looks
+    boundary: str = "exact"  # each look's McNemar boundary
+    futility: str = "conditional_power"  # when to stop because min_delta is out of reach
+    futility_threshold: float = 0.2  # conditional power below this stops for futility
+
+    def __post_init__(self) -> None:
+        from jobs.eval.sequential import BOUNDARY, FUTILITY, SPENDING
+
+        for key, allowed in (("spending", SPENDING), ("boundary", BOUNDARY), ("futility", FUTILITY)):
+            _one_of(f"compare.sequential.{key}", getattr(self, key), allowed)
+        _between("compare.sequential.futility_threshold", self.futility_threshold, 0, 1, "between 0 and 1")
+
+
 @dataclass
 class CompareSettings:
     split: str = "heldout"  # dataset split both arms are evaluated on
-    n_repeats: int = 5  # runs per question and arm
+    n_repeats: int = 5  # runs per question and arm (the sequential design's most looks)
+    design: str = "sequential"  # sequential: stop after a look once the answer is clear; fixed: every repeat
+    sequential: SequentialSettings = field(default_factory=SequentialSettings)  # the sequential design's rule
     bootstrap: int = 2000  # paired-bootstrap resamples
     ci_level: float = 0.95  # confidence level of the gain's interval
     seed: int = 0  # bootstrap seed
@@ -374,6 +399,10 @@ class CompareSettings:
     def __post_init__(self) -> None:
         _at_least("compare.n_repeats", self.n_repeats, 1)
         _check_shard("compare", self.shards, self.shard)
+        _one_of("compare.design", self.design, DESIGNS)
+        if self.design == "sequential" and self.shards > 1:
+            raise UserError(f"compare.shards={self.shards} needs compare.design=fixed: a sequential compare decides "
+                            "after each look, in one process; add compare.design=fixed or set compare.shards=1")
         _at_least("compare.bootstrap", self.bootstrap, 100)
         _between("compare.ci_level", self.ci_level, 0, 1, "between 0 and 1")
 

@@ -255,9 +255,15 @@ class CompareResult(StageResult):
     slices: dict[str, dict[str, Any]] = field(default_factory=dict)  # dataset.slices name -> where, questions, pass rates, delta, p_worse
     chart: str | None = None
     mlflow_comparison: dict[str, Any] | None = None  # mlflow.genai.compare_evaluations on the same runs
+    design: str | None = None  # compare.design: fixed | sequential
+    sequential: dict[str, Any] | None = None  # sequential design: looks, stopping look, its boundary, rows spent
+    reused: dict[str, Any] | None = None  # baseline rows reused from an earlier compare: how many, from which run, re-judged
 
     def agent_rows(self) -> int:
-        return 2 * int(self.rows_per_arm or 0) if self.outcome == "compared" else 0
+        """Rows the agent ran for: both arms' rows but those reused from an earlier compare."""
+        if self.outcome != "compared":
+            return 0
+        return 2 * int(self.rows_per_arm or 0) - int((self.reused or {}).get("rows", 0))
 
     def headline(self, evidence: Any) -> tuple[str | None, str | None]:
         if self.outcome != "compared":
@@ -267,9 +273,20 @@ class CompareResult(StageResult):
                 f"{self.n_repeats} runs, gain {self.delta:+.3f} CI [{self.ci_low:+.3f}, {self.ci_high:+.3f}], "
                 f"McNemar p={self.p_value:.4f}, {self.regressions} regressed, errors {self.baseline_errors}/"
                 f"{self.candidate_errors}{scorer_failures(*self.scorer_counts.values())}; judge {self.judge_name} "
-                f"v{self.judge_version}{self._cross_check()}\n"
+                f"v{self.judge_version}{self._cross_check()}{self._spent()}\n"
                 f"{'':>11}chart: {self.chart}{self._scorer_lines()}",
                 _few(self.questions, evidence.min_questions, "held-out questions"))
+
+    def _spent(self) -> str:
+        """How the rows were come by: the sequential design's stopping look, the reused baseline."""
+        out = ""
+        if seq := self.sequential:
+            out += (f"\n{'':>11}sequential: look {seq['looks_run']} of {seq['max_looks']}, {seq['action']}, "
+                    f"{seq['rows_spent']} of {seq['rows_planned']} rows; McNemar tested at {seq['nominal']:.4g}")
+        if r := self.reused:
+            out += (f"\n{'':>11}{r['arm']}: {r['rows']} traces reused from compare {r['from_compare']}"
+                    + (f", re-judged with v{self.judge_version}" if r["rejudged"] else ""))
+        return out
 
     def _scorer_lines(self) -> str:
         lines = scorer_table(self.scorer_counts, self.scorer_means, self.scorer_tests) + slice_lines(self.slices)

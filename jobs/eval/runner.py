@@ -43,18 +43,27 @@ def _value(row: Any, col: str | None) -> Any:
     return None if value is not None and value != value else value  # NaN -> None
 
 
-def _feedback_errors(trace: Any) -> dict[str, str]:
-    """Each assessment name's first feedback error on the trace."""
+def _feedback_errors(trace: Any, run_id: str | None = None) -> dict[str, str]:
+    """Each assessment name's first feedback error on the trace (of the evaluation in ``run_id``)."""
     out: dict[str, str] = {}
     for a in trace.info.assessments or []:
         fb = getattr(a, "feedback", None)
-        if fb is not None and fb.error is not None:
+        if fb is not None and fb.error is not None and _from_run(a, run_id):
             out.setdefault(a.name, str(fb.error.error_message or fb.error.error_code))
     return out
 
 
-def outcomes_from(df: Any, judge_name: str, traces: dict[str, Any], others: list[str] | tuple[str, ...] = ()
-                  ) -> dict[str, RowOutcome]:
+def _from_run(assessment: Any, run_id: str | None) -> bool:
+    """Whether an assessment was logged by the evaluation in ``run_id`` (any, when None): a trace
+    re-judged by a later compare holds both compares' assessments."""
+    return run_id is None or (assessment.metadata or {}).get(SOURCE_RUN_KEY) in (None, run_id)
+
+
+SOURCE_RUN_KEY = "mlflow.assessment.sourceRunId"  # MLflow's AssessmentMetadataKey.SOURCE_RUN_ID
+
+
+def outcomes_from(df: Any, judge_name: str, traces: dict[str, Any], others: list[str] | tuple[str, ...] = (),
+                  run_id: str | None = None) -> dict[str, RowOutcome]:
     """Read ``result_df`` into one outcome per record it holds, matched by the record-id
     trace tag. A record with no row, no trace or no judge value is absent from the result.
     ``others`` are the assessment names of the other scorers: on a row whose agent call
@@ -69,7 +78,7 @@ def outcomes_from(df: Any, judge_name: str, traces: dict[str, Any], others: list
         value = _value(row, cols.get(judge_name, judge_name if judge_name in df.columns else None))
         error = rationale = None
         for a in trace.info.assessments or []:
-            if a.name == judge_name and getattr(a, "feedback", None) is not None:
+            if a.name == judge_name and getattr(a, "feedback", None) is not None and _from_run(a, run_id):
                 rationale = a.rationale
                 if a.feedback.error is not None:
                     error = a.feedback.error.error_message or a.feedback.error.error_code
@@ -77,7 +86,7 @@ def outcomes_from(df: Any, judge_name: str, traces: dict[str, Any], others: list
         if value is None and error is None and state == "OK":
             continue  # no judge value: treat as lost and evaluate again
         scores = {name: _value(row, col) for name, col in cols.items() if name != judge_name}
-        failed = _feedback_errors(trace)
+        failed = _feedback_errors(trace, run_id)
         score_errors = {} if state != "OK" else {
             name: failed.get(name) or "no value" for name in others
             if name != judge_name and (scores.get(name) is None or name in failed)}
@@ -140,11 +149,21 @@ def evaluate_complete(records: list[Record], run_once: Callable[[list[Record]], 
 
 
 @functools.cache
-def autolog_once() -> None:
-    """Turn on LangChain tracing once per process (compare evaluates two arms, a shard several)."""
+def autolog_once(flavors: tuple[str, ...] | None = None) -> None:
+    """Set MLflow's tracing of the agent once per process (compare evaluates two arms, a shard
+    several). ``flavors`` (``agent.autolog``): the autolog flavors whose spans trace the agent;
+    every other flavor of ``AUTOLOG_FLAVORS`` is disabled, because ``mlflow.genai.evaluate``
+    switches on each one not explicitly disabled, and during evaluate every span is exported to
+    the server on its own request: a LangChain agent over the openai SDK would log each LLM call
+    twice (ChatOpenAI with a Completions child, 10 spans a row instead of 8). None: LangChain's on
+    and the rest as evaluate sets them."""
     import mlflow
 
-    mlflow.langchain.autolog(log_traces=True, silent=True)
+    from jobs.eval.agent import AUTOLOG_FLAVORS
+
+    for flavor in AUTOLOG_FLAVORS if flavors is not None else ("langchain",):
+        getattr(mlflow, flavor).autolog(log_traces=True, disable=flavors is not None and flavor not in flavors,
+                                        silent=True)
 
 
 def signature(inputs: dict[str, Any]) -> str:
@@ -170,7 +189,8 @@ def evaluate_records(cfg: Any, endpoint: Any, experiment_id: str, pipeline_id: s
         return {**base_tags, tracking.TAG_QUESTION: by_inputs.get(signature(inputs), "?")}
 
     predict = build_predict_fn(cfg.agent, endpoint, prompt_uris, tags_for)
-    autolog_once()
+    flavors = cfg.agent.get("autolog")
+    autolog_once(None if flavors is None else tuple(str(f) for f in flavors))
     judge_name = str(cfg.judge.name)
 
     guarded = [skip_failed_rows(s) for s in scorers]  # a failed agent call is an error, never judged
@@ -181,7 +201,7 @@ def evaluate_records(cfg: Any, endpoint: Any, experiment_id: str, pipeline_id: s
         store_traces.flush()
         found = {t.info.trace_id: t for t in store_traces.search(experiment_id, "", run_id=run_id, max_results=10000,
                                                                  include_spans=False)}
-        return outcomes_from(res.result_df, judge_name, found, others)
+        return outcomes_from(res.result_df, judge_name, found, others, run_id)
 
     workers_var = "MLFLOW_GENAI_EVAL_MAX_WORKERS"  # MLflow reads its row concurrency from the environment
     saved = os.environ.get(workers_var)
@@ -200,3 +220,26 @@ def compare_evaluations(baseline_run: str, candidate_run: str, level: float) -> 
     from mlflow.genai import compare_evaluations as compare
 
     return compare(candidate_run_id=candidate_run, baseline_run_id=baseline_run, confidence_level=level)
+
+
+def rejudge_records(cfg: Any, experiment_id: str, run_id: str, traces: list[Any], rows: dict[str, RowOutcome],
+                    scorers: list[Any]) -> dict[str, RowOutcome]:
+    """Score the ``traces`` of rows measured before (``rows``: record id -> outcome) with ``scorers``
+    inside the active run, without running the agent: MLflow links the traces to the run and logs
+    the new assessments on them. Rows that come back without a judge value are left out, so the
+    caller measures them afresh."""
+    import mlflow
+
+    from jobs.eval.judges import skip_failed_rows
+
+    ids = {o.trace_id for o in rows.values() if o.trace_id}
+    wanted = [t for t in traces if t.info.trace_id in ids]
+    if not wanted:
+        return {}
+    judge_name = str(cfg.judge.name)
+    res = mlflow.genai.evaluate(data=wanted, scorers=[skip_failed_rows(s) for s in scorers])
+    store_traces.flush()
+    found = {t.info.trace_id: t for t in store_traces.search(experiment_id, "", run_id=run_id, max_results=10000,
+                                                             include_spans=False)}
+    others = [str(s.name) for s in scorers if str(s.name) != judge_name]
+    return {rid: o for rid, o in outcomes_from(res.result_df, judge_name, found, others, run_id).items() if rid in rows}

@@ -239,16 +239,19 @@ def decide_look(look: int, summary: dict, plan: SequentialPlan, gate_cfg: Any,
     bound = boundaries(plan, [*earlier, t])[-1]
     final = bound if look == plan.max_looks else boundaries(plan, [*earlier, t, *[
         x for x in plan.planned[look:] if x > t]])[-1]
-    p, delta, low = float(summary["p_value"]), float(summary["delta"]), float(summary["ci_low"])
-    regressions = len(summary["regressed"])
-    min_delta, ci_low_min = float(_cfg(gate_cfg, "min_delta")), float(_cfg(gate_cfg, "ci_low_min"))
-    max_reg = int(_cfg(gate_cfg, "max_regressions"))
-    checks = [(p <= bound.nominal, f"McNemar p {p:.3g} {'<=' if p <= bound.nominal else '>'} the look's boundary "
-                                   f"{bound.nominal:.3g} (|z| {bound.z:.2f})"),
-              (delta >= min_delta, f"gain {delta:.3f} {'>=' if delta >= min_delta else '<'} min_delta {min_delta:g}"),
-              (low >= ci_low_min, f"ci_low {low:.3f} {'>=' if low >= ci_low_min else '<'} ci_low_min {ci_low_min:g}"),
-              (regressions <= max_reg, f"{regressions} regressions {'<=' if regressions <= max_reg else '>'} "
-                                       f"max_regressions {max_reg}")]
+    from jobs.eval.stats import check_passes, gain_checks
+
+    shown = {"alpha (McNemar p)": lambda v, t: f"McNemar p {v:.3g} {{}} the look's boundary {t:.3g} (|z| {bound.z:.2f})",
+             "min_delta": lambda v, t: f"gain {v:.3f} {{}} min_delta {t:g}",
+             "ci_low_min": lambda v, t: f"ci_low {v:.3f} {{}} ci_low_min {t:g}",
+             "max_regressions": lambda v, t: f"{v:g} regressions {{}} max_regressions {t:g}"}
+    checks = []
+    for name, value, rule, threshold in gain_checks(float(summary["delta"]), float(summary["p_value"]),
+                                                    float(summary["ci_low"]), len(summary["regressed"]), gate_cfg,
+                                                    bound.nominal):
+        ok = check_passes(value, rule, threshold)
+        checks.append((ok, shown[name](value, threshold).format(rule if ok else {">=": "<", "<=": ">"}[rule])))
+    delta, min_delta = float(summary["delta"]), float(_cfg(gate_cfg, "min_delta"))
     where = (f"look {look} of {plan.max_looks} ({summary['pairs']} run pairs, information {t:.0%}; "
              f"{bound.spent:.3g} of alpha {plan.alpha:g} spent so far)")
     failed = [text for ok, text in checks if not ok]

@@ -3,7 +3,8 @@ judge on its scale (mean absolute error, quadratic weighted kappa)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from jobs.core.results import fmt  # noqa: F401 - figures for people, as the headlines print them
 
@@ -201,3 +202,23 @@ def lower_rate_p(passes: int, n: int, ref_passes: int, ref_n: int) -> float:
 
     table = [[passes, n - passes], [ref_passes, ref_n - ref_passes]]
     return float(fisher_exact(table, alternative="less").pvalue)
+
+
+GainCheck = tuple[str, "float | None", str, float]  # (gate name, value, rule ">=" or "<=", threshold)
+
+
+def gain_checks(delta: float | None, p_value: float | None, ci_low: float | None, regressions: int | None,
+                gate_cfg: Any, alpha: float) -> list[GainCheck]:
+    """The gate's tests of the gain, at McNemar level ``alpha`` (the gate's ``alpha`` in the fixed
+    design, a look's boundary in the sequential one): the gate and each sequential look decide
+    with these same four."""
+    g = (lambda k: gate_cfg[k]) if isinstance(gate_cfg, Mapping) else (lambda k: getattr(gate_cfg, k))
+    return [("min_delta", delta, ">=", float(g("min_delta"))),
+            ("alpha (McNemar p)", p_value, "<=", float(alpha)),
+            ("ci_low_min", ci_low, ">=", float(g("ci_low_min"))),
+            ("max_regressions", None if regressions is None else float(regressions), "<=", float(g("max_regressions")))]
+
+
+def check_passes(value: float | None, rule: str, threshold: float) -> bool:
+    """A figure passes its rule; a missing figure never does."""
+    return value is not None and (value >= threshold if rule == ">=" else value <= threshold)

@@ -16,23 +16,32 @@ import csv
 import io
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from jobs.core.contract import TAG_ARM, TAG_SPLIT
+from jobs.core.contract import TAG_ARM, TAG_ARM_DIGEST, TAG_JUDGED_BY, TAG_SPLIT
 from jobs.core.errors import UserError
 from jobs.core.results import CompareResult, scorer_table, slice_lines
 from jobs.eval import agent, datasets, judges, stats
 from jobs.eval.agent import REPEAT_KEY
 from jobs.eval.datasets import Record
 from jobs.eval.pipeline_judge import recorded_judge, verdict_name, with_verdict
-from jobs.eval.runner import RowOutcome, compare_evaluations, evaluate_records, other_scorers, scorer_counts
+from jobs.eval.runner import (
+    RowOutcome,
+    compare_evaluations,
+    evaluate_records,
+    other_scorers,
+    rejudge_records,
+    scorer_counts,
+)
+from jobs.eval.sequential import LookDecision, SequentialPlan, decide_look
 from jobs.stages import release
 from jobs.stages import shards as shards_
 from jobs.stages.common import failure_cause, finish, log_lineage, nothing_measured, recorded, reuse, stage_run
 from jobs.stages.context import StageContext, llm
 from jobs.stages.shards import ShardResult
+from jobs.store import traces as store_traces
 from jobs.store import tracking
 
 ARMS = ("baseline", "candidate")
@@ -148,6 +157,20 @@ def mlflow_comparison(baseline_run: str, candidate_run: str, judge_name: str, le
             "unpaired": len(found.unpaired_baseline_trace_ids) + len(found.unpaired_candidate_trace_ids)}
 
 
+def cross_check(arm_runs: dict[str, str], judge_name: str, level: float, shards: int,
+                reused: dict[str, Any] | None) -> dict[str, Any]:
+    """``mlflow_comparison`` of the two arm runs, where both hold the judge values of their rows:
+    compare_evaluations takes them from the run that scored them, which is not the arm's run
+    when shards scored them, or when the baseline's rows were reused as judged before."""
+    if shards > 1:
+        return {"status": f"not run: the arms were evaluated in {shards} shards' runs, and compare_evaluations takes "
+                          "the judge's values from the one run that scored them"}
+    if reused and not reused["rejudged"]:
+        return {"status": f"not run: the baseline's {reused['rows']} rows were reused as compare "
+                          f"{reused['from_compare']} judged them, so their judge values are that compare's run's"}
+    return mlflow_comparison(arm_runs["baseline"], arm_runs["candidate"], judge_name, level)
+
+
 def comparison_line(m: dict[str, Any], s: dict) -> str:
     """MLflow's figures beside promptgate's on the same quantity, and whether they agree."""
     if m.get("status") != "ok":
@@ -194,6 +217,8 @@ class Plan:
     records: list[Record]  # held-out questions
     rows: list[Record]  # the questions x repeats
     inputs: str  # the inputs hash
+    digests: dict[str, str]  # arm -> what its rows measure (``arm_digest``): an earlier arm run of the same is reusable
+    judged_by: str  # the judge and scorers that score the rows (``judged_by``)
 
     @property
     def units(self) -> list[tuple[str, Record]]:
@@ -218,21 +243,31 @@ def run(ctx: StageContext) -> CompareResult | ShardResult:
         return done
     if candidate_version is None:
         return no_candidate(ctx, inputs, baseline_version, optimized.reason or "optimize found no gain on train")
-    plan = Plan(name, dict(zip(ARMS, (baseline_version, candidate_version))), records,
-                repeated(records, int(c.n_repeats)), inputs)
+    versions = dict(zip(ARMS, (baseline_version, candidate_version)))
+    plan = Plan(name, versions, records, repeated(records, int(c.n_repeats)), inputs,
+                {arm: arm_digest(cfg, v, records) for arm, v in versions.items()}, "")
     with llm(ctx) as endpoint:
         agent.build_predict_fn(cfg.agent, endpoint, release.uris(cfg, candidate_version))  # refused: before any run
         judge, judge_info = recorded_judge(cfg.judge, tracking.result_of(align_run), ctx.store.experiment_id, endpoint)
         scorers = [with_verdict(judge, cfg.judge)] + judges.further_scorers(list(cfg.judge.scorers), endpoint)
+        plan = replace(plan, judged_by=judged_by(cfg, judge_info))
 
         def evaluate_arm(run_id: str, arm: str, arm_rows: list[Record]) -> tuple[dict[str, RowOutcome], int]:
             return evaluate_records(cfg, endpoint, ctx.store.experiment_id, ctx.pipeline_id, run_id, arm_rows,
                                     release.uris(cfg, plan.versions[arm]), scorers,
                                     {TAG_ARM: arm, TAG_SPLIT: str(c.split)}, ctx.say)
 
+        source_traces: dict[str, list] = {}  # an earlier arm run's traces, read once for every look
+
+        def rejudge_arm(run_id: str, source_run: str, rows: dict[str, RowOutcome]) -> dict[str, RowOutcome]:
+            if source_run not in source_traces:
+                source_traces[source_run] = store_traces.search(ctx.store.experiment_id, "", run_id=source_run,
+                                                                max_results=10000)
+            return rejudge_records(cfg, ctx.store.experiment_id, run_id, source_traces[source_run], rows, scorers)
+
         if c.shard is not None:
             return one_shard(ctx, plan, int(c.shard), evaluate_arm)
-        return both_arms(ctx, plan, judge_info, evaluate_arm)
+        return both_arms(ctx, plan, judge_info, evaluate_arm, rejudge_arm)
 
 
 def no_candidate(ctx: StageContext, inputs: str, baseline_version: int, why: str) -> CompareResult | ShardResult:
@@ -247,6 +282,73 @@ def no_candidate(ctx: StageContext, inputs: str, baseline_version: int, why: str
 
 
 EvaluateArm = Callable[[str, str, list[Record]], tuple[dict[str, RowOutcome], int]]
+RejudgeArm = Callable[[str, str, dict[str, RowOutcome]], dict[str, RowOutcome]]  # (run, source run, rows)
+
+
+def arm_digest(cfg: Any, version: int, records: list[Record]) -> str:
+    """What an arm's rows measure: the release (prompt versions are immutable), the held-out rows,
+    the agent's and the model's settings. Two arm runs with the same digest ran the same agent on
+    the same questions, run k with sampling seed k, so either's rows stand for the other's."""
+    from omegaconf import OmegaConf
+
+    settings = [OmegaConf.to_container(cfg[k], resolve=True) for k in ("agent", "model")]
+    return tracking.inputs_hash("arm", release.uris(cfg, version), [r.as_eval_row() for r in records], *settings)
+
+
+def judged_by(cfg: Any, judge_info: dict) -> str:
+    """The judge version and the scorers that score an arm's rows."""
+    from omegaconf import OmegaConf
+
+    return tracking.inputs_hash(judge_info, OmegaConf.to_container(cfg.judge, resolve=True))
+
+
+@dataclass(frozen=True)
+class Measured:
+    """An earlier compare's arm run of the same digest, and the rows it measured."""
+
+    run_id: str
+    compare_run: str  # the compare run it is an arm of
+    rows: dict[str, RowOutcome]
+    judged_by: str
+
+
+def measured_before(ctx: StageContext, digest: str, exclude: str | None) -> Measured | None:
+    """The newest finished arm run of ``digest`` whose rows were recorded (``force=true``: none)."""
+    if ctx.cfg.force:
+        return None
+    for r in tracking.measured_arms(ctx.store.experiment_id, digest, exclude):
+        try:
+            rows = tracking.load_dict(r.info.run_id, ROWS_ARTIFACT)
+        except Exception:  # noqa: BLE001 - an arm run without its rows (an older promptgate) is not reusable
+            continue
+        return Measured(r.info.run_id, r.data.tags.get("mlflow.parentRunId", r.info.run_id),
+                        {k: RowOutcome(**v) for k, v in rows.items()}, r.data.tags.get(TAG_JUDGED_BY, ""))
+    return None
+
+
+ROWS_ARTIFACT = "rows.json"  # an arm run's row outcomes, what a later compare of the same digest reuses
+
+
+def arm_rows(arm: str, rows: list[Record], prior: Measured | None, run_id: str, judged: str,
+             evaluate_arm: EvaluateArm, rejudge_arm: RejudgeArm) -> tuple[dict[str, RowOutcome], int, bool]:
+    """One look's rows of an arm: those ``prior`` measured without an error are reused (their
+    traces linked to this arm's run; re-judged when another judge or scorers score them), the
+    rest are measured. Returns the outcomes, how many were reused and whether they were re-judged."""
+    have = {r.id: prior.rows[r.id] for r in rows if prior is not None and r.id in prior.rows
+            and prior.rows[r.id].ok and prior.rows[r.id].trace_id}
+    found: dict[str, RowOutcome] = {}
+    rejudged = bool(have) and prior is not None and prior.judged_by != judged
+    if have:
+        if rejudged:
+            found = rejudge_arm(run_id, prior.run_id, have)
+        else:
+            store_traces.link_to_run([o.trace_id for o in have.values() if o.trace_id], run_id)
+            found = dict(have)
+    todo = [r for r in rows if r.id not in found]  # not measured before, or not re-judged: measured now
+    if todo:
+        fresh, _ = evaluate_arm(run_id, arm, todo)
+        found.update(fresh)
+    return found, len(rows) - len(todo), rejudged
 
 
 def one_shard(ctx: StageContext, plan: Plan, index: int, evaluate_arm: EvaluateArm) -> ShardResult:
@@ -265,56 +367,165 @@ def one_shard(ctx: StageContext, plan: Plan, index: int, evaluate_arm: EvaluateA
     return shards_.run_shard(ctx, plan.inputs, index, shards, shard)
 
 
-def both_arms(ctx: StageContext, plan: Plan, judge_info: dict, evaluate_arm: EvaluateArm) -> CompareResult:
-    """Both arms in child runs of the compare run: evaluated here, or merged from the shards'
-    runs (running any shard that has none); then the paired statistics."""
+def looks_of(rows: list[Record], n_repeats: int, design: str) -> list[list[Record]]:
+    """The rows each look evaluates: every repeat at once (fixed), or repeat k of every question
+    at look k + 1 (sequential)."""
+    if design == "fixed":
+        return [rows]
+    return [[r for r in rows if r.inputs[REPEAT_KEY] == k] for k in range(n_repeats)]
+
+
+def sequential_plan(cfg: Any) -> SequentialPlan:
+    """The sequential rule from ``compare.sequential``, spending ``gate.alpha`` over ``compare.n_repeats`` looks."""
+    s = cfg.compare.sequential
+    return SequentialPlan(max_looks=int(cfg.compare.n_repeats), alpha=float(cfg.gate.alpha), spending=str(s.spending),
+                          boundary=str(s.boundary), futility=str(s.futility),
+                          futility_threshold=float(s.futility_threshold), ci_level=float(cfg.compare.ci_level))
+
+
+def after_look(cfg: Any, look: int, outcomes: dict[str, dict[str, RowOutcome]], questions: int,
+               seq: SequentialPlan, earlier: list[LookDecision]) -> tuple[LookDecision, dict]:
+    """The sequential rule's decision after ``look`` looks, on the paired summary of every run so far."""
+    c = cfg.compare
+    base, _ = by_question(outcomes["baseline"], cfg.judge, look)
+    cand, _ = by_question(outcomes["candidate"], cfg.judge, look)
+    s = stats.paired_summary(base, cand, int(c.bootstrap), float(c.ci_level), int(c.seed))
+    return decide_look(look, s, seq, cfg.gate, [d.boundary.fraction for d in earlier], questions), s
+
+
+def sequential_record(seq: SequentialPlan, decisions: list[LookDecision], summaries: list[dict], rows_spent: int,
+                      rows_planned: int) -> dict[str, Any]:
+    """What the result records of a sequential compare: each look, where it stopped and why, the
+    boundary the gate tests at, and the rows spent of the fixed design's."""
+    last = decisions[-1]
+    return {"rule": seq.describe(), "max_looks": seq.max_looks, "looks_run": last.look, "action": last.action,
+            "why": last.why, "nominal": last.boundary.nominal, "z": round(last.boundary.z, 4),
+            "rows_spent": rows_spent, "rows_planned": rows_planned,
+            "looks": [{"look": d.look, "pairs": s["pairs"], "delta": round(s["delta"], 4),
+                       "p_value": round(s["p_value"], 6), "ci_low": round(s["ci_low"], 4),
+                       "nominal": d.boundary.nominal, "spent": d.boundary.spent, "action": d.action,
+                       "conditional_power": d.conditional_power} for d, s in zip(decisions, summaries)]}
+
+
+def both_arms(ctx: StageContext, plan: Plan, judge_info: dict, evaluate_arm: EvaluateArm,
+              rejudge_arm: RejudgeArm) -> CompareResult:
+    """Both arms in child runs of the compare run: evaluated here, look by look, or merged from
+    the shards' runs (running any shard that has none); then the paired statistics."""
     c = ctx.cfg.compare
-    shards = int(c.shards)
     with stage_run(ctx, plan.inputs) as run:
         tracking.log(params={"baseline_version": plan.versions["baseline"],
                              "candidate_version": plan.versions["candidate"], "n_repeats": int(c.n_repeats),
-                             "questions": len(plan.records), "shards": shards, **judge_info})
-        outcomes: dict[str, dict[str, RowOutcome]] = {}
-        shard_runs: list = []
-        if shards > 1:
-            merged, _, shard_runs = shards_.gather(ctx, plan.inputs, shards, plan.units)
-            outcomes = {arm: merged.get(arm, {}) for arm in ARMS}
-        arm_runs = {}
+                             "questions": len(plan.records), "shards": int(c.shards), "design": str(c.design),
+                             **judge_info})
+        if int(c.shards) > 1:
+            return merged_arms(ctx, run, plan, judge_info)
+        return looked_arms(ctx, run, plan, judge_info, evaluate_arm, rejudge_arm)
+
+
+def merged_arms(ctx: StageContext, run: Any, plan: Plan, judge_info: dict) -> CompareResult:
+    """The shards' rows of each arm, linked into the arm's child run (the fixed design)."""
+    merged, _, shard_runs = shards_.gather(ctx, plan.inputs, int(ctx.cfg.compare.shards), plan.units)
+    outcomes = {arm: merged.get(arm, {}) for arm in ARMS}
+    arm_runs = {}
+    for arm in ARMS:
+        with tracking.child_run(f"{run.info.run_name}-{arm}", {TAG_ARM: arm}) as arm_run:
+            shards_.link_traces(outcomes[arm], arm_run.info.run_id)  # the arm's traces, from every shard
+            log_lineage(arm_run.info.run_id, plan.records)
+            arm_runs[arm] = arm_run.info.run_id
+    return finish(ctx, measure(ctx, run, plan, judge_info, outcomes, arm_runs, int(ctx.cfg.compare.n_repeats)),
+                  shard_runs)
+
+
+@dataclass
+class Arms:
+    """What the looks have measured so far."""
+
+    outcomes: dict[str, dict[str, RowOutcome]] = field(default_factory=lambda: {arm: {} for arm in ARMS})
+    runs: dict[str, str] = field(default_factory=dict)  # arm -> its child run
+    reused: int = 0  # baseline rows reused from an earlier compare
+    rejudged: bool = False  # whether they were re-judged
+
+
+def looked_arms(ctx: StageContext, run: Any, plan: Plan, judge_info: dict, evaluate_arm: EvaluateArm,
+                rejudge_arm: RejudgeArm) -> CompareResult:
+    """Both arms look by look (one look of every repeat in the fixed design), the sequential
+    rule deciding after each whether to go on."""
+    c = ctx.cfg.compare
+    seq = sequential_plan(ctx.cfg) if str(c.design) == "sequential" else None
+    if seq is not None:
+        ctx.say(f"sequential compare: {seq.describe()}; compare.design=fixed runs every repeat")
+    decisions: list[LookDecision] = []
+    summaries: list[dict] = []
+    spent = 0
+    prior = measured_before(ctx, plan.digests["baseline"], None)  # the production arm, measured before
+    arms = Arms()
+    for look, rows in enumerate(looks_of(plan.rows, int(c.n_repeats), str(c.design)), start=1):
         for arm in ARMS:
-            with tracking.child_run(f"{run.info.run_name}-{arm}", {TAG_ARM: arm}) as arm_run:
-                if shards > 1:
-                    shards_.link_traces(outcomes[arm], arm_run.info.run_id)  # the arm's traces, from every shard
-                    log_lineage(arm_run.info.run_id, plan.records)
-                else:
-                    ctx.say(f"{arm} {release.describe(ctx.cfg, plan.versions[arm])}: {len(plan.records)} held-out questions x {c.n_repeats} runs")
-                    outcomes[arm], _ = evaluate_arm(arm_run.info.run_id, arm, plan.rows)
-                arm_runs[arm] = arm_run.info.run_id
-        return finish(ctx, measure(ctx, run, plan, judge_info, outcomes, arm_runs), shard_runs)
+            one_look(ctx, run, plan, arms, arm, rows, prior if arm == "baseline" else None, judge_info,
+                     f"questions x {c.n_repeats} runs" if seq is None else
+                     f"questions, look {look} of {seq.max_looks} (run {look} of each)", evaluate_arm, rejudge_arm)
+        spent += len(rows)
+        if seq is None:
+            continue
+        decision, summary = after_look(ctx.cfg, look, arms.outcomes, len(plan.records), seq, decisions)
+        decisions.append(decision)
+        summaries.append(summary)
+        tracking.log(metrics={"look.delta": summary["delta"], "look.p_value": summary["p_value"],
+                              "look.boundary": decision.boundary.nominal}, step=look)
+        ctx.say(decision.why)
+        if decision.stopped:
+            break
+    record = None if seq is None else sequential_record(seq, decisions, summaries, 2 * spent, 2 * len(plan.rows))
+    repeats = int(c.n_repeats) if seq is None else decisions[-1].look
+    took = None if not arms.reused or prior is None else {
+        "arm": "baseline", "rows": arms.reused, "from_compare": prior.compare_run, "from_arm_run": prior.run_id,
+        "rejudged": arms.rejudged}
+    return finish(ctx, measure(ctx, run, plan, judge_info, arms.outcomes, arms.runs, repeats, record, took))
+
+
+def one_look(ctx: StageContext, run: Any, plan: Plan, arms: Arms, arm: str, rows: list[Record],
+             prior: Measured | None, judge_info: dict, what: str, evaluate_arm: EvaluateArm,
+             rejudge_arm: RejudgeArm) -> None:
+    """One arm's rows of one look in its child run (started at the first look, resumed after),
+    whose row outcomes it records for a later compare to reuse."""
+    tags = {TAG_ARM: arm, TAG_ARM_DIGEST: plan.digests[arm], TAG_JUDGED_BY: plan.judged_by}
+    with tracking.child_run(f"{run.info.run_name}-{arm}", tags, arms.runs.get(arm)) as arm_run:
+        ctx.say(f"{arm} {release.describe(ctx.cfg, plan.versions[arm])}: {len(plan.records)} held-out {what}")
+        found, n_reused, rejudged = arm_rows(arm, rows, prior, arm_run.info.run_id, plan.judged_by, evaluate_arm,
+                                             rejudge_arm)
+        if n_reused and prior is not None:
+            arms.reused, arms.rejudged = arms.reused + n_reused, rejudged
+            ctx.say(f"{arm}: {n_reused} traces reused from compare {prior.compare_run}"
+                    + (f", re-judged with {judge_info['judge_name']} v{judge_info['judge_version']}"
+                       if rejudged else ", judged by the same judge") + "; force=true measures afresh")
+        arms.outcomes[arm].update(found)
+        tracking.log_files(dicts={ROWS_ARTIFACT: {k: asdict(o) for k, o in arms.outcomes[arm].items()}})
+        arms.runs[arm] = arm_run.info.run_id
 
 
 def measure(ctx: StageContext, run: Any, plan: Plan, judge_info: dict, outcomes: dict[str, dict[str, RowOutcome]],
-            arm_runs: dict[str, str]) -> CompareResult:
-    """The paired statistics of the two arms, logged with the per-question table and chart."""
+            arm_runs: dict[str, str], repeats: int, sequential: dict[str, Any] | None = None,
+            reused: dict[str, Any] | None = None) -> CompareResult:
+    """The paired statistics of the two arms over the ``repeats`` runs per question measured,
+    logged with the per-question table and chart."""
     cfg, c = ctx.cfg, ctx.cfg.compare
-    base, base_err = by_question(outcomes["baseline"], cfg.judge, int(c.n_repeats))
-    cand, cand_err = by_question(outcomes["candidate"], cfg.judge, int(c.n_repeats))
+    base, base_err = by_question(outcomes["baseline"], cfg.judge, repeats)
+    cand, cand_err = by_question(outcomes["candidate"], cfg.judge, repeats)
+    rows = repeats * len(plan.records)  # per arm
     s = stats.paired_summary(base, cand, int(c.bootstrap), float(c.ci_level), int(c.seed))
     if not s["pairs"]:  # a delta of 0 on no pairs means nothing: no figure, and why
         tracking.log(metrics={"baseline_errors": base_err, "candidate_errors": cand_err})
         failed = [o for arm in ARMS for o in outcomes[arm].values() if not o.ok]
-        nothing_measured(ctx, f"compare judged 0 of {len(plan.rows)} (question, repeat) pairs in both arms "
+        nothing_measured(ctx, f"compare judged 0 of {rows} (question, repeat) pairs in both arms "
                               f"(errors: baseline {base_err}, candidate {cand_err}): {failure_cause(ctx, failed)}")
-    metrics = gain_metrics(s, base_err, cand_err, len(plan.rows))
+    metrics = gain_metrics(s, base_err, cand_err, rows)
     tracking.log(metrics=metrics)
-    cross = mlflow_comparison(arm_runs["baseline"], arm_runs["candidate"], judge_info["judge_name"],
-                              float(c.ci_level)) if int(c.shards) == 1 else {
-        "status": f"not run: the arms were evaluated in {c.shards} shards' runs, and compare_evaluations takes "
-                  "the judge's values from the one run that scored them"}
+    cross = cross_check(arm_runs, judge_info["judge_name"], float(c.ci_level), int(c.shards), reused)
     tracking.log(metrics={f"mlflow_compare.{k}": float(v) for k, v in cross.items()
                           if k in ("diff", "ci_low", "ci_high", "p_value", "n_paired") and v is not None})
     tracking.log_files(texts={"per_question.csv": per_question_csv(plan.records, base, cand, agent.input_key(cfg.agent))})
-    log_chart(ctx, plan, judge_info, base, cand, s)
-    print(compact_table(s, {"baseline": base_err, "candidate": cand_err}, len(plan.rows)))
+    log_chart(ctx, plan, judge_info, base, cand, s, repeats)
+    print(compact_table(s, {"baseline": base_err, "candidate": cand_err}, rows))
     names = other_scorers(cfg)
     counts = {arm: scorer_counts(outcomes[arm], names) for arm in ARMS}
     means = {arm: scorer_means(outcomes[arm], names) for arm in ARMS}
@@ -331,21 +542,22 @@ def measure(ctx: StageContext, run: Any, plan: Plan, judge_info: dict, outcomes:
     ctx.say(f"run: {link}  (chart: compare.png, table: per_question.csv)")
     return CompareResult(
         outcome="compared", baseline_version=plan.versions["baseline"], candidate_version=plan.versions["candidate"],
-        **judge_info, n_repeats=int(c.n_repeats), questions=s["questions"], rows_per_arm=len(plan.rows),
+        **judge_info, n_repeats=repeats, questions=s["questions"], rows_per_arm=rows,
         **recorded_figures(metrics),
         pairs=s["pairs"], regressed=s["regressed"], improved=s["improved"],
         scorer_means=means, scorer_counts=counts, scorer_tests=tests, slices=slices, mlflow_comparison=cross,
-        chart=f"{link}/artifacts/compare.png", run_id=run.info.run_id)
+        chart=f"{link}/artifacts/compare.png", design=str(c.design) if int(c.shards) == 1 else "fixed",
+        sequential=sequential, reused=reused, run_id=run.info.run_id)
 
 
-def log_chart(ctx: StageContext, plan: Plan, judge_info: dict, base: dict, cand: dict, s: dict) -> None:
+def log_chart(ctx: StageContext, plan: Plan, judge_info: dict, base: dict, cand: dict, s: dict, repeats: int) -> None:
     """Each question's pass share in both arms, with the gain and its CI, as compare.png."""
     from jobs.eval.charts import compare_chart
 
     ids = [r.id for r in plan.records]
     share = lambda d, q: stats.share([x for x in d.get(q, []) if x is not None])  # noqa: E731
     title = (f"{plan.name}: baseline v{plan.versions['baseline']} vs candidate v{plan.versions['candidate']} "
-             f"({ctx.cfg.compare.n_repeats} runs per question; judge {judge_info['judge_name']} "
+             f"({repeats} runs per question; judge {judge_info['judge_name']} "
              f"v{judge_info['judge_version']})")
     with tempfile.TemporaryDirectory() as tmp:
         chart = compare_chart(Path(tmp) / "compare.png", ids, [share(base, q) for q in ids],

@@ -36,8 +36,7 @@ class Gate:
 
 
 def _gate(name: str, value: float | None, rule: str, threshold: float, note: str = "") -> Gate:
-    ok = value is not None and (value >= threshold if rule == ">=" else value <= threshold)
-    return Gate(name, value, float(threshold), rule, ok, note)
+    return Gate(name, value, float(threshold), rule, stats.check_passes(value, rule, float(threshold)), note)
 
 
 JUDGE_GATE = "judge_kappa"
@@ -57,16 +56,25 @@ def evaluate_gates(compare: CompareResult, g: Any, align_result: AlignResult | N
     A figure compare did not record counts as not measured (an error rate as 1.0): a refusal."""
     rates = (compare.baseline_error_rate, compare.candidate_error_rate)
     error_rate = max(1.0 if r is None else r for r in rates)
-    gates = [
-        _gate("min_delta", compare.delta, ">=", g.min_delta),
-        _gate("alpha (McNemar p)", compare.p_value, "<=", g.alpha),
-        _gate("ci_low_min", compare.ci_low, ">=", g.ci_low_min),
-        _gate("max_regressions", compare.regressions, "<=", g.max_regressions),
-        _gate("max_error_rate", error_rate, "<=", g.max_error_rate),
-    ]
+    alpha, alpha_note = gain_alpha(compare, g)
+    gates = [_gate(name, value, rule, threshold, alpha_note if name.startswith("alpha") else "")
+             for name, value, rule, threshold in stats.gain_checks(compare.delta, compare.p_value, compare.ci_low,
+                                                                   compare.regressions, g, alpha)]
+    gates.append(_gate("max_error_rate", error_rate, "<=", g.max_error_rate))
     floors, regressions = scorer_gates(compare, g)
     slice_floors, slice_regressions = slice_gates(compare, g)
     return gates + floors + slice_floors + no_regression(regressions + slice_regressions, g) + judge_gate(align_result, g)
+
+
+def gain_alpha(compare: CompareResult, g: Any) -> tuple[float, str]:
+    """The McNemar level the gain is tested at: ``gate.alpha`` for a fixed compare; for a
+    sequential one, the boundary of the look it stopped at, which spends the same alpha over
+    the looks (jobs/eval/sequential.py), so testing its last look at ``gate.alpha`` would not."""
+    seq = compare.sequential
+    if not seq:
+        return float(g.alpha), ""
+    return float(seq["nominal"]), (f"sequential: look {seq['looks_run']} of {seq['max_looks']}'s boundary, "
+                                   f"gate.alpha {float(g.alpha):g} spent over the looks; {seq['action']}")
 
 
 Regression = tuple[str, float | None, str]  # (gate name, one-sided p that the candidate is worse, note)

@@ -20,6 +20,7 @@ from typing import Any
 
 from jobs.core.contract import (  # noqa: F401 - the tags are tracking's API too
     RESULT_TAG,
+    TAG_ARM_DIGEST,
     TAG_FAILED_STAGE,
     TAG_FAILURE,
     TAG_INPUTS,
@@ -135,6 +136,17 @@ def find_runs(experiment_id: str, pipeline_id: str, stage: str, status: str | No
 
     return MlflowClient().search_runs([experiment_id], _filter(pipeline_id, stage, status),
                                       order_by=["attributes.start_time DESC"], max_results=50)
+
+
+def measured_arms(experiment_id: str, digest: str, exclude: str | None = None) -> list[Any]:
+    """Finished compare arm runs of any pipeline whose rows measured ``digest``, newest first
+    (``exclude``: the arm run being filled now)."""
+    from mlflow.tracking import MlflowClient
+
+    runs = MlflowClient().search_runs([experiment_id], f"tags.`{TAG_ARM_DIGEST}` = '{digest}' AND "
+                                      "attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"],
+                                      max_results=10)
+    return [r for r in runs if r.info.run_id != exclude]
 
 
 def pipeline_runs(experiment_id: str, pipeline_id: str) -> list[Any]:
@@ -258,11 +270,14 @@ def stage_run(experiment_id: str, pipeline_id: str, stage: str, inputs: str,
 
 
 @contextmanager
-def child_run(name: str, tags: dict[str, str]) -> Iterator[Any]:
-    """A run nested in the active one (compare's arms): no stage tag, so never taken for a result."""
+def child_run(name: str, tags: dict[str, str], run_id: str | None = None) -> Iterator[Any]:
+    """A run nested in the active one (compare's arms): no stage tag, so never taken for a result.
+    With ``run_id``, that child run again (a sequential compare's next look)."""
     import mlflow
 
-    with mlflow.start_run(run_name=name, nested=True, tags=tags) as run:
+    started = mlflow.start_run(run_id=run_id, nested=True) if run_id else mlflow.start_run(
+        run_name=name, nested=True, tags=tags)
+    with started as run:
         yield run
 
 
@@ -281,12 +296,12 @@ def shard_run(experiment_id: str, pipeline_id: str, stage_tag: str, inputs: str,
 
 
 def log(metrics: dict[str, float] | None = None, params: dict[str, Any] | None = None,
-        tags: dict[str, str] | None = None) -> None:
-    """Metrics, params and tags on the active run."""
+        tags: dict[str, str] | None = None, step: int | None = None) -> None:
+    """Metrics (at ``step``, a history such as a sequential compare's looks), params and tags on the active run."""
     import mlflow
 
     if metrics:
-        mlflow.log_metrics(metrics)
+        mlflow.log_metrics(metrics, step=step)
     if params:
         mlflow.log_params(params)
     if tags:
