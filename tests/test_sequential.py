@@ -128,3 +128,11 @@ def test_a_plan_refuses_unknown_settings():
         SequentialPlan(futility="sometimes")
     with pytest.raises(ValueError, match="look must be in 1..5"):
         decide_look(6, look2(0.0), SequentialPlan(), GATE)
+
+
+def test_gate_alpha_one_tests_no_p_value_at_any_look():
+    """gate.alpha=1 (a gate that tests no p-value) is a plan whose every look's boundary is 1."""
+    for spending in sequential.SPENDING:
+        for boundary in sequential.BOUNDARY:
+            plan = sequential.SequentialPlan(max_looks=3, alpha=1.0, spending=spending, boundary=boundary)
+            assert [b.nominal for b in sequential.boundaries(plan)] == [1.0, 1.0, 1.0]

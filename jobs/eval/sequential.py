@@ -66,8 +66,8 @@ class SequentialPlan:
     def __post_init__(self) -> None:
         if self.max_looks < 1:
             raise ValueError(f"max_looks must be at least 1, not {self.max_looks}")
-        if not 0 < self.alpha < 1:
-            raise ValueError(f"alpha must be in (0, 1), not {self.alpha}")
+        if not 0 < self.alpha <= 1:  # gate.alpha=1 tests no p-value: every look's boundary is 1
+            raise ValueError(f"alpha must be in (0, 1], not {self.alpha}")
         for field, value, allowed in (("spending", self.spending, SPENDING), ("boundary", self.boundary, BOUNDARY),
                                       ("futility", self.futility, FUTILITY)):
             if value not in allowed:
@@ -143,6 +143,8 @@ def _boundaries(plan: SequentialPlan, t: tuple[float, ...]) -> tuple[Boundary, .
 
     cumulative = [spent(plan, x) for x in t]
     increments = [b - a for a, b in zip([0.0, *cumulative], cumulative)]
+    if plan.alpha >= 1:  # a McNemar test at level 1 always passes: at every look, as in the fixed design
+        return tuple(Boundary(k + 1, t[k], cumulative[k], increments[k], 0.0, 1.0) for k in range(len(t)))
     if plan.boundary == "increments":
         nominal = increments
         zs = [float(norm.isf(a / 2)) if a > 0 else Z_CAP for a in nominal]
@@ -174,8 +176,8 @@ def z_boundaries(fractions: Sequence[float], cumulative: Sequence[float]) -> lis
                 return float(m @ (norm.sf((b - g) / s) + norm.cdf((-b - g) / s))) - inc
 
             args = (grid, mass, step, t, inc)
-            z = Z_CAP if inc <= 0 or excess(Z_CAP, *args) >= 0 else float(
-                brentq(excess, 1e-6, Z_CAP, args=args, xtol=1e-10))
+            z = Z_CAP if inc <= 0 or excess(Z_CAP, *args) >= 0 else 0.0 if excess(1e-6, *args) <= 0 else float(
+                brentq(excess, 1e-6, Z_CAP, args=args, xtol=1e-10))  # 0: more to spend than the paths left hold
         b = z * math.sqrt(t)
         new = np.linspace(-b, b, GRID)
         weights = np.ones(GRID)
