@@ -69,6 +69,10 @@ def test_a_compare_of_a_measured_baseline_reuses_its_traces_and_decides_the_same
     assert "re-judged with" in out
     assert {k: rejudged[k] for k in FIGURES} == {k: first[k] for k in FIGURES}
     assert rejudged["scorer_counts"]["baseline"]["Safety"]["judged"] == rejudged["rows_per_arm"]
+    # a re-judged trace holds the first compare's verdict and this one's: MLflow's cross-check reads this run's
+    cross = rejudged["mlflow_comparison"]
+    assert cross["status"] == "ok", cross
+    assert (cross["n_paired"], round(cross["diff"], 4)) == (rejudged["pairs"], round(rejudged["delta"], 4))
 
     # force=true measures both arms afresh, and on the same seeds decides the same
     fresh, calls, _ = run_compare(servers, pid, "force=true")

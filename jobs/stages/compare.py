@@ -312,11 +312,11 @@ class Measured:
     judged_by: str
 
 
-def measured_before(ctx: StageContext, digest: str, exclude: str | None) -> Measured | None:
+def measured_before(ctx: StageContext, digest: str) -> Measured | None:
     """The newest finished arm run of ``digest`` whose rows were recorded (``force=true``: none)."""
     if ctx.cfg.force:
         return None
-    for r in tracking.measured_arms(ctx.store.experiment_id, digest, exclude):
+    for r in tracking.measured_arms(ctx.store.experiment_id, digest):
         try:
             rows = tracking.load_dict(r.info.run_id, ROWS_ARTIFACT)
         except Exception:  # noqa: BLE001 - an arm run without its rows (an older promptgate) is not reusable
@@ -457,7 +457,7 @@ def looked_arms(ctx: StageContext, run: Any, plan: Plan, judge_info: dict, evalu
     decisions: list[LookDecision] = []
     summaries: list[dict] = []
     spent = 0
-    prior = measured_before(ctx, plan.digests["baseline"], None)  # the production arm, measured before
+    prior = measured_before(ctx, plan.digests["baseline"])  # the production arm, measured before
     arms = Arms()
     for look, rows in enumerate(looks_of(plan.rows, int(c.n_repeats), str(c.design)), start=1):
         for arm in ARMS:

@@ -138,15 +138,14 @@ def find_runs(experiment_id: str, pipeline_id: str, stage: str, status: str | No
                                       order_by=["attributes.start_time DESC"], max_results=50)
 
 
-def measured_arms(experiment_id: str, digest: str, exclude: str | None = None) -> list[Any]:
-    """Finished compare arm runs of any pipeline whose rows measured ``digest``, newest first
-    (``exclude``: the arm run being filled now)."""
+def measured_arms(experiment_id: str, digest: str) -> list[Any]:
+    """Finished compare arm runs of any pipeline whose rows measured ``digest``, newest first (the
+    arm runs of the compare under way are still running, so never their own source)."""
     from mlflow.tracking import MlflowClient
 
-    runs = MlflowClient().search_runs([experiment_id], f"tags.`{TAG_ARM_DIGEST}` = '{digest}' AND "
+    return MlflowClient().search_runs([experiment_id], f"tags.`{TAG_ARM_DIGEST}` = '{digest}' AND "
                                       "attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"],
                                       max_results=10)
-    return [r for r in runs if r.info.run_id != exclude]
 
 
 def pipeline_runs(experiment_id: str, pipeline_id: str) -> list[Any]:
