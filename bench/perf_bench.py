@@ -212,18 +212,31 @@ def first_call_s(bench: Bench) -> float:
 
 
 # ------------------------------------------------------------------ the report
+def measurements(text: str) -> set[int]:
+    """``--only``'s numbers, checked before any server starts."""
+    try:
+        chosen = {int(x) for x in text.split(",")}
+    except ValueError:
+        chosen = set()
+    if not chosen or not chosen <= set(range(1, 7)):
+        raise argparse.ArgumentTypeError(f"{text!r}: give numbers 1-6 separated by commas, e.g. 5 or 4,5")
+    return chosen
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.perf_bench", description=__doc__)
     parser.add_argument("--rows", type=int, default=200, help="rows per evaluation (default 200)")
     parser.add_argument("--shards", default="1,2,4,8", help="shard counts to compare at 200 ms")
     parser.add_argument("--keep", action="store_true", help="keep the state folder and print where it is")
-    parser.add_argument("--only", default="1,2,3,4,5,6", help="the numbered measurements to run (default all)")
+    parser.add_argument("--only", default="1,2,3,4,5,6", type=measurements,
+                        help="the numbered measurements to run, e.g. 5 or 4,5 (default all; 2 and 3 reuse 1's runs, "
+                             "so any of 1-3 runs all three)")
     a = parser.parse_args()
+    only = a.only
     state = Path(tempfile.mkdtemp(prefix="promptgate-perf-"))
     bench = Bench(state, a.rows)
     lines = [f"=== make bench-perf: {a.rows} rows, {WORKERS} workers, {CORES} cores, MLflow on SQLite (1 worker) ==="]
     say = lambda s: (lines.append(s), print(s, flush=True))  # noqa: E731
-    only = {int(x) for x in a.only.split(",")}
     try:
         if 1 in only or 2 in only or 3 in only:
             first_sections(bench, a, say)
@@ -274,7 +287,6 @@ def first_sections(bench: Bench, a: argparse.Namespace, say) -> None:
         f"(target at most 0.15x: {verdict(same.wall_s <= 0.15 * pg0.wall_s)})")
     say(f"   force=true, every reply cached: {ratio(forced.wall_s, pg0.wall_s)} of cold ({forced.load()}; "
         f"the rows are traced and judged again, so this is MLflow's cost of a row)")
-
 
 
 def startup(bench: Bench, say) -> None:
