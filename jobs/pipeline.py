@@ -10,6 +10,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from jobs.config.compose import compose, new_pipeline_id
@@ -146,22 +147,31 @@ class LocalServers:
     env: dict[str, str] = field(default_factory=dict)  # what each stage process gets (the process boundary)
     gateway_url: str | None = None
     sim_url: str | None = None
+    warm: Any = None  # the warm starter local stages are forked from (jobs/launch/warm.py), if any
 
 
 def start_servers(cfg: Any) -> LocalServers:
-    """Check the MLflow server; start a gateway (and simulator) for local stages unless one runs."""
+    """Check the MLflow server; for local stages, start the warm starter they are forked from
+    (launcher.warm_start) and a gateway (and simulator) unless one runs."""
     from jobs.config.schemas import LocalSettings, settings
     from jobs.store.tracking import check_server
 
     servers = LocalServers(env={"MLFLOW_TRACKING_URI": str(cfg.mlflow.tracking_uri)})
     check_server(str(cfg.mlflow.tracking_uri), float(cfg.mlflow.connect_timeout_s))
-    if isinstance(settings(cfg, "launcher"), LocalSettings) and not cfg.gateway.get("url"):  # pods: the cluster's gateway
-        from jobs.llm.endpoints import offline_hygiene, start_local_gateway
+    if not isinstance(settings(cfg, "launcher"), LocalSettings):  # pods: the cluster's gateway, a fresh pod each
+        return servers
+    from jobs.llm.endpoints import offline_hygiene, start_local_gateway
 
-        offline_hygiene()
+    offline_hygiene()  # before the starter imports LiteLLM: its model cost map from the package, not the network
+    if not cfg.gateway.get("url"):
         servers.procs, servers.gateway_url, servers.sim_url = start_local_gateway(cfg)
         servers.env[GATEWAY_URL_ENV] = servers.gateway_url
         print(f"LLM gateway: {servers.gateway_url} (cache {cfg.gateway.cache} at {cfg.gateway.cache_uri})")
+    if cfg.launcher.warm_start:
+        from jobs.launch import warm
+        from jobs.launch.launchers import local_stage_env
+
+        servers.warm = warm.start(local_stage_env(servers.env), Path(cfg.state_dir) / "warm-starter.log")
     return servers
 
 
@@ -182,13 +192,15 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         from jobs.core.servers import stop_process
 
+        if servers.warm is not None:
+            servers.warm.stop()
         for proc in reversed(servers.procs):
             stop_process(proc.pid)
 
 
 def run_stages(cfg: Any, overrides: list[str], pipeline_id: str, servers: LocalServers) -> int:
     """Each stage of the registry in order, through the configured launcher; then the summary."""
-    launcher = launcher_for(cfg, servers.env, pipeline_id)
+    launcher = launcher_for(cfg, servers.env, pipeline_id, servers.warm)
     ran: list[str] = []
     code, stage, started = 0, "", time.monotonic()
     try:

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,9 @@ from jobs.core.paths import ROOT
 from jobs.core.servers import free_port, start_mlflow, start_sim, stop_process
 from jobs.gateway.client import start_gateway
 from jobs.gateway.server import MISS_LOG_ENV
+from jobs.launch import warm
 from jobs.launch.launchers import STAGE_ENV
+from jobs.llm.endpoints import OFFLINE_ENV
 from tests.support import fake_kube_api
 
 register_schemas()  # tests compose configs directly, as every stage does after registering them
@@ -50,6 +53,7 @@ class Servers:
     s3_endpoint: str
     state_dir: Path
     gateway_url: str
+    warm: warm.WarmStarter | None = None  # stages are forked from it, as make run's are (jobs/launch/warm.py)
 
     @property
     def stage_log(self) -> Path:
@@ -66,13 +70,23 @@ class Servers:
         return env
 
     def stage(self, stage: str, *overrides: str, timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
-        """Run ``python -m jobs.<stage>`` as a real process, as make and the Jobs do, with a
-        launch id as launchers give one (``printed_result`` reads the result back by it)."""
+        """Run ``python -m jobs.<stage>`` as a real process, forked from the warm starter as
+        ``make run`` forks its stages (a new interpreter where it cannot be), with a launch id as
+        launchers give one (``printed_result`` reads the result back by it)."""
         from jobs.core.contract import LAUNCH_ENV
 
         launch_id = uuid.uuid4().hex
-        proc = subprocess.run([sys.executable, "-m", f"jobs.{stage}", *overrides], env=self.env(**{LAUNCH_ENV: launch_id, **env}),
-                              cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        cmd, stage_env = [sys.executable, "-m", f"jobs.{stage}", *overrides], self.env(**{LAUNCH_ENV: launch_id, **env})
+        code = None
+        if self.warm is not None:
+            with open(os.devnull, "rb") as null, tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+                code = warm.run(self.warm, f"jobs.{stage}", list(overrides), stage_env, str(ROOT),
+                                (null.fileno(), out.fileno(), err.fileno()), timeout=timeout)
+                texts = [f.seek(0) or f.read().decode(errors="replace") for f in (out, err)]
+        if code is None:
+            proc = subprocess.run(cmd, env=stage_env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        else:
+            proc = subprocess.CompletedProcess(cmd, code, *texts)
         proc.launch_id = launch_id
         self.keep_log(f"{stage} {' '.join(overrides)}", proc.stdout, proc.stderr)
         return proc
@@ -127,13 +141,16 @@ def gateway_settings(cache_uri: str, **kw) -> SimpleNamespace:
 @pytest.fixture(scope="session")
 def servers(tmp_path_factory, s3_endpoint, sim_url):
     state = tmp_path_factory.mktemp("state")
+    starter = warm.start({**os.environ, **STAGE_ENV, **OFFLINE_ENV, "PYTHONPATH": str(ROOT)}, state / "warm-starter.log")
     env = {**S3_KEYS, "MLFLOW_S3_ENDPOINT_URL": s3_endpoint}
     mlflow_proc, uri = start_mlflow(state, free_port(), artifacts=f"s3://{ARTIFACT_BUCKET}/mlflow", env=env,
                                    timeout_s=900)  # ~30 s normally; minutes on a loaded 2-core machine
     os.environ["PROMPTGATE_FAKE_KEY"] = FAKE_API_KEY  # the gateway's upstream key, as a user would export it
     os.environ[MISS_LOG_ENV] = str(state / "gateway-misses.jsonl")  # what went upstream, to explain a cache miss
     gateway_proc, gateway_url = start_gateway(sim_url, gateway_settings(str(state / "llm-cache")), "PROMPTGATE_FAKE_KEY")
-    yield Servers(uri, sim_url, s3_endpoint, state, gateway_url)
+    yield Servers(uri, sim_url, s3_endpoint, state, gateway_url, starter)
+    if starter is not None:
+        starter.stop()
     stop_process(gateway_proc.pid)
     stop_process(mlflow_proc.pid)
 

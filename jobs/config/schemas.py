@@ -177,6 +177,7 @@ class LocalSettings:
     """`launcher=local`: each stage a process on this machine."""
 
     kind: str = "local"  # local | kubernetes
+    warm_start: bool = True  # fork each stage from a process that has imported MLflow & co once (jobs/launch/warm.py)
 
 
 @dataclass

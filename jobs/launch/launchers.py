@@ -15,6 +15,8 @@ from jobs.core.contract import LAUNCH_ENV, SHARDED_STAGES, STAGES, stage_command
 from jobs.core.errors import EXIT_BAD_INPUT
 from jobs.core.paths import ROOT
 from jobs.core.results import StageResult
+from jobs.launch import warm
+from jobs.launch.warm import WarmStarter
 
 # Stage processes hash strings the same way every run: MemAlign and the judges' distilled
 # guidelines put Python sets into LLM requests, and a set's order follows the hash seed, so
@@ -36,17 +38,26 @@ def launched_result(launch_id: str | None) -> StageResult | None:
     return lookup(launch_id)
 
 
+def local_stage_env(extra: dict[str, str]) -> dict[str, str]:
+    """The environment of a local stage process (and of the warm starter it may be forked from)."""
+    return {**os.environ, **STAGE_ENV, **extra, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
 @dataclass
 class LocalLauncher:
     env: dict[str, str] = field(default_factory=dict)  # extra environment for the stage process
+    warm: WarmStarter | None = None  # forks the stage with its imports done (launcher.warm_start); None: a new interpreter
     launch_id: str | None = None  # the last launch's id
 
     def run(self, stage: str, overrides: list[str]) -> int:
         cmd = stage_command(stage, overrides)
         cmd[0] = sys.executable
         self.launch_id = new_launch_id()
-        env = {**os.environ, **STAGE_ENV, **self.env, LAUNCH_ENV: self.launch_id,
-               "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        env = local_stage_env({**self.env, LAUNCH_ENV: self.launch_id})
+        if self.warm is not None:
+            code = warm.run(self.warm, f"jobs.{stage}", overrides, env, os.getcwd())
+            if code is not None:
+                return code
         return subprocess.call(cmd, env=env, cwd=os.getcwd())
 
     def result(self) -> StageResult | None:
@@ -156,10 +167,11 @@ def shard_defaults(cfg) -> dict[str, int]:
     return {stage: int(cfg[stage].shards) for stage in SHARDED_STAGES}
 
 
-def launcher_for(cfg, env: dict[str, str], pipeline_id: str):
-    """The launcher the config's launcher option is typed as: a Job per stage, or a process."""
+def launcher_for(cfg, env: dict[str, str], pipeline_id: str, warm_starter: WarmStarter | None = None):
+    """The launcher the config's launcher option is typed as: a Job per stage, or a process
+    (forked from ``warm_starter`` when there is one)."""
     from jobs.config.schemas import JobSettings, settings
 
     if isinstance(settings(cfg, "launcher"), JobSettings):
         return KubernetesLauncher(cfg.launcher, pipeline_id, shards=shard_defaults(cfg))
-    return LocalLauncher(env=env)
+    return LocalLauncher(env=env, warm=warm_starter)

@@ -51,12 +51,14 @@ class Endpoint:
         return self.uri(self.embedding_model)
 
 
+OFFLINE_ENV = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
+               "MLFLOW_GENAI_EVAL_SKIP_TRACE_VALIDATION": "true",
+               "MLFLOW_MODEL_CATALOG_URI": ""}  # nothing fetched from the network at import or by telemetry
+
+
 def offline_hygiene() -> None:
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("DO_NOT_TRACK", "true")
-    os.environ.setdefault("MLFLOW_GENAI_EVAL_SKIP_TRACE_VALIDATION", "true")
-    os.environ.setdefault("MLFLOW_MODEL_CATALOG_URI", "")  # no fetch from GitHub: the machine is offline
+    for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
     block_absent_pyspark()
     if hasattr(signal, "SIGUSR1"):  # `kill -USR1 <pid>` prints every thread's stack: how to see where a stage is stuck
         faulthandler.register(signal.SIGUSR1, all_threads=True)
