@@ -106,10 +106,10 @@ def run(starter: WarmStarter, module: str, argv: list[str], env: dict[str, str],
             reader = conn.makefile("rb")
             if reader.readline() != b"ready\n":  # after the starter's imports; past READY_TIMEOUT_S: a plain process
                 return None
-            conn.sendall(b"go\n")
-            started = json.loads(reader.readline() or b"null")
-        except (OSError, ValueError):
+        except OSError:
             return None
+        conn.sendall(b"go\n")  # from here the starter runs the stage: a failure is raised, never a second start
+        started = json.loads(reader.readline() or b"null")
         if not started:
             raise RuntimeError(f"the warm starter did not start stage {module}")
         conn.settimeout(timeout)
