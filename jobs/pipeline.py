@@ -16,7 +16,9 @@ from typing import Any
 from jobs.config.compose import compose, new_pipeline_id
 from jobs.core.contract import GATEWAY_URL_ENV, STAGES
 from jobs.core.errors import EXIT_REFUSED, UserError, exit_code, one_line
-from jobs.launch.launchers import launcher_for
+from jobs.launch import warm
+from jobs.launch.launchers import launcher_for, local_stage_env
+from jobs.launch.warm import WarmStarter
 
 BANNER = """\
 +--------------------------------------------------------------------------+
@@ -147,7 +149,7 @@ class LocalServers:
     env: dict[str, str] = field(default_factory=dict)  # what each stage process gets (the process boundary)
     gateway_url: str | None = None
     sim_url: str | None = None
-    warm: Any = None  # the warm starter local stages are forked from (jobs/launch/warm.py), if any
+    warm: WarmStarter | None = None  # the warm starter local stages are forked from (jobs/launch/warm.py), if any
 
 
 def start_servers(cfg: Any) -> LocalServers:
@@ -168,9 +170,6 @@ def start_servers(cfg: Any) -> LocalServers:
         servers.env[GATEWAY_URL_ENV] = servers.gateway_url
         print(f"LLM gateway: {servers.gateway_url} (cache {cfg.gateway.cache} at {cfg.gateway.cache_uri})")
     if cfg.launcher.warm_start:
-        from jobs.launch import warm
-        from jobs.launch.launchers import local_stage_env
-
         servers.warm = warm.start(local_stage_env(servers.env), Path(cfg.state_dir) / "warm-starter.log")
     return servers
 

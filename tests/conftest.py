@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,16 +76,11 @@ class Servers:
 
         launch_id = uuid.uuid4().hex
         cmd, stage_env = [sys.executable, "-m", f"jobs.{stage}", *overrides], self.env(**{LAUNCH_ENV: launch_id, **env})
-        code = None
-        if self.warm is not None:
-            with open(os.devnull, "rb") as null, tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-                code = warm.run(self.warm, f"jobs.{stage}", list(overrides), stage_env, str(ROOT),
-                                (null.fileno(), out.fileno(), err.fileno()), timeout=timeout)
-                texts = [f.seek(0) or f.read().decode(errors="replace") for f in (out, err)]
-        if code is None:
-            proc = subprocess.run(cmd, env=stage_env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        forked = self.warm and warm.run_captured(self.warm, f"jobs.{stage}", list(overrides), stage_env, str(ROOT), timeout)
+        if forked:
+            proc = subprocess.CompletedProcess(cmd, *forked)
         else:
-            proc = subprocess.CompletedProcess(cmd, code, *texts)
+            proc = subprocess.run(cmd, env=stage_env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
         proc.launch_id = launch_id
         self.keep_log(f"{stage} {' '.join(overrides)}", proc.stdout, proc.stderr)
         return proc

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 
@@ -54,12 +53,7 @@ def probe(tmp_path):
 
 
 def forked(starter, env, cwd, *argv, timeout=60):
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, open(os.devnull, "rb") as null:
-        code = warm.run(starter, "probe_mod", list(argv), env, cwd, (null.fileno(), out.fileno(), err.fileno()),
-                        timeout=timeout)
-        out.seek(0)
-        err.seek(0)
-        return code, out.read().decode(), err.read().decode()
+    return warm.run_captured(starter, "probe_mod", list(argv), env, cwd, timeout) or (None, "", "")
 
 
 def test_a_forked_module_sees_what_python_m_gives_it(starter, probe):

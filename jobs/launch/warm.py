@@ -132,6 +132,19 @@ def run(starter: WarmStarter, module: str, argv: list[str], env: dict[str, str],
         conn.close()
 
 
+def run_captured(starter: WarmStarter, module: str, argv: list[str], env: dict[str, str], cwd: str,
+                 timeout: float | None = None) -> tuple[int, str, str] | None:
+    """``run`` with stdin from /dev/null and stdout and stderr captured: (exit code, stdout,
+    stderr), as ``subprocess.run(capture_output=True, text=True)`` gives them; None as ``run``."""
+    with open(os.devnull, "rb") as null, tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        code = run(starter, module, argv, env, cwd, (null.fileno(), out.fileno(), err.fileno()), timeout)
+        if code is None:
+            return None
+        out.seek(0)
+        err.seek(0)
+        return code, out.read().decode(errors="replace"), err.read().decode(errors="replace")
+
+
 # ------------------------------------------------------------------ the starter's process
 def serve(socket_path: str, parent: int) -> tuple[dict[str, Any], list[int]] | None:
     """Accept requests until the parent is gone. Returns only in a forked stage process, with
