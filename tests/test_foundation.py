@@ -114,3 +114,22 @@ def test_feedback_from_a_label_file_keyed_by_question_id(foundation, servers, ml
         for a in by_q[q].info.assessments:
             if a.source.source_id == "ann":
                 mlflow.delete_assessment(trace_id=by_q[q].info.trace_id, assessment_id=a.assessment_id)
+
+
+def test_the_session_server_keeps_its_sqlite_file_in_write_ahead_log_mode(foundation, servers, tmp_path):
+    """start_mlflow puts the SQLite file in WAL mode before MLflow opens it (a row's commits
+    then neither fsync a rollback journal nor block the other workers' reads); MLflow created
+    its tables in that file and wrote the foundation pipeline through the log."""
+    import sqlite3
+
+    from jobs.core.servers import write_ahead_log
+
+    db = servers.state_dir / "mlflow.db"
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("SELECT count(*) FROM trace_info").fetchone()[0] >= 28  # evaluate's traces
+    finally:
+        conn.close()
+    assert (servers.state_dir / "mlflow.db-wal").exists()
+    assert write_ahead_log(tmp_path / "new" / "mlflow.db") == "wal"  # a new state folder's file, before MLflow makes it
