@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 
 import pytest
 
@@ -57,17 +58,13 @@ def test_an_answer_in_the_review_queue_page_becomes_the_judges_label(servers, ml
                                lambda: page.find_element(By.XPATH, f"//*[normalize-space(text())='{JUDGE}']")
                                and page.find_element(By.XPATH, "//*[normalize-space(text())='Pass']"), page=page)
         answered = re.search(r"selectedItemId=(tr-[0-9a-f]+)", page.current_url).group(1)
-        pass_choice.click()
-        page.find_element(By.XPATH, "//button[normalize-space(.)='Submit']").click()
-        wait_for("1 of 28 reviewed", lambda: "1 of 28 reviewed" in page.find_element(By.TAG_NAME, "body").text, page=page)
+        submit_answer(page, pass_choice, lambda: human_answers(mlflow_client, answered))
         page.get(link)  # the queue's page, as a reviewer sees it, for the record
         wait_for("the queue table", lambda: "Completed (1)" in page.find_element(By.TAG_NAME, "body").text, page=page)
         shot = tmp_path / SCREENSHOT
         page.save_screenshot(str(shot))
 
-    human = [a for a in mlflow_client.get_trace(answered).info.assessments if a.name == JUDGE
-             and str(a.source.source_type) in ("HUMAN", "AssessmentSourceType.HUMAN")]
-    assert [a.feedback.value for a in human] == [True]
+    assert [a.feedback.value for a in human_answers(mlflow_client, answered)] == [True]
 
     import mlflow
 
@@ -90,3 +87,36 @@ def test_an_answer_in_the_review_queue_page_becomes_the_judges_label(servers, ml
     kept = ARTIFACTS / SCREENSHOT  # for people: the last run's queue page
     kept.parent.mkdir(parents=True, exist_ok=True)
     kept.write_bytes(shot.read_bytes())
+
+
+def human_answers(client, trace_id: str) -> list:
+    """The HUMAN answers to the judge's question that MLflow holds for one trace."""
+    return [a for a in client.get_trace(trace_id).info.assessments or [] if a.name == JUDGE
+            and str(a.source.source_type) in ("HUMAN", "AssessmentSourceType.HUMAN")]
+
+
+def submit_answer(page, choice, answers: Callable[[], list], attempts: int = 3) -> None:
+    """Pick ``choice`` and submit, as a reviewer does. The page can still re-render its form
+    after it shows (it loads the trace's assessments), dropping a pick made too early: then
+    MLflow holds no answer and the pick is made again. A submitted answer is never sent twice."""
+    from selenium.webdriver.common.by import By
+
+    def reviewed() -> bool:
+        return "1 of 28 reviewed" in page.find_element(By.TAG_NAME, "body").text
+
+    for attempt in range(1, attempts + 1):
+        choice.click()
+        submit = wait_for("an enabled Submit button", lambda: next(
+            (b for b in page.find_elements(By.XPATH, "//button[normalize-space(.)='Submit']") if b.is_enabled()), None),
+            timeout_s=30, page=page)
+        submit.click()
+        try:
+            wait_for("1 of 28 reviewed", lambda: reviewed() or answers(), timeout_s=30 if attempt < attempts else 120,
+                     page=page)
+            break
+        except AssertionError:
+            if attempt == attempts:
+                raise
+        choice = wait_for("the Pass choice again", lambda: page.find_element(By.XPATH, "//*[normalize-space(text())='Pass']"),
+                          page=page)
+    wait_for("1 of 28 reviewed", reviewed, page=page)
