@@ -39,7 +39,6 @@ from jobs.launch.launchers import STAGE_ENV
 PROFILE = str(ROOT / "jobs/domains/baseball/sim_profile.yaml")
 SOURCES = ("data/baseball/train.jsonl", "data/baseball/heldout.jsonl")
 WORKERS = 10
-SERVER_WORKERS = 2  # the tracking server's workers, as start_mlflow starts it for make run and the tests
 TICKS = os.sysconf("SC_CLK_TCK")
 CORES = os.cpu_count() or 1
 
@@ -123,7 +122,7 @@ class Bench:
     def __init__(self, state: Path, rows: int):
         self.state, self.rows = state, rows
         self.data = bench_rows(state / "rows.jsonl", rows)
-        self.mlflow_proc, self.uri = start_mlflow(state / "mlflow", free_port(), timeout_s=900, workers=SERVER_WORKERS)
+        self.mlflow_proc, self.uri = start_mlflow(state / "mlflow", free_port(), timeout_s=900)
         self.sims = {ms: start_sim({"seed": 7, "profile": PROFILE, "latency_ms": ms}) for ms in (0, 200)}
 
     def close(self) -> None:
@@ -236,7 +235,7 @@ def main() -> None:
     only = a.only
     state = Path(tempfile.mkdtemp(prefix="promptgate-perf-"))
     bench = Bench(state, a.rows)
-    lines = [f"=== make bench-perf: {a.rows} rows, {WORKERS} workers, {CORES} cores, MLflow on SQLite in WAL mode ({SERVER_WORKERS} workers) ==="]
+    lines = [f"=== make bench-perf: {a.rows} rows, {WORKERS} workers, {CORES} cores, MLflow on SQLite (1 worker) ==="]
     say = lambda s: (lines.append(s), print(s, flush=True))  # noqa: E731
     try:
         if 1 in only or 2 in only or 3 in only:
@@ -332,15 +331,14 @@ def make_run(bench: Bench, say) -> None:
 
 
 def servers_compared(bench: Bench, state: Path, say) -> None:
-    """6: the tracking server on PostgreSQL against SQLite, with as many workers each."""
+    """6: the tracking server on PostgreSQL with 2 workers against SQLite with 1."""
 
-    say(f"6. tracking server: PostgreSQL vs SQLite, {SERVER_WORKERS} workers each, 200 ms, 4 shards")
+    say("6. tracking server: PostgreSQL with 2 workers vs SQLite with 1, 200 ms, 4 shards")
     pg_uri = postgres_uri()
     if pg_uri is None:
         say("   skipped: no PostgreSQL on 127.0.0.1:5432")
     else:
-        proc, uri = start_mlflow(state / "mlflow-pg", free_port(), backend_uri=pg_uri, timeout_s=900,
-                                  workers=SERVER_WORKERS)
+        proc, uri = start_mlflow(state / "mlflow-pg", free_port(), backend_uri=pg_uri, timeout_s=900, workers=2)
         try:
             lite, _, _, _ = bench.promptgate(200, 4)
             post, _, _, _ = bench.promptgate(200, 4, uri=uri, server_pid=proc.pid)
@@ -352,12 +350,12 @@ def servers_compared(bench: Bench, state: Path, say) -> None:
 
 def limit(m: Measured) -> str:
     """The resource that bounds a run: the cores when the machine is saturated, else the
-    tracking server when its workers are busy (each one Python process, which its GIL keeps
-    to about one core), else the time no process computes (start-up and round trips)."""
+    tracking server when its one worker (one Python process: about one core at most) is near
+    full, else the time no process computes (start-up and round trips)."""
     if m.machine_cores >= 0.85 * CORES:
         return f"the machine's {CORES} cores ({m.machine_cores:.2f} busy)"
     if m.server_cores >= 0.6:
-        return f"the tracking server ({m.server_cores:.2f} cores on its {SERVER_WORKERS} workers, machine {m.machine_cores:.2f} of {CORES})"
+        return f"the tracking server ({m.server_cores:.2f} cores on its 1 worker, machine {m.machine_cores:.2f} of {CORES})"
     return (f"waiting, not computing (machine {m.machine_cores:.2f} of {CORES} cores busy): process start-up and "
             "MLflow round trips")
 

@@ -63,10 +63,8 @@ def mlflow_env() -> dict[str, str]:
 
 def start_mlflow(state_dir: Path, port: int, backend_uri: str | None = None, artifacts: str | None = None,
                  env: dict[str, str] | None = None, timeout_s: float = 120, detach: bool = True,
-                 workers: int = 2) -> tuple[subprocess.Popen, str]:
-    """Start ``mlflow server`` on 127.0.0.1:port and wait until healthy. Two workers: one Python
-    process spends most of a row's time holding its GIL, and on a SQLite file in WAL mode two
-    processes read beside each other and take turns to write (make run 182 s against 198 s).
+                 workers: int = 1) -> tuple[subprocess.Popen, str]:
+    """Start ``mlflow server`` on 127.0.0.1:port (one worker unless told) and wait until healthy.
 
     uvicorn closes a connection idle for 5 s by default while MLflow's client keeps it in its
     pool; a write sent on it as it closes fails with "Connection reset by peer", and MLflow does
