@@ -235,7 +235,7 @@ def main() -> None:
     only = a.only
     state = Path(tempfile.mkdtemp(prefix="promptgate-perf-"))
     bench = Bench(state, a.rows)
-    lines = [f"=== make bench-perf: {a.rows} rows, {WORKERS} workers, {CORES} cores, MLflow on SQLite (1 worker) ==="]
+    lines = [f"=== make bench-perf: {a.rows} rows, {WORKERS} workers, {CORES} cores, MLflow on SQLite in WAL mode (1 worker) ==="]
     say = lambda s: (lines.append(s), print(s, flush=True))  # noqa: E731
     try:
         if 1 in only or 2 in only or 3 in only:
