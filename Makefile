@@ -77,8 +77,9 @@ monitor: install mlflow-up ## Score production traces since the last checkpoint 
 
 ##@ Test
 .PHONY: test test-fast lint browser
-test: install tools browser lint ## Run the linter and every test (unit, integration on real local servers, end to end)
-	@$(PY) -m pytest $(ARGS)
+TEST_WORKERS ?= 2
+test: install tools browser lint ## Run the linter and every test (unit, integration on real local servers, end to end); TEST_WORKERS=1 runs them in one process
+	@$(PY) -m pytest $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile) $(ARGS)
 
 browser: ## Install Debian's chromium and chromium-driver for the UI test (needs apt and root; skipped if present)
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
