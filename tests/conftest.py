@@ -184,6 +184,15 @@ def printed_result(proc: subprocess.CompletedProcess) -> dict:
     return json.loads(encode(result))
 
 
+def first_questions(tmp_path: Path, n: int, source: str | Path = "data/baseball/heldout.jsonl") -> Path:
+    """The first ``n`` records of a domain's question set as a file of their own: the held-out
+    set of a test whose subject is not compare's figures, so its compare costs n rows per arm and
+    repeat instead of the whole set's."""
+    path = tmp_path / f"first-{n}-{Path(source).name}"
+    path.write_text("\n".join((ROOT / source).read_text().splitlines()[:n]) + "\n")
+    return path
+
+
 def new_pipeline_id(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 

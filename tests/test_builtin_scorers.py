@@ -101,7 +101,7 @@ def test_a_failing_builtin_scorer_reports_its_error(judge_env):
 
 
 # ---------------------------------------------------------------- stages: each scorer's errors are its own
-from tests.conftest import new_pipeline_id, stage_result  # noqa: E402
+from tests.conftest import first_questions, new_pipeline_id, stage_result  # noqa: E402
 from tests.test_failures import OWN, own_sim, small_set  # noqa: E402
 
 SCORERS = "judge.scorers=[Safety,{class: Guidelines, guidelines: ['The response must stay under 80 words.']}]"
@@ -183,14 +183,12 @@ def _compare_pipeline(servers, mlflow_client, tmp_path, scorers: str, heldout_qu
     first questions of the domain's."""
     import mlflow
 
-    from jobs.core.paths import ROOT
     from tests.test_decision import mark_candidate, mark_measured_judge
 
     pid = new_pipeline_id("scorer-gate")
     prompt = f"scorer-gate-{pid[-6:]}"
     data = small_set(tmp_path, 3)
-    heldout = tmp_path / f"heldout-{heldout_questions}.jsonl"
-    heldout.write_text("\n".join((ROOT / "data/baseball/heldout.jsonl").read_text().splitlines()[:heldout_questions]) + "\n")
+    heldout = first_questions(tmp_path, heldout_questions)
     common = (f"pipeline_id={pid}", f"prompt.name={prompt}", f"dataset.train={data}", f"dataset.heldout={heldout}",
               "compare.n_repeats=1", scorers)
     if seed is not None:

@@ -23,6 +23,7 @@ from tests.conftest import (
     FAKE_API_KEY,
     S3_KEYS,
     SESSION_PROMPT,
+    first_questions,
     new_pipeline_id,
     stage_result,
 )
@@ -209,14 +210,15 @@ def test_two_pipelines_gate_one_prompt_on_postgres(servers, postgres_mlflow):
 FAULTS = {"rate_429": 0.08, "rate_timeout": 0.04, "rate_malformed": 0.08, "timeout_s": 0.5}  # 20% of judge calls
 
 
-def test_pipeline_with_20_percent_faults(servers, mlflow_client):
+def test_pipeline_with_20_percent_faults(servers, mlflow_client, tmp_path):
     """The whole pipeline on a simulator of its own that injects faults, with the cache off.
     Every injected fault shows up in MLflow, and the decision follows the error-rate gate."""
     pid, prompt = new_pipeline_id("faults"), f"faults-{uuid.uuid4().hex[:6]}"
     sim = [f"model.sim.{k}={v}" for k, v in FAULTS.items()]
     env = servers.env(PROMPTGATE_SIM_URL="", PROMPTGATE_GATEWAY_URL="")  # its own simulator and gateway
     proc = subprocess.run([sys.executable, "-m", "jobs.pipeline", f"pipeline_id={pid}", f"prompt.name={prompt}",
-                           "gateway.cache=off", "compare.n_repeats=1", "optimizer=gepa_default", *sim],
+                           "gateway.cache=off", "compare.n_repeats=1", "optimizer=gepa_default", *sim,
+                           f"dataset.heldout={first_questions(tmp_path, 12)}"],  # faults, not compare's figures, are the subject
                           env=env, cwd=ROOT, capture_output=True, text=True, timeout=3000)
     servers.keep_log("faults pipeline", proc.stdout, proc.stderr)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -24,6 +24,7 @@ import pytest
 from jobs.core.paths import ROOT
 from jobs.sim import profile as sim_profile
 from jobs.sim import roles
+from tests.conftest import first_questions
 
 EXAMPLE = ROOT / "examples" / "visa_desk"
 PROFILE = EXAMPLE / "visa_desk" / "sim_profile.yaml"
@@ -358,7 +359,9 @@ def test_the_visa_desk_runs_the_whole_pipeline_on_openai_compatible(servers, mlf
     sim, sim_url = start_sim({"seed": 7, "profile": str(PROFILE)})
     try:
         proc, sent, home, names = run_pipeline(servers, tmp_path, "model=openai_compatible",
-                                               f"model.base_url={sim_url}", **models)
+                                               f"model.base_url={sim_url}",  # the provider, not compare's figures, is the subject:
+                                               f"dataset.heldout={first_questions(tmp_path, 12, EXAMPLE / 'data/heldout.jsonl')}",
+                                               **models)
     finally:
         stop_process(sim.pid)
     decision, seen = check_release(mlflow_client, proc, home, names)
