@@ -10,7 +10,7 @@ import pytest
 from .conftest import first_questions, new_pipeline_id, stage_result
 from .conftest import run_pipeline as pipeline
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # two whole pipelines
 # gates relaxed so that the first pipeline's gain promotes: this test is about what the next one starts from
 RELAXED = ("gate.min_delta=0.0", "gate.alpha=1.0", "gate.ci_low_min=-1.0", "compare.n_repeats=1")
 

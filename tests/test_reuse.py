@@ -45,6 +45,7 @@ def llm_calls(traces: list) -> int:
     return sum(1 for t in traces for sp in t.data.spans if sp.span_type == "CHAT_MODEL")
 
 
+@pytest.mark.slow  # three compares on the session pipeline
 def test_a_compare_of_a_measured_baseline_reuses_its_traces_and_decides_the_same(decided, servers, mlflow_client):
     pid, procs = decided
     first = printed_result(procs["compare"])
