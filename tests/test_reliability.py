@@ -261,7 +261,7 @@ def test_api_key_appears_nowhere(servers, mlflow_client, decided):
     import boto3
 
     needles = (FAKE_API_KEY.encode(), FAKE_API_KEY[-12:].encode())
-    hits, scanned = [], {}
+    hits, scanned, keys = [], {}, []
 
     def scan(where: str, kind: str, data: bytes) -> None:
         scanned[kind] = scanned.get(kind, 0) + 1
@@ -274,6 +274,7 @@ def test_api_key_appears_nowhere(servers, mlflow_client, decided):
                       **{k.lower(): v for k, v in S3_KEYS.items() if k != "AWS_DEFAULT_REGION"})
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=ARTIFACT_BUCKET):
         for obj in page.get("Contents", []):
+            keys.append(obj["Key"])
             scan(f"s3://{ARTIFACT_BUCKET}/{obj['Key']}", "artifact", s3.get_object(Bucket=ARTIFACT_BUCKET, Key=obj["Key"])["Body"].read())
     for path in (servers.state_dir / "llm-cache").rglob("*"):
         if path.is_file():
@@ -283,5 +284,9 @@ def test_api_key_appears_nowhere(servers, mlflow_client, decided):
     exp = mlflow_client.get_experiment_by_name("promptgate-baseball").experiment_id
     runs = mlflow_client.search_runs([exp], max_results=5000)
     assert scanned["database"] >= 1 and servers.stage_log.stat().st_size > 10_000  # the stages' output really was captured
-    assert scanned["artifact"] > len(runs) and scanned["cache entry"] > 100, scanned  # the scan saw what the session wrote
+    # the scan saw what the session wrote: every run that MLflow lists artifacts for has them in the bucket scanned
+    with_artifacts = [r.info.run_id for r in runs if mlflow_client.list_artifacts(r.info.run_id)]
+    unscanned = [run_id for run_id in with_artifacts if not any(f"/{run_id}/artifacts/" in key for key in keys)]
+    assert len(with_artifacts) >= 5 and not unscanned, (len(with_artifacts), unscanned)
+    assert scanned["cache entry"] > 100, scanned
     assert not hits, hits
