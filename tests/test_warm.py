@@ -23,7 +23,7 @@ PROBE = textwrap.dedent('''
     if sys.argv[1] == "raise":
         raise RuntimeError("the probe failed")
     if sys.argv[1] == "sleep":
-        import time; time.sleep(60)
+        import time; open(os.environ["PROBE_PID_FILE"], "w").write(str(os.getpid())); time.sleep(60)
     child = subprocess.run([sys.executable, "-c", "print(7)"], capture_output=True, text=True).stdout.strip()
     print(json.dumps({"argv": sys.argv[1:], "cwd": os.getcwd(), "x": os.environ.get("PROBE_X"),
                       "own": sys.path[1], "child": child, "random": random.random(), "main": __name__,
@@ -52,6 +52,15 @@ def probe(tmp_path):
     return env, str(work)
 
 
+def alive(pid: int) -> bool:
+    """Running: neither gone nor a zombie waiting for its parent to reap it."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def forked(starter, env, cwd, *argv, timeout=60):
     return warm.run_captured(starter, "probe_mod", list(argv), env, cwd, timeout) or (None, "", "")
 
@@ -76,11 +85,18 @@ def test_an_exception_ends_the_stage_with_exit_1_and_its_traceback(starter, prob
     assert code == 1 and "RuntimeError: the probe failed" in err and err.startswith("Traceback")
 
 
-def test_a_stage_past_its_timeout_is_killed(starter, probe):
+def test_a_stage_past_its_timeout_is_killed(starter, probe, tmp_path):
+    env, cwd = probe
+    pid_file = tmp_path / "stage.pid"
     t0 = time.monotonic()
     with pytest.raises(subprocess.TimeoutExpired):
-        forked(starter, *probe, "sleep", timeout=2)
+        forked(starter, {**env, "PROBE_PID_FILE": str(pid_file)}, cwd, "sleep", timeout=2)
     assert time.monotonic() - t0 < 30
+    pid = int(pid_file.read_text())  # the stage itself, not its waiter
+    deadline = time.monotonic() + 10  # its waiter reaps it
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(pid), f"stage pid {pid} outlived its timeout"
     assert forked(starter, *probe, "5")[0] == 5  # and the starter goes on serving
 
 
@@ -99,7 +115,6 @@ def test_the_starter_ends_with_its_parent(tmp_path):
     ''')], capture_output=True, text=True, timeout=60)
     pid = int(parent.stdout.strip())
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}") and "Z" not in open(f"/proc/{pid}/stat").read().split()[2]:
+    while time.monotonic() < deadline and alive(pid):
         time.sleep(0.2)
-    alive = os.path.exists(f"/proc/{pid}") and "Z" not in open(f"/proc/{pid}/stat").read().split()[2]
-    assert not alive, f"starter {pid} outlived its parent"
+    assert not alive(pid), f"starter {pid} outlived its parent"
