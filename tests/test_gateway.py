@@ -137,19 +137,22 @@ def test_embeddings_are_cached_per_text_whatever_the_batching(stack):
 
 
 def test_calls_are_counted_by_kind_with_their_time_and_tokens(stack):
-    """Agent calls bind tools, reflection and judge calls are told apart by model, embeddings by
-    route; each kind gets its calls, seconds, tokens and USD, and a cache hit costs no tokens."""
+    """Off the agent's own path, agent, reflection and judge calls are told apart by model (tools
+    or not), embeddings by route; each kind gets its calls, seconds, tokens and USD, and a cache
+    hit costs no tokens."""
     sim, gw = stack()
     sid, client = open_session(gw, roles={"agent": "sim-agent", "judge": "sim-judge", "reflection": "sim-reflect"})
     tool = {"type": "function", "function": {"name": "lookup", "description": "d",
                                              "parameters": {"type": "object", "properties": {}}}}
     client.chat.completions.create(model="sim-agent", messages=[{"role": "user", "content": "q"}], tools=[tool])
+    client.chat.completions.create(model="sim-judge", messages=[{"role": "user", "content": "read the trace"}],
+                                   tools=[tool])  # a judge with MLflow's trace tools is still the judge
     ask(client, "grade this", model="sim-judge")
     ask(client, "grade this", model="sim-judge")  # a cache hit: a call, no tokens
     ask(client, "improve the prompt", model="sim-reflect")
     client.embeddings.create(model="sim-embed", input=["a"])
     kinds = get(f"{gw}/gateway/sessions/{sid}")["by_kind"]
-    assert {k: v["calls"] for k, v in kinds.items()} == {"agent": 1, "judge": 2, "reflection": 1, "embeddings": 1}
+    assert {k: v["calls"] for k, v in kinds.items()} == {"agent": 1, "judge": 3, "reflection": 1, "embeddings": 1}
     assert all(v["seconds"] > 0 and v["tokens"] > 0 for v in kinds.values())
     assert kinds["agent"]["usd"] > 0 and kinds["judge"]["usd"] == 0  # only sim-agent has a price here
     spend = get(f"{gw}/gateway/sessions/{sid}")

@@ -144,13 +144,12 @@ def reflects(body: dict[str, Any]) -> bool:
 
 
 def kind_of(route: str, body: dict[str, Any], roles: dict[str, str]) -> str:
-    """What a call is for: the agent's calls bind its tools; reflection (GEPA, MemAlign's
-    distillation) and judge calls are told apart by their model, or, when the judge uses the
-    reflection model too, by the reflection prompt's opening."""
+    """What a call that did not come by the agent's own path is for: agent, reflection (GEPA,
+    MemAlign's distillation) and judge calls are told apart by their model, or, when the judge
+    uses the reflection model too, by the reflection prompt's opening. Tools say nothing: a
+    judge that reads the trace binds MLflow's trace tools as an agent binds its own."""
     if route.endswith("embeddings"):
         return "embeddings"
-    if body.get("tools"):
-        return "agent"
     model = str(body.get("model", ""))
     if model == roles.get("reflection") and (model != roles.get("judge") or reflects(body)):
         return "reflection"
