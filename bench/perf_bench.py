@@ -102,6 +102,16 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if b else "n/a"
 
 
+def last_lines(out: str, n: int = 60) -> str:
+    """The end of a command's output without its progress bars, which would fill the tail and
+    hide why it failed (one shard's bars push the other shard's traceback out of it)."""
+    lines = [line for line in re.split(r"[\r\n]", out) if line.strip() and not PROGRESS.search(line)]
+    return "\n".join(lines[-n:])
+
+
+PROGRESS = re.compile(r"\d+%\|.*\|")  # a tqdm bar: "Evaluating:  50%|█████     | 50/100 [...]"
+
+
 def verdict(ok: bool, limit: str = "") -> str:
     return "target met" if ok else f"target missed: {limit}" if limit else "target missed"
 
@@ -155,7 +165,7 @@ class Bench:
         pid = self.registered(env)
         m = measure(self.evaluate_cmd(pid, f"evaluate.shards={shards}"), env, server_pid or self.mlflow_proc.pid)
         if m.code:
-            sys.exit(f"evaluate failed ({m.code}):\n{m.out[-3000:]}")
+            sys.exit(f"evaluate failed ({m.code}):\n{last_lines(m.out)}")
         return m, result_of(m.out), pid, env
 
     def raw(self, latency_ms: int) -> tuple[Measured, dict]:
@@ -163,7 +173,7 @@ class Bench:
         m = measure([sys.executable, "-m", "bench.raw_evaluate", "--rows", str(self.data), "--base-url",
                      self.sims[latency_ms][1], "--workers", str(WORKERS)], env, self.mlflow_proc.pid)
         if m.code:
-            sys.exit(f"the raw evaluation failed ({m.code}):\n{m.out[-3000:]}")
+            sys.exit(f"the raw evaluation failed ({m.code}):\n{last_lines(m.out)}")
         return m, json.loads([line for line in m.out.splitlines() if line.startswith('{"rows"')][-1])
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from bench.perf_bench import CORES, Measured, bench_rows, limit, ratio
+from bench.perf_bench import CORES, Measured, bench_rows, last_lines, limit, ratio
 
 
 def test_bench_rows_are_distinct_questions_with_the_domains_fields(tmp_path):
@@ -20,6 +20,13 @@ def test_the_named_limit_follows_the_measured_load():
     assert limit(Measured(10, server_cores=0.9, stage_cores=0.4, machine_cores=0.6 * CORES)).startswith("the tracking server")
     assert limit(Measured(10, server_cores=0.2, stage_cores=0.3, machine_cores=0.3 * CORES)).startswith("waiting")
     assert ratio(3, 2) == "1.50x" and ratio(1, 0) == "n/a"
+
+
+def test_a_failure_shows_its_cause_not_the_progress_bars_after_it():
+    bars = "".join(f"\r  [shard 1] Evaluating:  {p}%|{'#' * (p // 10)}| {p}/100 [Elapsed: 00:0{p // 50}]" for p in range(0, 101))
+    out = f"  [shard 0] Traceback (most recent call last):\n  [shard 0] RuntimeError: database is locked\n{bars}\nerror: shard(s) 0 of 2 failed\n"
+    assert last_lines(out, 3).splitlines() == ["  [shard 0] Traceback (most recent call last):",
+                                               "  [shard 0] RuntimeError: database is locked", "error: shard(s) 0 of 2 failed"]
 
 
 GATE_ARGS = ["--aa-sims", "20", "--power-sims", "10", "--bootstrap", "50",
