@@ -170,25 +170,30 @@ def signature(inputs: dict[str, Any]) -> str:
     return json.dumps(inputs, sort_keys=True, default=str)
 
 
-def evaluate_records(cfg: Any, endpoint: Any, experiment_id: str, pipeline_id: str, run_id: str, records: list[Record],
-                     prompt_uris: dict[str, str], scorers: list[Any], tags: dict[str, str],
-                     say: Callable[[str], None] = print) -> tuple[dict[str, RowOutcome], int]:
-    """Run the agent with the prompts at ``prompt_uris`` (role -> URI) over ``records`` inside the active run, score them,
-    and return one outcome per record (see ``evaluate_complete``)."""
-    import mlflow
-
+def traced_agent(cfg: Any, endpoint: Any, pipeline_id: str, prompt_uris: dict[str, str], records: list[Record],
+                 tags: dict[str, str]) -> Callable[..., str]:
+    """The agent with the prompts at ``prompt_uris`` (role -> URI), each row's trace tagged with
+    the pipeline, ``tags`` and the question of ``records`` it answers. Built once per stage and
+    arm, before any run: an agent that refuses its prompts stops the stage there."""
     from jobs.eval.agent import build_predict_fn
-    from jobs.eval.judges import skip_failed_rows
-    from jobs.store import datasets as store_datasets
 
-    store_datasets.log_lineage(run_id, {r.origin for r in records if r.origin is not None})  # the run page's Datasets
     by_inputs = {signature(r.inputs): r.id for r in records}
     base_tags = {tracking.TAG_PIPELINE: pipeline_id, **tags}
 
     def tags_for(inputs: dict[str, Any]) -> dict[str, str]:
         return {**base_tags, tracking.TAG_QUESTION: by_inputs.get(signature(inputs), "?")}
 
-    predict = build_predict_fn(cfg.agent, endpoint, prompt_uris, tags_for)
+    return build_predict_fn(cfg.agent, endpoint, prompt_uris, tags_for)
+
+
+def evaluate_records(cfg: Any, experiment_id: str, run_id: str, records: list[Record], predict: Callable[..., str],
+                     scorers: list[Any], say: Callable[[str], None] = print) -> tuple[dict[str, RowOutcome], int]:
+    """Run ``predict`` (``traced_agent``) over ``records`` inside the active run, score them, and
+    return one outcome per record (see ``evaluate_complete``)."""
+    import mlflow
+
+    from jobs.eval.judges import skip_failed_rows
+
     flavors = cfg.agent.get("autolog")
     autolog_once(None if flavors is None else tuple(str(f) for f in flavors))
     judge_name = str(cfg.judge.name)

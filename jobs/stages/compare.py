@@ -34,6 +34,7 @@ from jobs.eval.runner import (
     other_scorers,
     rejudge_records,
     scorer_counts,
+    traced_agent,
 )
 from jobs.eval.sequential import LookDecision, SequentialPlan, decide_look
 from jobs.stages import release
@@ -247,15 +248,14 @@ def run(ctx: StageContext) -> CompareResult | ShardResult:
     plan = Plan(name, versions, records, repeated(records, int(c.n_repeats)), inputs,
                 {arm: arm_digest(cfg, v, records) for arm, v in versions.items()}, "")
     with llm(ctx) as endpoint:
-        agent.build_predict_fn(cfg.agent, endpoint, release.uris(cfg, candidate_version))  # refused: before any run
+        predicts = {arm: traced_agent(cfg, endpoint, ctx.pipeline_id, release.uris(cfg, v), plan.rows,
+                                      {TAG_ARM: arm, TAG_SPLIT: str(c.split)}) for arm, v in versions.items()}
         judge, judge_info = recorded_judge(cfg.judge, tracking.result_of(align_run), ctx.store.experiment_id, endpoint)
         scorers = [with_verdict(judge, cfg.judge)] + judges.further_scorers(list(cfg.judge.scorers), endpoint)
         plan = replace(plan, judged_by=judged_by(cfg, judge_info))
 
         def evaluate_arm(run_id: str, arm: str, arm_rows: list[Record]) -> tuple[dict[str, RowOutcome], int]:
-            return evaluate_records(cfg, endpoint, ctx.store.experiment_id, ctx.pipeline_id, run_id, arm_rows,
-                                    release.uris(cfg, plan.versions[arm]), scorers,
-                                    {TAG_ARM: arm, TAG_SPLIT: str(c.split)}, ctx.say)
+            return evaluate_records(cfg, ctx.store.experiment_id, run_id, arm_rows, predicts[arm], scorers, ctx.say)
 
         source_traces: dict[str, list] = {}  # an earlier arm run's traces, read once for every look
 
@@ -358,6 +358,7 @@ def one_shard(ctx: StageContext, plan: Plan, index: int, evaluate_arm: EvaluateA
     ctx.say(f"shard {index + 1}/{shards}: " + ", ".join(f"{len(v)} {a} rows" for a, v in own.items()))
 
     def shard(run_id: str) -> tuple[dict, int]:
+        log_lineage(run_id, plan.records)  # the run page's Datasets
         out, retried = {}, 0
         for arm, arm_rows in own.items():
             out[arm], n = evaluate_arm(run_id, arm, arm_rows)
@@ -490,6 +491,8 @@ def one_look(ctx: StageContext, run: Any, plan: Plan, arms: Arms, arm: str, rows
     whose row outcomes it records for a later compare to reuse."""
     tags = {TAG_ARM: arm, TAG_ARM_DIGEST: plan.digests[arm], TAG_JUDGED_BY: plan.judged_by}
     with tracking.child_run(f"{run.info.run_name}-{arm}", tags, arms.runs.get(arm)) as arm_run:
+        if arm not in arms.runs:  # the run page's Datasets, once
+            log_lineage(arm_run.info.run_id, plan.records)
         ctx.say(f"{arm} {release.describe(ctx.cfg, plan.versions[arm])}: {len(plan.records)} held-out {what}")
         found, n_reused, rejudged = arm_rows(arm, rows, prior, arm_run.info.run_id, plan.judged_by, evaluate_arm,
                                              rejudge_arm)

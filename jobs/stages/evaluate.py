@@ -10,7 +10,7 @@ from jobs.core.contract import TAG_REVIEW, TAG_SPLIT
 from jobs.core.faults import pause_point
 from jobs.core.results import EvaluateResult, scorer_failures, scorer_lines
 from jobs.eval import agent, datasets, judges
-from jobs.eval.runner import evaluate_records, other_scorers, scorer_counts
+from jobs.eval.runner import evaluate_records, other_scorers, scorer_counts, traced_agent
 from jobs.stages import release
 from jobs.stages import shards as shards_
 from jobs.stages.common import failure_cause, finish, log_lineage, nothing_measured, recorded, reuse, stage_run
@@ -39,12 +39,12 @@ def run(ctx: StageContext) -> EvaluateResult | ShardResult:
     units = [("rows", r) for r in records]
     prompt_uris = release.uris(cfg, version)
     with llm(ctx) as endpoint:
-        agent.build_predict_fn(cfg.agent, endpoint, prompt_uris)  # an agent that refuses its prompts: before any run
+        predict = traced_agent(cfg, endpoint, ctx.pipeline_id, prompt_uris, records, {TAG_SPLIT: split})
         scorers = [judges.build(cfg.judge, endpoint)] + judges.further_scorers(list(cfg.judge.scorers), endpoint)
 
         def evaluate_rows(run_id: str, rows: list) -> tuple[dict, int]:
-            return evaluate_records(cfg, endpoint, ctx.store.experiment_id, ctx.pipeline_id, run_id, rows, prompt_uris,
-                                    scorers, {TAG_SPLIT: split}, ctx.say)
+            log_lineage(run_id, rows)  # the run page's Datasets
+            return evaluate_records(cfg, ctx.store.experiment_id, run_id, rows, predict, scorers, ctx.say)
 
         if index is not None:  # one shard's rows into a run of its own; the merge makes the result
             rows = [r for _, r in shards_.mine(units, shards, int(index))]
@@ -60,7 +60,7 @@ def run(ctx: StageContext) -> EvaluateResult | ShardResult:
                                  "release": release.describe(cfg, version), "shards": shards,
                                  "judge": cfg.judge.name, "max_workers": int(cfg.evaluate.max_workers)})
             if shards > 1:
-                log_lineage(run.info.run_id, records)
+                log_lineage(run.info.run_id, records)  # the merge run's; each shard run logs its own
                 merged, retried, shard_runs = shards_.gather(ctx, inputs, shards, units)
                 outcomes = merged.get("rows", {})
                 shards_.link_traces(outcomes, run.info.run_id)  # the review queue finds them under this run
