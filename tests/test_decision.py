@@ -39,6 +39,12 @@ def test_compare_logged_paired_statistics_table_and_chart(decided, mlflow_client
     rows = open(mlflow_client.download_artifacts(run.info.run_id, "per_question.csv")).read().splitlines()
     assert len(rows) == 41 and rows[0].startswith("question_id,question,baseline_pass_share")
     assert "McNemar p=" in procs["compare"].stdout
+    arms = mlflow_client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+    assert len(arms) == 2
+    for arm in arms:  # each arm's run page lists the held-out file it read, under Datasets
+        inputs = mlflow_client.get_run(arm.info.run_id).inputs.dataset_inputs
+        assert ("heldout.jsonl", {"mlflow.data.context": "heldout"}) in [
+            (d.dataset.name, {t.key: t.value for t in d.tags}) for d in inputs], inputs
 
 
 def test_mlflow_compare_evaluations_agrees_on_the_same_runs(decided):
