@@ -218,3 +218,10 @@ def test_a_slice_gate_on_a_slice_the_dataset_does_not_define_is_refused_up_front
     with pytest.raises(UserError) as e:
         gate_stage.check(pipeline_cfg(strict, ["Safety"], slices={"returns": "topic=returns"}))
     assert str(e.value).startswith("gate.slices[0]: slice 'injection' is not in dataset.slices ['returns']; define it")
+
+
+def test_a_sequential_boundary_is_said_to_six_places_and_a_configured_threshold_as_written():
+    boundary = gate_stage._gate("alpha (McNemar p)", 0.2, "<=", 0.024205738334829613, "look 4 of 5")
+    assert boundary.line().split()[-6:-4] == ["<=", "0.024206"]
+    assert decide([boundary])[1] == ["alpha (McNemar p) 0.2000 (needs <= 0.024206): look 4 of 5"]
+    assert gate_stage._gate("max_regressions", 0, "<=", 6).line().endswith("0.0000 <= 6.0")

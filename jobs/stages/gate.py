@@ -29,9 +29,14 @@ class Gate:
     passed: bool
     note: str = ""  # what the value rests on, or why it is missing
 
+    @property
+    def needs(self) -> str:
+        """The rule and threshold as said: a sequential look's boundary to 6 places, a config's value as written."""
+        return f"{self.rule} {round(self.threshold, 6)}"
+
     def line(self) -> str:
         shown = "missing" if self.value is None else f"{self.value:.4f}"
-        return (f"{'PASS' if self.passed else 'FAIL'}  {self.name:<34} {shown:>9} {self.rule} {self.threshold}"
+        return (f"{'PASS' if self.passed else 'FAIL'}  {self.name:<34} {shown:>9} {self.needs}"
                 + (f"  ({self.note[:160]})" if self.note else ""))
 
 
@@ -148,7 +153,7 @@ def scorer_errors(compare: CompareResult, scorer: str, max_error_rate: float) ->
 
 
 def decide(gates: list[Gate]) -> tuple[str, list[str]]:
-    failed = [f"{x.name} {'not measured' if x.value is None else f'{x.value:.4f}'} (needs {x.rule} {x.threshold})"
+    failed = [f"{x.name} {'not measured' if x.value is None else f'{x.value:.4f}'} (needs {x.needs})"
               + (f": {x.note}" if x.note else "") for x in gates if not x.passed]
     return ("promote" if not failed else "refuse"), failed
 
