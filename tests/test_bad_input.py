@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -226,6 +227,18 @@ def test_mlflow_server_down_is_clear_within_15_s(servers, mlflow_client):
     assert proc.returncode == 2
     assert error_lines(proc) == [f"error: MLflow server {dead} is not reachable (Connection refused); start it with "
                                  "`make mlflow-up` or set mlflow.tracking_uri"]
+
+
+@pytest.mark.parametrize("workers", ["abc", "0"])
+def test_a_bad_worker_count_for_the_local_server_exits_2_before_starting_it(tmp_path, workers):
+    state = tmp_path / "state"
+    proc = subprocess.run([sys.executable, "-m", "jobs.core.servers", "mlflow-up", "--port", str(free_port()),
+                           "--state-dir", str(state)], env={**os.environ, "MLFLOW_WORKERS": workers}, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.splitlines() == [f"error: MLFLOW_WORKERS={workers}: the local MLflow server's worker count "
+                                        "must be a whole number >= 1, e.g. MLFLOW_WORKERS=2"]
+    assert not state.exists()  # nothing started, nothing made
 
 
 @pytest.mark.parametrize("case,stage,overrides,env,expect", [

@@ -143,10 +143,14 @@ def stop_process(pid: int, grace_s: float = 10) -> None:
 
 def local_workers() -> int:
     """Workers of ``make mlflow-up``'s server (``MLFLOW_WORKERS``, default 2). It serves one
-    pipeline at a time: with a second worker a compare's trace writes and reads use both cores,
-    and make run's compare took 96 s instead of 103 s on the same 320 rows. Test sessions run
-    several servers side by side and keep one worker each (README, "Where a row's time goes")."""
-    return int(os.environ.get("MLFLOW_WORKERS") or 2)
+    pipeline at a time, and with a second worker the rows' trace writes and reads use both cores:
+    bench-perf's make run took 106 s instead of 118 s. Test sessions run several servers side by
+    side and keep one worker each (README, "Where a row's time goes")."""
+    text = os.environ.get("MLFLOW_WORKERS") or "2"
+    if not text.isdigit() or int(text) < 1:
+        raise UserError(f"MLFLOW_WORKERS={text}: the local MLflow server's worker count must be a whole number >= 1, "
+                        "e.g. MLFLOW_WORKERS=2")
+    return int(text)
 
 
 def mlflow_up(state_dir: Path, port: int, workers: int) -> str:
@@ -154,8 +158,8 @@ def mlflow_up(state_dir: Path, port: int, workers: int) -> str:
     if is_up(url + "/health"):
         print(f"MLflow is already up at {url} (reusing it)")
         return url
-    print(f"Starting MLflow on {url} ({workers} workers; SQLite and artifacts under {state_dir}/; about 30 s on 2 "
-          f"cores)...", flush=True)
+    print(f"Starting MLflow on {url} ({workers} worker{'s' if workers > 1 else ''}; SQLite and artifacts under "
+          f"{state_dir}/; about 30 s on 2 cores)...", flush=True)
     proc, url = start_mlflow(state_dir, port, workers=workers)
     (state_dir / f"mlflow-{port}.pid").write_text(str(proc.pid))
     print(f"MLflow is up: {url}")
