@@ -231,6 +231,71 @@ def test_two_gates_at_once_promote_exactly_one(decided, servers, mlflow_client, 
     assert "moved concurrently" in mlflow_client.get_prompt_version(gate_prompt, loser).tags["promptgate.gate.reasons"]
 
 
+def test_of_two_breakers_of_a_dead_holders_lock_one_holds_it_at_a_time(mlflow_client, monkeypatch):
+    """A gate killed while holding production's lock leaves it. Two gates read it and both see
+    its holder gone; the second acts 0.3 s after the first has broken the lock and taken it
+    (the interleaving that let both hold it), and still exactly one holds it at a time."""
+    import socket
+    import threading
+    import time
+
+    from jobs.store import prompts
+
+    prompt = f"lock-race-{uuid.uuid4().hex[:6]}"
+    lock = f"promptgate-lock.{prompt}.production"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid is gone from this host
+    mlflow_client.create_registered_model(lock, tags={"acquired_at": str(time.time()), "host": socket.gethostname(),
+                                                      "pid": str(dead.pid), "token": "the-dead-gate"})
+    holder_gone, both_read, looks = prompts._holder_gone, threading.Barrier(2), []
+
+    def first_look_together(tags: dict, stale_s: float) -> bool:
+        gone = holder_gone(tags, stale_s)
+        looks.append(tags.get("token"))
+        if len(looks) <= 2:  # each gate's first look: both have read the dead holder's lock before either acts
+            both_read.wait(timeout=30)
+            if len(looks) == 2 and threading.current_thread().name == "second":
+                time.sleep(0.3)
+        return gone
+
+    monkeypatch.setattr(prompts, "_holder_gone", first_look_together)
+    turns, failed = [], []
+
+    def gate() -> None:
+        try:
+            with prompts.alias_lock(prompt, "production", timeout_s=60):
+                t0 = time.monotonic()
+                time.sleep(1.0)
+                turns.append((t0, time.monotonic()))
+        except Exception as e:  # noqa: BLE001 - reported below
+            failed.append(repr(e))
+
+    threads = [threading.Thread(target=gate, name=n) for n in ("first", "second")]
+    threads[0].start()
+    time.sleep(0.05)
+    threads[1].start()
+    for t in threads:
+        t.join(timeout=120)
+    assert looks[:2] == ["the-dead-gate", "the-dead-gate"]  # both saw the dead holder's lock
+    assert not failed and len(turns) == 2, (failed, turns)
+    (_, first_end), (second_start, _) = sorted(turns)
+    assert first_end <= second_start, f"both gates held the lock at once: {turns}"
+    assert not mlflow_client.search_registered_models(f"name LIKE '{lock}%'")  # lock and breaker models gone
+
+
+def test_a_gate_releases_only_its_own_lock(mlflow_client):
+    """A gate whose lock was broken and taken by another (it ran past stale_s) leaves the new holder's lock."""
+    from jobs.store import prompts
+
+    prompt = f"lock-own-{uuid.uuid4().hex[:6]}"
+    lock = f"promptgate-lock.{prompt}.production"
+    with prompts.alias_lock(prompt, "production"):
+        mlflow_client.delete_registered_model(lock)  # broken by another gate, which then took it
+        mlflow_client.create_registered_model(lock, tags={"token": "the-other-gate"})
+    assert mlflow_client.get_registered_model(lock).tags["token"] == "the-other-gate"
+    mlflow_client.delete_registered_model(lock)
+
+
 @pytest.fixture()
 def release_prompts(mlflow_client):
     """A two-prompt agent of its own: router v1-v3, each released with responder v1-v3, production on v1."""

@@ -3,9 +3,11 @@ moves ``production``. Everything promptgate does with prompts goes through here.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -116,15 +118,18 @@ def alias_lock(prompt_name: str, alias: str, timeout_s: float = 120, stale_s: fl
 
     MLflow has no compare-and-set on aliases. Creating a registered model is atomic in
     its SQL store (the name is unique), so a model named after the alias serves as the
-    mutex. A lock whose holder was killed (its pid is gone on this host, or it is older than
-    ``stale_s``; the work under it takes seconds) is broken.
+    mutex, tagged with its holder's token. A lock whose holder was killed (its pid is gone on
+    this host, or it is older than ``stale_s``; the work under it takes seconds) is broken by
+    whoever first creates the model that names that holder's token (``_break``): of two
+    breakers exactly one deletes it. A holder deletes the lock only while it holds its token.
     """
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     client = MlflowClient()
     name = f"promptgate-lock.{prompt_name}.{alias}"
-    holder = {"acquired_at": str(time.time()), "host": socket.gethostname(), "pid": str(os.getpid())}
+    token = uuid.uuid4().hex
+    holder = {"acquired_at": str(time.time()), "host": socket.gethostname(), "pid": str(os.getpid()), "token": token}
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -134,11 +139,11 @@ def alias_lock(prompt_name: str, alias: str, timeout_s: float = 120, stale_s: fl
             if "RESOURCE_ALREADY_EXISTS" not in str(e.error_code):
                 raise
             try:
-                if _holder_gone(client.get_registered_model(name).tags, stale_s):
-                    client.delete_registered_model(name)
-                    continue
+                tags = client.get_registered_model(name).tags
             except MlflowException:
                 continue  # released meanwhile
+            if _holder_gone(tags, stale_s) and _break(client, name, tags.get("token", ""), stale_s):
+                continue
             if time.monotonic() > deadline:
                 raise UserError(f"alias '{alias}' of prompt '{prompt_name}' stayed locked for {timeout_s:.0f} s by "
                                 f"another gate; retry, or delete the registered model '{name}' if no gate is running") from None
@@ -146,4 +151,39 @@ def alias_lock(prompt_name: str, alias: str, timeout_s: float = 120, stale_s: fl
     try:
         yield
     finally:
-        client.delete_registered_model(name)
+        _delete_if_held(client, name, token)
+
+
+def _break(client: Any, name: str, dead_token: str, stale_s: float) -> bool:
+    """Delete the lock ``name`` of the dead holder ``dead_token``, if this caller is the one
+    breaker that creates ``<name>.break.<token>`` (atomic, as the lock is). The lock cannot
+    change hands meanwhile: only its holder, who is dead, or this breaker deletes it. A
+    breaker that died mid-way leaves its model; one older than ``stale_s`` is deleted so the
+    next caller can break the lock. True when the caller should try the lock again."""
+    from mlflow.exceptions import MlflowException
+
+    breaker = f"{name}.break.{dead_token or 'none'}"
+    try:
+        client.create_registered_model(breaker, tags={"acquired_at": str(time.time())})
+    except MlflowException as e:
+        if "RESOURCE_ALREADY_EXISTS" not in str(e.error_code):
+            raise
+        with contextlib.suppress(MlflowException):
+            if time.time() - float(client.get_registered_model(breaker).tags.get("acquired_at", "0")) > stale_s:
+                client.delete_registered_model(breaker)
+        return False  # another breaker is at it
+    try:
+        _delete_if_held(client, name, dead_token)
+    finally:
+        with contextlib.suppress(MlflowException):
+            client.delete_registered_model(breaker)
+    return True
+
+
+def _delete_if_held(client: Any, name: str, token: str) -> None:
+    """Delete the lock ``name`` if ``token`` still holds it (a lock broken and taken by another is theirs)."""
+    from mlflow.exceptions import MlflowException
+
+    with contextlib.suppress(MlflowException):  # gone already
+        if client.get_registered_model(name).tags.get("token", "") == token:
+            client.delete_registered_model(name)
