@@ -3,13 +3,12 @@ moves ``production``. Everything promptgate does with prompts goes through here.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from jobs.core.errors import UserError
@@ -131,23 +130,17 @@ def alias_lock(prompt_name: str, alias: str, timeout_s: float = 120, stale_s: fl
     token = uuid.uuid4().hex
     holder = {"acquired_at": str(time.time()), "host": socket.gethostname(), "pid": str(os.getpid()), "token": token}
     deadline = time.monotonic() + timeout_s
-    while True:
+    while not _created(client, name, holder):
         try:
-            client.create_registered_model(name, tags=holder)
-            break
-        except MlflowException as e:
-            if "RESOURCE_ALREADY_EXISTS" not in str(e.error_code):
-                raise
-            try:
-                tags = client.get_registered_model(name).tags
-            except MlflowException:
-                continue  # released meanwhile
-            if _holder_gone(tags, stale_s) and _break(client, name, tags.get("token", ""), stale_s):
-                continue
-            if time.monotonic() > deadline:
-                raise UserError(f"alias '{alias}' of prompt '{prompt_name}' stayed locked for {timeout_s:.0f} s by "
-                                f"another gate; retry, or delete the registered model '{name}' if no gate is running") from None
-            time.sleep(0.5)
+            tags = client.get_registered_model(name).tags
+        except MlflowException:
+            continue  # released meanwhile
+        if _holder_gone(tags, stale_s) and _break(client, name, tags.get("token", ""), stale_s):
+            continue
+        if time.monotonic() > deadline:
+            raise UserError(f"alias '{alias}' of prompt '{prompt_name}' stayed locked for {timeout_s:.0f} s by "
+                            f"another gate; retry, or delete the registered model '{name}' if no gate is running")
+        time.sleep(0.5)
     try:
         yield
     finally:
@@ -163,27 +156,36 @@ def _break(client: Any, name: str, dead_token: str, stale_s: float) -> bool:
     from mlflow.exceptions import MlflowException
 
     breaker = f"{name}.break.{dead_token or 'none'}"
-    try:
-        client.create_registered_model(breaker, tags={"acquired_at": str(time.time())})
-    except MlflowException as e:
-        if "RESOURCE_ALREADY_EXISTS" not in str(e.error_code):
-            raise
-        with contextlib.suppress(MlflowException):
+    if not _created(client, breaker, {"acquired_at": str(time.time())}):
+        with suppress(MlflowException):
             if time.time() - float(client.get_registered_model(breaker).tags.get("acquired_at", "0")) > stale_s:
                 client.delete_registered_model(breaker)
         return False  # another breaker is at it
     try:
         _delete_if_held(client, name, dead_token)
     finally:
-        with contextlib.suppress(MlflowException):
+        with suppress(MlflowException):
             client.delete_registered_model(breaker)
     return True
+
+
+def _created(client: Any, name: str, tags: dict[str, str]) -> bool:
+    """Create the registered model ``name`` (atomic: its name is unique); False when it exists."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(name, tags=tags)
+        return True
+    except MlflowException as e:
+        if "RESOURCE_ALREADY_EXISTS" not in str(e.error_code):
+            raise
+        return False
 
 
 def _delete_if_held(client: Any, name: str, token: str) -> None:
     """Delete the lock ``name`` if ``token`` still holds it (a lock broken and taken by another is theirs)."""
     from mlflow.exceptions import MlflowException
 
-    with contextlib.suppress(MlflowException):  # gone already
+    with suppress(MlflowException):  # gone already
         if client.get_registered_model(name).tags.get("token", "") == token:
             client.delete_registered_model(name)
